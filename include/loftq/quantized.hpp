@@ -1,0 +1,122 @@
+/// @file quantized.hpp
+/// QuantizedMatrix: packed codes plus one float32 scale per block.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "codebook.hpp"
+#include "detail/checks.hpp"
+#include "detail/packing.hpp"
+#include "kernels/scalar.hpp"
+
+namespace loftq {
+
+/// A blockwise-quantized rows x cols matrix.
+///
+/// Element (i, j) is element k = i * cols + j of the row-major flattening; block b holds
+/// elements [b * block_size, (b + 1) * block_size), the last block may be short. Codes are packed
+/// first element in the highest bits (4-bit: high nibble first, as bitsandbytes); a byte's
+/// unused low bits are 0. scales()[b] is the block's absmax.
+class QuantizedMatrix {
+ public:
+  /// An empty 0 x 0 matrix (NF4, block size 64).
+  QuantizedMatrix() = default;
+
+  /// Builds a matrix from its arrays, e.g. as loaded from a checkpoint. Throws
+  /// std::invalid_argument unless rows, cols >= 1, block_size >= 1,
+  /// codes.size() == ceil(rows * cols * bits / 8), scales.size() == ceil(rows * cols / block_size)
+  /// and every scale is finite and >= 0.
+  QuantizedMatrix(Eigen::Index rows, Eigen::Index cols, int block_size, Codebook codebook,
+                  std::vector<std::uint8_t> codes, std::vector<float> scales)
+      : rows_(rows),
+        cols_(cols),
+        block_size_(block_size),
+        codebook_(codebook),
+        codes_(std::move(codes)),
+        scales_(std::move(scales)) {
+    detail::check_not_empty("QuantizedMatrix", rows, cols);
+    detail::check_block_size(block_size);
+    const std::size_t n = size();
+    const std::size_t want_codes = detail::packed_bytes(n, bits());
+    if (codes_.size() != want_codes) {
+      detail::fail("codes.size() = " + std::to_string(codes_.size()) + " does not match " +
+                   std::to_string(want_codes) + " bytes for " + std::to_string(n) + " " +
+                   std::to_string(bits()) + "-bit codes");
+    }
+    if (scales_.size() != blocks()) {
+      detail::fail("scales.size() = " + std::to_string(scales_.size()) + " does not match " +
+                   std::to_string(blocks()) + " blocks of " + std::to_string(block_size));
+    }
+    for (std::size_t b = 0; b < scales_.size(); ++b) {
+      if (!std::isfinite(scales_[b]) || scales_[b] < 0.0f) {
+        detail::fail("scales[" + std::to_string(b) + "] = " + std::to_string(scales_[b]) +
+                     " is not a finite absmax >= 0");
+      }
+    }
+  }
+
+  /// Rows (out_features).
+  Eigen::Index rows() const { return rows_; }
+  /// Columns (in_features).
+  Eigen::Index cols() const { return cols_; }
+  /// Number of elements, rows * cols.
+  std::size_t size() const { return static_cast<std::size_t>(rows_) * static_cast<std::size_t>(cols_); }
+  /// Elements per block.
+  int block_size() const { return block_size_; }
+  /// Number of blocks, ceil(size() / block_size()).
+  std::size_t blocks() const {
+    const auto b = static_cast<std::size_t>(block_size_);
+    return (size() + b - 1) / b;
+  }
+  /// The codebook.
+  Codebook codebook() const { return codebook_; }
+  /// Bits per code.
+  int bits() const { return bits_of(codebook_); }
+  /// The packed codes, ceil(size() * bits() / 8) bytes.
+  const std::vector<std::uint8_t>& codes() const { return codes_; }
+  /// One absmax per block.
+  const std::vector<float>& scales() const { return scales_; }
+  /// The code of element k of the row-major flattening.
+  std::uint8_t code(std::size_t k) const { return detail::get_code(codes_.data(), k, bits()); }
+  /// Bytes held: the packed codes, the scales and the object itself.
+  std::size_t memory_bytes() const {
+    return codes_.size() + scales_.size() * sizeof(float) + sizeof(*this);
+  }
+
+  /// Writes the dequantized matrix row-major into out[0 .. rows * cols).
+  void dequantize(float* out) const {
+    const CodebookTable table = table_of(codebook_);
+    const std::size_t n = size();
+    const auto block = static_cast<std::size_t>(block_size_);
+    for (std::size_t b = 0; b < scales_.size(); ++b) {
+      const std::size_t first = b * block;
+      const float factor = is_linear(codebook_) ? scales_[b] / 127.0f : scales_[b];
+      kernels::scalar::dequantize(codes_.data(), first, std::min(block, n - first), bits(),
+                                  table.values, factor, out + first);
+    }
+  }
+
+  /// The dequantized matrix.
+  Eigen::MatrixXf dequantize() const {
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> out(rows_, cols_);
+    dequantize(out.data());
+    return out;
+  }
+
+ private:
+  Eigen::Index rows_ = 0;
+  Eigen::Index cols_ = 0;
+  int block_size_ = 64;
+  Codebook codebook_ = Codebook::nf4;
+  std::vector<std::uint8_t> codes_;
+  std::vector<float> scales_;
+};
+
+}  // namespace loftq

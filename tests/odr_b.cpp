@@ -1,0 +1,13 @@
+// With odr_a.cpp: every public header in two translation units of one program.
+#include <loftq/loftq.hpp>
+#include <loftq/version.hpp>
+#include <loftq/solver.hpp>
+#include <loftq/quantized.hpp>
+#include <loftq/lowrank.hpp>
+#include <loftq/codebook.hpp>
+#include <loftq/blockwise.hpp>
+
+int odr_b() {
+  const Eigen::MatrixXf w = Eigen::MatrixXf::Ones(4, 4);
+  return loftq::loftq(w, 1, 2, 1).iteration;
+}

@@ -1,0 +1,211 @@
+// loftq(): the pinned API, the promised error properties, agreement with a direct SVD, bad input.
+#include <gtest/gtest.h>
+
+#include <Eigen/SVD>
+#include <limits>
+
+#include "test_helpers.hpp"
+
+namespace {
+
+using loftq::Codebook;
+
+/// ||W - Q - A B^T||_F / ||W||_F computed from the result's parts, in double.
+double recomputed_error(const Eigen::MatrixXf& w, const loftq::Result& r) {
+  const Eigen::MatrixXd approx = r.Q.dequantize().cast<double>() + (r.A * r.B.transpose()).cast<double>();
+  return (w.cast<double>() - approx).norm() / w.cast<double>().norm();
+}
+
+/// An LLM-like weight: a decaying low-rank part, a Gaussian bulk and two outlier input channels.
+Eigen::MatrixXf llm_like(Eigen::Index rows, Eigen::Index cols, unsigned seed) {
+  Eigen::MatrixXf w = loftq_test::gaussian(rows, cols, 0.02f, seed);
+  const Eigen::MatrixXf u = loftq_test::gaussian(rows, 8, 1.0f, seed + 1);
+  const Eigen::MatrixXf v = loftq_test::gaussian(cols, 8, 1.0f, seed + 2);
+  for (Eigen::Index k = 0; k < 8; ++k) w += (0.05f / static_cast<float>(1 + k)) * u.col(k) * v.col(k).transpose() / std::sqrt(static_cast<float>(rows));
+  w.col(3) *= 8.0f;
+  w.col(cols - 2) *= 12.0f;
+  return w;
+}
+
+TEST(Loftq, PinnedApiGivesShapesAndTheErrorItReports) {
+  const Eigen::MatrixXf W = llm_like(96, 80, 31);
+  auto r = loftq::loftq(W, /*rank=*/16, /*bits=*/4, /*iters=*/5);
+  Eigen::MatrixXf Qd = r.Q.dequantize();
+  Eigen::MatrixXf A = r.A;
+  Eigen::MatrixXf B = r.B;
+  EXPECT_EQ(Qd.rows(), 96);
+  EXPECT_EQ(Qd.cols(), 80);
+  EXPECT_EQ(A.rows(), 96);
+  EXPECT_EQ(A.cols(), 16);
+  EXPECT_EQ(B.rows(), 80);
+  EXPECT_EQ(B.cols(), 16);
+  EXPECT_EQ(r.Q.codebook(), Codebook::nf4);
+  EXPECT_EQ(r.Q.block_size(), 64);
+  ASSERT_EQ(r.errors.size(), 5u);
+  EXPECT_GE(r.iteration, 1);
+  EXPECT_LE(r.iteration, 5);
+  EXPECT_NEAR(recomputed_error(W, r), r.error(), 1e-6);
+  auto q = loftq::quantize<loftq::NF4>(W, /*block_size=*/64);
+  Eigen::MatrixXf D = q.dequantize();
+  EXPECT_NEAR((W - D).norm() / W.norm(), r.quantization_error, 1e-6);
+}
+
+TEST(Loftq, BitsSelectNf2Nf4AndInt8) {
+  const Eigen::MatrixXf w = loftq_test::gaussian(40, 50, 0.02f, 32);
+  EXPECT_EQ(loftq::loftq(w, 4, 2, 1).Q.codebook(), Codebook::nf2);
+  EXPECT_EQ(loftq::loftq(w, 4, 4, 1).Q.codebook(), Codebook::nf4);
+  EXPECT_EQ(loftq::loftq(w, 4, 8, 1).Q.codebook(), Codebook::int8);
+}
+
+TEST(Loftq, OneStepIsBelowPlainQuantizationForEveryCodebook) {
+  const Eigen::MatrixXf w = llm_like(64, 96, 33);
+  for (Codebook c : {Codebook::nf2, Codebook::nf4, Codebook::fp4, Codebook::uniform2, Codebook::uniform4,
+                     Codebook::uniform8, Codebook::int8}) {
+    loftq::Options o;
+    o.rank = 8;
+    o.iters = 1;
+    o.codebook = c;
+    const auto r = loftq::loftq(w, o);
+    EXPECT_LT(r.error(), r.quantization_error) << loftq::name_of(c);
+    EXPECT_EQ(r.Q.codebook(), c);
+  }
+}
+
+TEST(Loftq, BestIterateErrorNeverRisesWithMoreSteps) {
+  const Eigen::MatrixXf w = llm_like(80, 72, 34);
+  for (int bits : {2, 4, 8}) {
+    double previous = std::numeric_limits<double>::infinity();
+    for (int t = 1; t <= 6; ++t) {
+      const auto r = loftq::loftq(w, 8, bits, t);
+      EXPECT_LE(r.error(), previous) << "bits " << bits << ", T = " << t;
+      EXPECT_LE(r.error(), r.quantization_error);
+      previous = r.error();
+    }
+  }
+}
+
+TEST(Loftq, MoreStepsExtendTheSameErrorSequence) {
+  const Eigen::MatrixXf w = llm_like(50, 70, 35);
+  const auto short_run = loftq::loftq(w, 6, 2, 2);
+  const auto long_run = loftq::loftq(w, 6, 2, 5);
+  ASSERT_EQ(long_run.errors.size(), 5u);
+  EXPECT_EQ(short_run.errors[0], long_run.errors[0]);
+  EXPECT_EQ(short_run.errors[1], long_run.errors[1]);
+  EXPECT_EQ(short_run.quantization_error, long_run.quantization_error);
+}
+
+TEST(Loftq, TwoBitLoftqImprovesOnItsFirstStep) {
+  // With few levels the alternation pays: the best of five steps beats step one.
+  const Eigen::MatrixXf w = llm_like(128, 128, 36);
+  const auto r = loftq::loftq(w, 16, 2, 5);
+  EXPECT_LT(r.error(), r.errors[0]);
+}
+
+TEST(Loftq, KeepBestFalseReturnsTheLastIterate) {
+  const Eigen::MatrixXf w = llm_like(48, 40, 37);
+  loftq::Options o;
+  o.rank = 4;
+  o.iters = 4;
+  o.codebook = Codebook::nf2;
+  o.keep_best = false;
+  const auto last = loftq::loftq(w, o);
+  EXPECT_EQ(last.iteration, 4);
+  EXPECT_NEAR(recomputed_error(w, last), last.errors[3], 1e-6);
+  o.keep_best = true;
+  const auto best = loftq::loftq(w, o);
+  EXPECT_EQ(best.errors, last.errors);
+  EXPECT_EQ(best.error(), *std::min_element(best.errors.begin(), best.errors.end()));
+}
+
+TEST(Loftq, OneStepLowRankPartIsTheTruncatedSvdOfWMinusQ) {
+  const Eigen::MatrixXf w = llm_like(70, 50, 38);
+  const auto r = loftq::loftq(w, 7, 4, 1);
+  const Eigen::MatrixXd e = (w - loftq::quantize<loftq::NF4>(w).dequantize()).cast<double>();
+  const Eigen::JacobiSVD<Eigen::MatrixXd> svd(e, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  const Eigen::MatrixXd direct =
+      svd.matrixU().leftCols(7) * svd.singularValues().head(7).asDiagonal() * svd.matrixV().leftCols(7).transpose();
+  const Eigen::MatrixXd ours = (r.A * r.B.transpose()).cast<double>();
+  EXPECT_LT((ours - direct).norm() / direct.norm(), 1e-4);
+  const Eigen::VectorXd a_norms = r.A.cast<double>().colwise().squaredNorm().transpose();
+  EXPECT_TRUE(a_norms.isApprox(svd.singularValues().head(7), 1e-4));
+}
+
+TEST(Loftq, RowMajorColumnMajorAndExpressionInputsAgreeBitForBit) {
+  const Eigen::MatrixXf col = llm_like(45, 70, 39);
+  const loftq::RowMatrixXf row = col;
+  const auto a = loftq::loftq(col, 5, 4, 3);
+  const auto b = loftq::loftq(row, 5, 4, 3);
+  const auto c = loftq::loftq(col.transpose().transpose(), 5, 4, 3);
+  EXPECT_EQ(a.Q.codes(), b.Q.codes());
+  EXPECT_EQ(a.Q.scales(), b.Q.scales());
+  EXPECT_EQ(a.A, b.A);
+  EXPECT_EQ(a.B, b.B);
+  EXPECT_EQ(a.errors, b.errors);
+  EXPECT_EQ(a.A, c.A);
+  EXPECT_EQ(a.Q.codes(), c.Q.codes());
+}
+
+TEST(Loftq, ShapesThatAreNotAMultipleOfTheBlockWork) {
+  for (auto [rows, cols] : {std::pair{13, 7}, std::pair{1, 100}, std::pair{100, 1}, std::pair{33, 65}}) {
+    const Eigen::MatrixXf w = loftq_test::gaussian(rows, cols, 0.02f, 40);
+    const auto r = loftq::loftq(w, 1, 4, 2);
+    EXPECT_EQ(r.Q.blocks(), (static_cast<std::size_t>(rows * cols) + 63) / 64);
+    EXPECT_NEAR(recomputed_error(w, r), r.error(), 1e-6);
+    EXPECT_LE(r.error(), r.quantization_error);
+  }
+}
+
+TEST(Loftq, RankZeroIsThePlainQuantization) {
+  const Eigen::MatrixXf w = llm_like(30, 40, 41);
+  const auto r = loftq::loftq(w, 0, 4, 3);
+  EXPECT_EQ(r.A.rows(), 30);
+  EXPECT_EQ(r.A.cols(), 0);
+  EXPECT_EQ(r.B.rows(), 40);
+  EXPECT_EQ(r.B.cols(), 0);
+  EXPECT_EQ(r.Q.codes(), loftq::quantize<loftq::NF4>(w).codes());
+  for (double e : r.errors) EXPECT_EQ(e, r.quantization_error);
+}
+
+TEST(Loftq, FullRankReconstructsW) {
+  const Eigen::MatrixXf w = loftq_test::gaussian(20, 12, 0.02f, 42);
+  const auto r = loftq::loftq(w, 12, 2, 1);
+  EXPECT_LT(r.error(), 1e-5);
+}
+
+TEST(Loftq, ZeroMatrixGivesZeroErrorAndNoNaN) {
+  const auto r = loftq::loftq(Eigen::MatrixXf::Zero(10, 20), 3, 4, 2);
+  EXPECT_EQ(r.quantization_error, 0.0);
+  EXPECT_EQ(r.error(), 0.0);
+  EXPECT_TRUE(r.A.allFinite());
+  EXPECT_TRUE(r.Q.dequantize().isZero(0.0f));
+}
+
+TEST(Loftq, BadInputThrowsNamingTheArgumentAndValue) {
+  using loftq_test::invalid_argument_message;
+  const Eigen::MatrixXf w = loftq_test::gaussian(8, 6, 0.02f, 43);
+  auto message = [&](auto&& call) { return invalid_argument_message(call); };
+  auto has = [](const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos ? ::testing::AssertionSuccess()
+                                                 : ::testing::AssertionFailure() << '"' << text << "\" lacks \"" << part << '"';
+  };
+  Eigen::MatrixXf bad = w;
+  bad(5, 4) = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(has(message([&] { loftq::loftq(bad, 2, 4, 1); }), "W has a non-finite value nan at (row 5, col 4)"));
+  bad(5, 4) = std::numeric_limits<float>::infinity();
+  EXPECT_TRUE(has(message([&] { loftq::loftq(bad, 2, 4, 1); }), "inf at (row 5, col 4)"));
+  EXPECT_TRUE(has(message([] { loftq::loftq(Eigen::MatrixXf(0, 0), 0, 4, 1); }), "W is empty (0 x 0)"));
+  EXPECT_TRUE(has(message([&] { loftq::loftq(w, 7, 4, 1); }), "rank = 7 is out of range [0, 6] for a 8 x 6 matrix"));
+  EXPECT_TRUE(has(message([&] { loftq::loftq(w, -1, 4, 1); }), "rank = -1"));
+  EXPECT_TRUE(has(message([&] { loftq::loftq(w, 2, 3, 1); }), "bits = 3 is not supported (2, 4 or 8)"));
+  EXPECT_TRUE(has(message([&] { loftq::loftq(w, 2, 16, 1); }), "bits = 16"));
+  EXPECT_TRUE(has(message([&] { loftq::loftq(w, 2, 4, 0); }), "iters = 0 must be >= 1"));
+  loftq::Options o;
+  o.rank = 2;
+  o.block_size = 0;
+  EXPECT_TRUE(has(message([&] { loftq::loftq(w, o); }), "block_size = 0"));
+  o.block_size = 64;
+  o.codebook = static_cast<Codebook>(42);
+  EXPECT_TRUE(has(message([&] { loftq::loftq(w, o); }), "codebook = 42"));
+}
+
+}  // namespace
