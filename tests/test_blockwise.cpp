@@ -17,6 +17,8 @@ struct GoldenCase {
   Codebook codebook;
 };
 
+void PrintTo(const GoldenCase& c, std::ostream* os) { *os << c.file; }
+
 class GoldenTest : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(GoldenTest, CodesScalesAndDequantizedValuesMatchBitForBit) {
