@@ -3,6 +3,7 @@
 #include <loftq/codebook.hpp>
 #include <loftq/loftq.hpp>
 #include <loftq/lowrank.hpp>
+#include <loftq/parallel.hpp>
 #include <loftq/quantized.hpp>
 #include <loftq/solver.hpp>
 #include <loftq/version.hpp>

@@ -4,6 +4,7 @@
 #include <loftq/solver.hpp>
 #include <loftq/quantized.hpp>
 #include <loftq/lowrank.hpp>
+#include <loftq/parallel.hpp>
 #include <loftq/codebook.hpp>
 #include <loftq/blockwise.hpp>
 

@@ -13,4 +13,5 @@
 #include "quantized.hpp"
 #include "blockwise.hpp"
 #include "lowrank.hpp"
+#include "parallel.hpp"
 #include "solver.hpp"
