@@ -1,0 +1,36 @@
+// The thread setting and the parallel loop.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "test_helpers.hpp"
+
+namespace {
+
+TEST(Parallel, SetThreadsTakesACountOrZeroForAll) {
+  loftq::set_threads(2);
+#ifdef _OPENMP
+  EXPECT_EQ(loftq::threads(), 2);
+#else
+  EXPECT_EQ(loftq::threads(), 1);
+#endif
+  loftq::set_threads(0);
+  EXPECT_GE(loftq::threads(), 1);
+  EXPECT_NE(loftq_test::invalid_argument_message([] { loftq::set_threads(-1); }).find("threads = -1"),
+            std::string::npos);
+  EXPECT_GE(loftq::threads(), 1);  // unchanged by the failed call
+}
+
+TEST(Parallel, ParallelForRunsEveryIndexOnce) {
+  for (int threads : {1, 2, 3}) {
+    loftq::set_threads(threads);
+    for (std::ptrdiff_t count : {0, 1, 7, 1000}) {
+      std::vector<int> hits(static_cast<std::size_t>(count), 0);
+      loftq::detail::parallel_for(count, [&](std::ptrdiff_t i) { ++hits[static_cast<std::size_t>(i)]; });
+      for (int h : hits) ASSERT_EQ(h, 1);
+    }
+  }
+  loftq::set_threads(0);
+}
+
+}  // namespace
