@@ -1,6 +1,7 @@
 // With odr_b.cpp: every public header in two translation units of one program.
 #include <loftq/blockwise.hpp>
 #include <loftq/codebook.hpp>
+#include <loftq/kernels/dispatch.hpp>
 #include <loftq/loftq.hpp>
 #include <loftq/lowrank.hpp>
 #include <loftq/parallel.hpp>

@@ -6,6 +6,7 @@
 #include <loftq/lowrank.hpp>
 #include <loftq/parallel.hpp>
 #include <loftq/codebook.hpp>
+#include <loftq/kernels/dispatch.hpp>
 #include <loftq/blockwise.hpp>
 
 int odr_b() {

@@ -3,9 +3,10 @@
 #pragma once
 
 #include <Eigen/Core>
-#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -13,7 +14,7 @@
 #include "codebook.hpp"
 #include "detail/checks.hpp"
 #include "detail/packing.hpp"
-#include "kernels/scalar.hpp"
+#include "kernels/dispatch.hpp"
 #include "quantized.hpp"
 
 namespace loftq {
@@ -22,34 +23,51 @@ namespace loftq {
 using RowMatrixXf = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 /// Quantizes the row-major array data (rows x cols) with `codebook` in blocks of block_size
-/// consecutive elements. Throws std::invalid_argument for an empty shape, a block size below 1
-/// or a non-finite value (naming its row and column).
+/// consecutive elements, with the kernels of active_isa() on threads() threads. Throws
+/// std::invalid_argument for an empty shape, a block size below 1 or a non-finite value (naming
+/// its row and column).
 inline QuantizedMatrix quantize_row_major(const float* data, Eigen::Index rows, Eigen::Index cols,
                                           Codebook codebook, int block_size = 64) {
   detail::check_not_empty("W", rows, cols);
   detail::check_block_size(block_size);
   detail::check_finite("W", data, rows, cols);
-  const int bits = bits_of(codebook);
+  detail::check_codebook(codebook);
   const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
   const auto block = static_cast<std::size_t>(block_size);
-  const std::size_t blocks = (n + block - 1) / block;
-  std::vector<std::uint8_t> codes(detail::packed_bytes(n, bits), 0);
-  std::vector<float> scales(blocks);
-  std::vector<std::uint8_t> block_codes(std::min(block, n));
-  const kernels::LookupQuantizer lookup =
-      is_linear(codebook) ? kernels::LookupQuantizer{} : kernels::make_lookup_quantizer(table_of(codebook));
-  for (std::size_t b = 0; b < blocks; ++b) {
-    const std::size_t first = b * block;
-    const std::size_t len = std::min(block, n - first);
-    const float* x = data + first;
-    const float absmax = kernels::scalar::absmax(x, len);
-    scales[b] = absmax;
-    if (is_linear(codebook)) {
-      kernels::scalar::quantize_int8(x, len, absmax, block_codes.data());
-    } else {
-      kernels::scalar::quantize_lookup(x, len, absmax, lookup, block_codes.data());
+  std::vector<std::uint8_t> codes(detail::packed_bytes(n, bits_of(codebook)));
+  std::vector<float> scales((n + block - 1) / block);
+  detail::quantize_array(data, n, block_size, codebook, codes.data(), scales.data());
+  return QuantizedMatrix(rows, cols, block_size, codebook, std::move(codes), std::move(scales));
+}
+
+/// Quantizes target = w - low_rank (row-major rows x cols arrays; one float subtraction per
+/// element) with `codebook` in blocks of block_size, and writes residual[k] = w[k] - Q's
+/// dequantized element k into residual[0 .. rows * cols), in one pass that reads w and low_rank
+/// once. Q equals quantize_row_major() of the target and residual equals w minus
+/// Q.dequantize(), bit for bit. Throws std::invalid_argument for an empty shape, a block size
+/// below 1, or an infinite value in the target, found through the block scales. Unlike
+/// quantize_row_major() it does not check every element: w and low_rank must be finite, and a
+/// NaN in them is not reported (its element gets the code of the lowest level, 0 for Int8).
+inline QuantizedMatrix quantize_residual(const float* w, const float* low_rank, Eigen::Index rows,
+                                         Eigen::Index cols, Codebook codebook, int block_size,
+                                         float* residual) {
+  detail::check_not_empty("w", rows, cols);
+  detail::check_block_size(block_size);
+  detail::check_codebook(codebook);
+  const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+  const auto block = static_cast<std::size_t>(block_size);
+  std::vector<std::uint8_t> codes(detail::packed_bytes(n, bits_of(codebook)));
+  std::vector<float> scales((n + block - 1) / block);
+  detail::quantize_residual_array(w, low_rank, n, block_size, codebook, codes.data(), scales.data(),
+                                  residual);
+  for (std::size_t b = 0; b < scales.size(); ++b) {
+    if (!std::isfinite(scales[b])) {
+      const std::size_t first = b * block;
+      const auto c = static_cast<std::size_t>(cols);
+      detail::fail("w - low_rank has an infinite value in block " + std::to_string(b) +
+                   " (from row " + std::to_string(first / c) + ", col " +
+                   std::to_string(first % c) + ")");
     }
-    for (std::size_t i = 0; i < len; ++i) detail::or_code(codes.data(), first + i, bits, block_codes[i]);
   }
   return QuantizedMatrix(rows, cols, block_size, codebook, std::move(codes), std::move(scales));
 }

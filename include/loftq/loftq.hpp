@@ -12,6 +12,7 @@
 #include "codebook.hpp"
 #include "quantized.hpp"
 #include "blockwise.hpp"
+#include "kernels/dispatch.hpp"
 #include "lowrank.hpp"
 #include "parallel.hpp"
 #include "solver.hpp"

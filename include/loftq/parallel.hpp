@@ -27,6 +27,12 @@ inline std::atomic<int>& thread_setting() {
   return setting;
 }
 
+/// The team fixed by the innermost ThreadScope of the calling thread, 0 outside any.
+inline int& scoped_team() {
+  static thread_local int team = 0;
+  return team;
+}
+
 }  // namespace detail
 
 /// Sets how many threads loftq's parallel passes use; 0 (the default) means all hardware
@@ -40,6 +46,7 @@ inline void set_threads(int threads) {
 /// The number of threads loftq's parallel passes use now.
 inline int threads() {
 #ifdef _OPENMP
+  if (detail::scoped_team() > 0) return detail::scoped_team();
   const int setting = detail::thread_setting().load();
   return setting > 0 ? setting : std::max(1, omp_get_max_threads());
 #else
@@ -48,6 +55,41 @@ inline int threads() {
 }
 
 namespace detail {
+
+/// For its lifetime, fixes the team of loftq's parallel passes on the calling thread (`team`
+/// threads, or threads() when team is 0) and keeps Eigen's own products on one thread, so that
+/// each product is computed the same way whatever the team. Eigen parallelizes a product from
+/// OpenMP's thread setting and blocks it differently for each thread count; loftq instead splits
+/// products into fixed pieces itself.
+class ThreadScope {
+ public:
+  /// Enters the scope; throws std::invalid_argument for a negative team.
+  explicit ThreadScope(int team = 0) {
+    if (team < 0) fail("threads = " + std::to_string(team) + " must be >= 0");
+    outer_team_ = scoped_team();
+    const int resolved = team > 0 ? team : threads();
+#ifdef _OPENMP
+    outer_omp_threads_ = omp_get_max_threads();
+    omp_set_num_threads(1);
+#endif
+    scoped_team() = resolved;
+  }
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
+  /// Restores the thread settings found on entry.
+  ~ThreadScope() {
+    scoped_team() = outer_team_;
+#ifdef _OPENMP
+    omp_set_num_threads(outer_omp_threads_);
+#endif
+  }
+
+ private:
+  int outer_team_ = 0;
+#ifdef _OPENMP
+  int outer_omp_threads_ = 1;
+#endif
+};
 
 /// Runs body(i) for every i in [0, count), spread over threads(); body must not throw.
 template <class Body>

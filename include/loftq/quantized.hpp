@@ -3,7 +3,6 @@
 #pragma once
 
 #include <Eigen/Core>
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -14,7 +13,7 @@
 #include "codebook.hpp"
 #include "detail/checks.hpp"
 #include "detail/packing.hpp"
-#include "kernels/scalar.hpp"
+#include "kernels/dispatch.hpp"
 
 namespace loftq {
 
@@ -90,17 +89,10 @@ class QuantizedMatrix {
     return codes_.size() + scales_.size() * sizeof(float) + sizeof(*this);
   }
 
-  /// Writes the dequantized matrix row-major into out[0 .. rows * cols).
+  /// Writes the dequantized matrix row-major into out[0 .. rows * cols), with the kernels of
+  /// active_isa() on threads() threads.
   void dequantize(float* out) const {
-    const CodebookTable table = table_of(codebook_);
-    const std::size_t n = size();
-    const auto block = static_cast<std::size_t>(block_size_);
-    for (std::size_t b = 0; b < scales_.size(); ++b) {
-      const std::size_t first = b * block;
-      const float factor = is_linear(codebook_) ? scales_[b] / 127.0f : scales_[b];
-      kernels::scalar::dequantize(codes_.data(), first, std::min(block, n - first), bits(),
-                                  table.values, factor, out + first);
-    }
+    detail::dequantize_array(codes_.data(), scales_.data(), size(), block_size_, codebook_, out);
   }
 
   /// The dequantized matrix.

@@ -1,6 +1,6 @@
 /// @file kernels/scalar.hpp
-/// Portable kernels for one block of blockwise quantization; every other path must equal these
-/// bit for bit. No expression here can be contracted into an FMA: each result is one rounding.
+/// Portable kernels of blockwise quantization; every other path must equal these bit for bit.
+/// No expression here can be contracted into an FMA: each result is one rounding.
 #pragma once
 
 #include <algorithm>
@@ -39,39 +39,126 @@ inline LookupQuantizer make_lookup_quantizer(CodebookTable table) {
   return q;
 }
 
+/// What a lookup codebook multiplies a block by to map it onto [-1, 1]: 1 / max(absmax, 1e-38).
+inline float lookup_multiplier(float absmax) { return 1.0f / std::max(absmax, 1e-38f); }
+
+/// What Int8 multiplies a block by: 127 / absmax (inf for a zero block).
+inline float int8_multiplier(float absmax) { return 127.0f / absmax; }
+
+/// The multiplier of a block of `codebook`: int8_multiplier() for Int8, else lookup_multiplier().
+inline float quantize_multiplier(Codebook codebook, float absmax) {
+  return is_linear(codebook) ? int8_multiplier(absmax) : lookup_multiplier(absmax);
+}
+
+/// The factor of a block's dequantized values: absmax, or absmax / 127 for Int8.
+inline float dequantize_factor(Codebook codebook, float absmax) {
+  return is_linear(codebook) ? absmax / 127.0f : absmax;
+}
+
+/// The lookup code of x in a block of multiplier inv: clamp(x * inv, -1, 1), then the number of
+/// midpoints strictly below it, mapped to its code. A NaN gets the code of the lowest level.
+inline std::uint8_t lookup_code(float x, float inv, const LookupQuantizer& q) {
+  const float s = std::clamp(x * inv, -1.0f, 1.0f);
+  const float* mid_begin = q.midpoints.data();
+  const float* mid_end = mid_begin + (q.levels - 1);
+  const auto k = std::lower_bound(mid_begin, mid_end, s) - mid_begin;
+  return q.codes[static_cast<std::size_t>(k)];
+}
+
+/// The Int8 code of x in a block of multiplier f: round-half-even(x * f) clamped to [-127, 127],
+/// as its two's-complement byte; a NaN product (0 * inf in a zero block) gives 0.
+inline std::uint8_t int8_code(float x, float f) {
+  float v = x * f;
+  if (std::isnan(v)) v = 0;
+  const float q = std::nearbyint(std::clamp(v, -127.0f, 127.0f));
+  return static_cast<std::uint8_t>(static_cast<std::int8_t>(q));
+}
+
+/// x, which the compiler may not fuse with a following addition or subtraction into an FMA.
+inline float unfused(float x) {
+#if defined(__GNUC__) || defined(__clang__)
+  __asm__("" : "+m"(x));
+#endif
+  return x;
+}
+
+/// The block of the current element as a kernel walks an array of n elements, cut in blocks of
+/// `block` elements, in ascending order.
+class BlockCursor {
+ public:
+  /// Starts at block 0; n and block must be >= 1.
+  BlockCursor(std::size_t n, std::size_t block) : n_(n), block_(block), end_(std::min(n, block)) {}
+
+  /// Moves to the block of element e; e must not be below an element sought before.
+  void seek(std::size_t e) {
+    while (e >= end_) {
+      ++index_;
+      end_ = std::min(n_, end_ + block_);
+    }
+  }
+
+  /// The current block.
+  std::size_t index() const { return index_; }
+
+  /// One past the last element of the current block.
+  std::size_t end() const { return end_; }
+
+  /// True when elements [e, e + count) all lie in the current block.
+  bool holds(std::size_t e, std::size_t count) const { return e + count <= end_; }
+
+  /// out[j] = value(block of element e + j) for j in [0, count); e is in the current block and
+  /// e + count <= n.
+  template <class Value>
+  void fill(std::size_t e, std::size_t count, Value value, float* out) const {
+    std::size_t b = index_;
+    std::size_t end = end_;
+    float v = value(b);
+    for (std::size_t j = 0; j < count; ++j) {
+      if (e + j >= end) {
+        ++b;
+        end = std::min(n_, end + block_);
+        v = value(b);
+      }
+      out[j] = v;
+    }
+  }
+
+ private:
+  std::size_t n_;
+  std::size_t block_;
+  std::size_t index_ = 0;
+  std::size_t end_;
+};
+
 namespace scalar {
 
-/// Largest |x[i]| over n values (0 for n = 0).
+/// Largest |x[i]| over n values (0 for n = 0); NaNs are skipped.
 inline float absmax(const float* x, std::size_t n) {
   float m = 0.0f;
   for (std::size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
   return m;
 }
 
-/// Codes of one block for a lookup codebook, one byte per element: x * (1 / max(absmax, 1e-38))
-/// clamped to [-1, 1], then the number of midpoints strictly below it, mapped to its code.
-inline void quantize_lookup(const float* x, std::size_t n, float absmax, const LookupQuantizer& q,
-                            std::uint8_t* codes) {
-  const float inv = 1.0f / std::max(absmax, 1e-38f);
-  const float* mid_begin = q.midpoints.data();
-  const float* mid_end = mid_begin + (q.levels - 1);
-  for (std::size_t i = 0; i < n; ++i) {
-    const float s = std::clamp(x[i] * inv, -1.0f, 1.0f);
-    const auto k = std::lower_bound(mid_begin, mid_end, s) - mid_begin;
-    codes[i] = q.codes[static_cast<std::size_t>(k)];
-  }
+/// Largest |w[i] - v[i]| over n values (0 for n = 0); NaNs are skipped.
+inline float absmax_of_difference(const float* w, const float* v, std::size_t n) {
+  float m = 0.0f;
+  for (std::size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(w[i] - v[i]));
+  return m;
 }
 
-/// Int8 codes of one block, one byte per element: round-half-even(x * (127 / absmax)) clamped to
-/// [-127, 127], stored as its two's-complement byte; 0 where absmax is 0.
+/// Codes of one block for a lookup codebook, one byte per element: lookup_code() of each x with
+/// the block's lookup_multiplier().
+inline void quantize_lookup(const float* x, std::size_t n, float absmax, const LookupQuantizer& q,
+                            std::uint8_t* codes) {
+  const float inv = lookup_multiplier(absmax);
+  for (std::size_t i = 0; i < n; ++i) codes[i] = lookup_code(x[i], inv, q);
+}
+
+/// Int8 codes of one block, one byte per element: int8_code() of each x with the block's
+/// int8_multiplier(); 0 where absmax is 0.
 inline void quantize_int8(const float* x, std::size_t n, float absmax, std::uint8_t* codes) {
-  const float f = 127.0f / absmax;
-  for (std::size_t i = 0; i < n; ++i) {
-    float v = x[i] * f;        // 0 * inf (absmax 0) is NaN:
-    if (std::isnan(v)) v = 0;  // such an element is 0.
-    const float q = std::nearbyint(std::clamp(v, -127.0f, 127.0f));
-    codes[i] = static_cast<std::uint8_t>(static_cast<std::int8_t>(q));
-  }
+  const float f = int8_multiplier(absmax);
+  for (std::size_t i = 0; i < n; ++i) codes[i] = int8_code(x[i], f);
 }
 
 /// Dequantizes elements [first, first + n) of a packed code array into out[0..n):
@@ -80,6 +167,115 @@ inline void dequantize(const std::uint8_t* packed, std::size_t first, std::size_
                        const float* table, float factor, float* out) {
   for (std::size_t i = 0; i < n; ++i) {
     out[i] = table[detail::get_code(packed, first + i, bits)] * factor;
+  }
+}
+
+/// Elements per piece of a block in the scalar kernels, the size of their stack buffers.
+inline constexpr std::size_t piece = 256;
+
+/// Quantizes x[0..n) in blocks of block_size (the last may be short): scales[b] = absmax of
+/// block b, codes packed from packed[0] (x[0]'s code first, in the highest bits), all
+/// packed_bytes(n, bits) bytes written, unused low bits 0. lookup is make_lookup_quantizer() of
+/// the codebook (unused for Int8).
+inline void quantize(const float* x, std::size_t n, int block_size, Codebook book,
+                     const LookupQuantizer& lookup, std::uint8_t* packed, float* scales) {
+  const int bits = bits_of(book);
+  const auto block = static_cast<std::size_t>(block_size);
+  std::fill(packed, packed + detail::packed_bytes(n, bits), std::uint8_t{0});
+  std::array<std::uint8_t, piece> codes{};
+  for (std::size_t first = 0, b = 0; first < n; first += block, ++b) {
+    const std::size_t len = std::min(block, n - first);
+    const float m = absmax(x + first, len);
+    scales[b] = m;
+    for (std::size_t off = 0; off < len; off += piece) {
+      const std::size_t count = std::min(piece, len - off);
+      if (is_linear(book)) {
+        quantize_int8(x + first + off, count, m, codes.data());
+      } else {
+        quantize_lookup(x + first + off, count, m, lookup, codes.data());
+      }
+      for (std::size_t i = 0; i < count; ++i) {
+        detail::or_code(packed, first + off + i, bits, codes[i]);
+      }
+    }
+  }
+}
+
+/// Dequantizes n elements in blocks of block_size from packed codes (element 0's code in the
+/// highest bits of packed[0]) and per-block scales: out[i] = table[code] * dequantize_factor().
+inline void dequantize(const std::uint8_t* packed, const float* scales, std::size_t n,
+                       int block_size, Codebook book, float* out) {
+  const CodebookTable table = table_of(book);
+  const auto block = static_cast<std::size_t>(block_size);
+  for (std::size_t first = 0, b = 0; first < n; first += block, ++b) {
+    dequantize(packed, first, std::min(block, n - first), bits_of(book), table.values,
+               dequantize_factor(book, scales[b]), out + first);
+  }
+}
+
+/// Quantizes target = w - low_rank (one subtraction per element) as quantize() does, and writes
+/// residual[i] = w[i] - (dequantized target)[i]; w and low_rank are read block by block.
+inline void quantize_residual(const float* w, const float* low_rank, std::size_t n, int block_size,
+                              Codebook book, const LookupQuantizer& lookup, std::uint8_t* packed,
+                              float* scales, float* residual) {
+  const int bits = bits_of(book);
+  const CodebookTable table = table_of(book);
+  const auto block = static_cast<std::size_t>(block_size);
+  std::fill(packed, packed + detail::packed_bytes(n, bits), std::uint8_t{0});
+  std::array<float, piece> target{};
+  std::array<std::uint8_t, piece> codes{};
+  for (std::size_t first = 0, b = 0; first < n; first += block, ++b) {
+    const std::size_t len = std::min(block, n - first);
+    const float m = absmax_of_difference(w + first, low_rank + first, len);
+    scales[b] = m;
+    const float factor = dequantize_factor(book, m);
+    for (std::size_t off = 0; off < len; off += piece) {
+      const std::size_t count = std::min(piece, len - off);
+      const std::size_t at = first + off;
+      for (std::size_t i = 0; i < count; ++i) target[i] = w[at + i] - low_rank[at + i];
+      if (is_linear(book)) {
+        quantize_int8(target.data(), count, m, codes.data());
+      } else {
+        quantize_lookup(target.data(), count, m, lookup, codes.data());
+      }
+      for (std::size_t i = 0; i < count; ++i) {
+        detail::or_code(packed, at + i, bits, codes[i]);
+        residual[at + i] = w[at + i] - unfused(table.values[codes[i]] * factor);
+      }
+    }
+  }
+}
+
+/// The last elements [first, n) of a vector kernel's quantize() or quantize_residual() call, one
+/// by one: first is a multiple of 8, so they start a byte; scales of their blocks are known.
+/// The target is w, or w - low_rank when low_rank is not null; residual is written when not
+/// null.
+inline void quantize_tail(const float* w, const float* low_rank, std::size_t first, std::size_t n,
+                          std::size_t block, Codebook book, const LookupQuantizer& lookup,
+                          const float* scales, std::uint8_t* packed, float* residual) {
+  const int bits = bits_of(book);
+  const CodebookTable table = table_of(book);
+  std::fill(packed + first * static_cast<std::size_t>(bits) / 8,
+            packed + detail::packed_bytes(n, bits), std::uint8_t{0});
+  for (std::size_t i = first; i < n; ++i) {
+    const float m = scales[i / block];
+    const float x = low_rank != nullptr ? w[i] - low_rank[i] : w[i];
+    const std::uint8_t code = is_linear(book) ? int8_code(x, int8_multiplier(m))
+                                              : lookup_code(x, lookup_multiplier(m), lookup);
+    detail::or_code(packed, i, bits, code);
+    if (residual != nullptr) {
+      residual[i] = w[i] - unfused(table.values[code] * dequantize_factor(book, m));
+    }
+  }
+}
+
+/// The last elements [first, n) of a vector kernel's dequantize() call, one by one.
+inline void dequantize_tail(const std::uint8_t* packed, const float* scales, std::size_t first,
+                            std::size_t n, std::size_t block, Codebook book, float* out) {
+  const CodebookTable table = table_of(book);
+  for (std::size_t i = first; i < n; ++i) {
+    out[i] = table.values[detail::get_code(packed, i, bits_of(book))] *
+             dequantize_factor(book, scales[i / block]);
   }
 }
 

@@ -1,0 +1,459 @@
+// The kernels of every instruction set this CPU supports against the scalar kernels, bit for
+// bit, and the run-time choice of instruction set.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "test_helpers.hpp"
+
+namespace {
+
+using loftq::Codebook;
+using loftq::Isa;
+
+constexpr Codebook all_codebooks[] = {Codebook::nf2,      Codebook::nf4,      Codebook::fp4,
+                                      Codebook::uniform2, Codebook::uniform4, Codebook::uniform8,
+                                      Codebook::int8};
+constexpr int block_sizes[] = {1, 3, 8, 16, 17, 32, 64, 100, 128, 256, 4096};
+
+struct Shape {
+  Eigen::Index rows;
+  Eigen::Index cols;
+  std::size_t size() const { return static_cast<std::size_t>(rows * cols); }
+};
+constexpr Shape shapes[] = {{1, 1}, {1, 7}, {5, 13}, {33, 65}, {64, 64}, {257, 300}};
+
+/// The instruction sets this CPU supports, scalar first.
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> isas;
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
+    if (loftq::isa_supported(isa)) isas.push_back(isa);
+  }
+  return isas;
+}
+
+/// The instruction sets this CPU lacks.
+std::vector<Isa> unsupported_isas() {
+  std::vector<Isa> isas;
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512}) {
+    if (!loftq::isa_supported(isa)) isas.push_back(isa);
+  }
+  return isas;
+}
+
+/// Restores the default instruction set and thread count after each test.
+class Kernels : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    loftq::reset_isa();
+    loftq::set_threads(0);
+  }
+};
+
+/// True when a and b hold the same bytes.
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+/// The index of the first element where a and b differ in bits, or a.size().
+template <class T>
+std::size_t first_difference(const T* a, const T* b, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (std::memcmp(a + i, b + i, sizeof(T)) != 0) return i;
+  }
+  return n;
+}
+
+/// n values in blocks of block_size, each block of one kind: Gaussian; values exactly on the
+/// midpoints of `codebook` (power-of-two absmax, so x * (1 / absmax) is the midpoint); Int8
+/// half-way values; all zeros (with -0.0); denormals; values near the float32 maximum; zeros,
+/// -0.0 and a few others. Every value is finite.
+std::vector<float> tricky_input(std::size_t n, int block_size, Codebook codebook, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> kind_of(0, 6);
+  std::uniform_int_distribution<int> exponent(-20, 20);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  const auto quantizer = loftq::kernels::make_lookup_quantizer(loftq::table_of(codebook));
+  const int midpoints = std::max(1, quantizer.levels - 1);
+  std::vector<float> x(n);
+  const auto block = static_cast<std::size_t>(block_size);
+  for (std::size_t first = 0; first < n; first += block) {
+    const std::size_t len = std::min(block, n - first);
+    const int kind = kind_of(gen);
+    const float scale = std::ldexp(1.0f, exponent(gen));
+    for (std::size_t i = first; i < first + len; ++i) {
+      const int pick = static_cast<int>(gen() % 8);
+      switch (kind) {
+        case 0:
+          x[i] = normal(gen) * 0.02f;
+          break;
+        case 1: {  // ties at midpoints; absmax = scale from the first element
+          const float mid = quantizer.levels > 0
+                                ? quantizer.midpoints[gen() % static_cast<unsigned>(midpoints)]
+                                : 0.5f;
+          x[i] = i == first ? scale : (pick == 0 ? std::nextafter(mid * scale, 0.0f) : mid * scale);
+          break;
+        }
+        case 2: {  // Int8 ties: absmax 127 * scale, values (k + 1/2) * scale
+          const int k = static_cast<int>(gen() % 254) - 127;
+          x[i] = i == first ? -127.0f * scale : (static_cast<float>(k) + 0.5f) * scale;
+          break;
+        }
+        case 3:
+          x[i] = pick < 4 ? 0.0f : -0.0f;
+          break;
+        case 4:  // denormals and values below 1e-38
+          x[i] = unit(gen) * (pick < 4 ? 1e-39f : 1e-44f);
+          break;
+        case 5:  // near the float32 maximum
+          x[i] = pick == 0 ? std::numeric_limits<float>::max() : unit(gen) * 3e38f;
+          break;
+        default:
+          x[i] = pick < 3 ? 0.0f : (pick < 5 ? -0.0f : (pick == 5 ? 1e38f : normal(gen)));
+          break;
+      }
+    }
+  }
+  return x;
+}
+
+/// A low-rank-like second input for quantize_residual: per block 0, equal to w (a zero
+/// target), or small Gaussian values.
+std::vector<float> tricky_low_rank(const std::vector<float>& w, int block_size, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 0.01f);
+  std::vector<float> v(w.size());
+  const auto block = static_cast<std::size_t>(block_size);
+  for (std::size_t first = 0; first < w.size(); first += block) {
+    const auto kind = gen() % 3;
+    for (std::size_t i = first; i < std::min(w.size(), first + block); ++i) {
+      v[i] = kind == 0 ? 0.0f : (kind == 1 ? w[i] : normal(gen));
+    }
+  }
+  return v;
+}
+
+/// Codes and scales of one quantization.
+struct Quantized {
+  std::vector<std::uint8_t> codes;
+  std::vector<float> scales;
+};
+
+Quantized quantized(const std::vector<float>& x, int block_size, Codebook codebook) {
+  const std::size_t n = x.size();
+  const auto block = static_cast<std::size_t>(block_size);
+  Quantized q{
+      std::vector<std::uint8_t>(loftq::detail::packed_bytes(n, loftq::bits_of(codebook)), 0xA5),
+      std::vector<float>((n + block - 1) / block)};
+  loftq::detail::quantize_array(x.data(), n, block_size, codebook, q.codes.data(), q.scales.data());
+  return q;
+}
+
+std::vector<float> dequantized(const Quantized& q, std::size_t n, int block_size,
+                               Codebook codebook) {
+  std::vector<float> out(n);
+  loftq::detail::dequantize_array(q.codes.data(), q.scales.data(), n, block_size, codebook,
+                                  out.data());
+  return out;
+}
+
+/// Fused quantize_residual: codes and scales of w - low_rank, and the residual.
+struct Residual {
+  Quantized q;
+  std::vector<float> residual;
+};
+
+Residual fused_residual(const std::vector<float>& w, const std::vector<float>& low_rank,
+                        int block_size, Codebook codebook) {
+  const std::size_t n = w.size();
+  const auto block = static_cast<std::size_t>(block_size);
+  Residual r{
+      {std::vector<std::uint8_t>(loftq::detail::packed_bytes(n, loftq::bits_of(codebook)), 0x5A),
+       std::vector<float>((n + block - 1) / block)},
+      std::vector<float>(n)};
+  loftq::detail::quantize_residual_array(w.data(), low_rank.data(), n, block_size, codebook,
+                                         r.q.codes.data(), r.q.scales.data(), r.residual.data());
+  return r;
+}
+
+/// The same as quantize_residual, unfused: target into a buffer, quantize, dequantize, subtract.
+Residual unfused_residual(const std::vector<float>& w, const std::vector<float>& low_rank,
+                          int block_size, Codebook codebook) {
+  std::vector<float> target(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) target[i] = w[i] - low_rank[i];
+  Residual r{quantized(target, block_size, codebook), {}};
+  const std::vector<float> d = dequantized(r.q, w.size(), block_size, codebook);
+  r.residual.resize(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) r.residual[i] = w[i] - d[i];
+  return r;
+}
+
+/// n floats at a 64-byte-aligned address.
+std::unique_ptr<float[], decltype(&std::free)> aligned_floats(std::size_t n) {
+  const std::size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+  return {static_cast<float*>(std::aligned_alloc(64, bytes)), &std::free};
+}
+
+std::string label(Isa isa, Codebook codebook, int block_size, std::size_t n) {
+  return std::string(loftq::name_of(isa)) + " " + std::string(loftq::name_of(codebook)) +
+         " block " + std::to_string(block_size) + " n " + std::to_string(n);
+}
+
+TEST_F(Kernels, ScalarIsAlwaysSupportedAndTheDetectedIsaIsTheBestSupported) {
+  ASSERT_TRUE(loftq::isa_supported(Isa::scalar));
+  const std::vector<Isa> isas = supported_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), Isa::scalar);
+  EXPECT_EQ(loftq::detected_isa(), isas.back());
+  EXPECT_TRUE(!loftq::isa_supported(Isa::avx512) || loftq::isa_supported(Isa::avx2));
+}
+
+TEST_F(Kernels, EveryIsaQuantizesDequantizesAndFusesLikeTheScalarKernels) {
+  for (Codebook codebook : all_codebooks) {
+    for (int block_size : block_sizes) {
+      for (const Shape& shape : shapes) {
+        const std::size_t n = shape.size();
+        const unsigned seed = static_cast<unsigned>(n) * 31u + static_cast<unsigned>(block_size);
+        const std::vector<float> w = tricky_input(n, block_size, codebook, seed);
+        const std::vector<float> low_rank = tricky_low_rank(w, block_size, seed + 1);
+        loftq::force_isa(Isa::scalar);
+        const Quantized ref = quantized(w, block_size, codebook);
+        const std::vector<float> ref_out = dequantized(ref, n, block_size, codebook);
+        const Residual ref_residual = fused_residual(w, low_rank, block_size, codebook);
+        for (Isa isa : supported_isas()) {
+          SCOPED_TRACE(label(isa, codebook, block_size, n));
+          loftq::force_isa(isa);
+          const Quantized q = quantized(w, block_size, codebook);
+          ASSERT_TRUE(same_bits(q.codes, ref.codes))
+              << "byte " << first_difference(q.codes.data(), ref.codes.data(), q.codes.size());
+          ASSERT_TRUE(same_bits(q.scales, ref.scales));
+          const std::vector<float> out = dequantized(ref, n, block_size, codebook);
+          ASSERT_TRUE(same_bits(out, ref_out))
+              << "element " << first_difference(out.data(), ref_out.data(), n);
+          std::vector<float> shifted(n + 1);  // out at 4 bytes past a 16-byte boundary
+          loftq::detail::dequantize_array(ref.codes.data(), ref.scales.data(), n, block_size,
+                                          codebook, shifted.data() + 1);
+          ASSERT_EQ(std::memcmp(shifted.data() + 1, ref_out.data(), n * sizeof(float)), 0);
+          const Residual fused = fused_residual(w, low_rank, block_size, codebook);
+          const Residual unfused = unfused_residual(w, low_rank, block_size, codebook);
+          for (const Residual* r : {&fused, &unfused}) {
+            ASSERT_TRUE(same_bits(r->q.codes, ref_residual.q.codes));
+            ASSERT_TRUE(same_bits(r->q.scales, ref_residual.q.scales));
+            ASSERT_TRUE(same_bits(r->residual, ref_residual.residual))
+                << "element "
+                << first_difference(r->residual.data(), ref_residual.residual.data(), n);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(Kernels, PublicEntryPointsMatchTheScalarKernelsOnEveryIsa) {
+  const Eigen::MatrixXf col = loftq_test::gaussian(45, 77, 0.02f, 11);
+  for (Codebook codebook : all_codebooks) {
+    loftq::force_isa(Isa::scalar);
+    const loftq::QuantizedMatrix ref = loftq::quantize(col, codebook, 32);
+    const Eigen::MatrixXf ref_out = ref.dequantize();
+    for (Isa isa : supported_isas()) {
+      SCOPED_TRACE(std::string(loftq::name_of(isa)) + " " + std::string(loftq::name_of(codebook)));
+      loftq::force_isa(isa);
+      const loftq::QuantizedMatrix q = loftq::quantize(col, codebook, 32);
+      EXPECT_EQ(q.codes(), ref.codes());
+      EXPECT_TRUE(same_bits(q.scales(), ref.scales()));
+      const Eigen::MatrixXf out = ref.dequantize();
+      EXPECT_EQ(std::memcmp(out.data(), ref_out.data(), ref.size() * sizeof(float)), 0);
+    }
+  }
+}
+
+TEST_F(Kernels, GoldenFilesMatchOnEveryIsa) {
+  const loftq::RowMatrixXf w = loftq_test::golden_input();
+  const std::pair<const char*, Codebook> files[] = {{"nf4", Codebook::nf4},
+                                                    {"nf2", Codebook::nf2},
+                                                    {"fp4", Codebook::fp4},
+                                                    {"int8", Codebook::int8}};
+  for (Isa isa : supported_isas()) {
+    loftq::force_isa(isa);
+    for (const auto& [file, codebook] : files) {
+      SCOPED_TRACE(std::string(loftq::name_of(isa)) + " " + file);
+      const auto g = loftq_test::golden(file);
+      const auto q = loftq::quantize(w, codebook, static_cast<int>(g.block));
+      for (std::size_t k = 0; k < q.size(); ++k) {
+        const long code =
+            codebook == Codebook::int8 ? static_cast<std::int8_t>(q.code(k)) : q.code(k);
+        ASSERT_EQ(code, g.codes[k]) << "element " << k;
+      }
+      ASSERT_TRUE(same_bits(q.scales(), g.absmax));
+      std::vector<float> out(q.size());
+      q.dequantize(out.data());
+      ASSERT_TRUE(same_bits(out, g.dequantized));
+    }
+  }
+}
+
+TEST_F(Kernels, LargeAlignedDequantizeTakesTheNonTemporalPathAndMatches) {
+  const std::size_t n = 2048 * 2048;  // 16 MiB of output
+  ASSERT_GE(n * sizeof(float), loftq::detail::nontemporal_bytes);
+  std::mt19937 gen(5);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> w(n);
+  for (float& x : w) x = normal(gen);
+  const auto out = aligned_floats(n);
+  for (Codebook codebook : all_codebooks) {
+    for (int block_size : {64, 100}) {
+      const Quantized q = quantized(w, block_size, codebook);
+      loftq::force_isa(Isa::scalar);
+      const std::vector<float> ref = dequantized(q, n, block_size, codebook);
+      for (Isa isa : supported_isas()) {
+        SCOPED_TRACE(label(isa, codebook, block_size, n));
+        loftq::force_isa(isa);
+        loftq::detail::dequantize_array(q.codes.data(), q.scales.data(), n, block_size, codebook,
+                                        out.get());
+        ASSERT_EQ(first_difference(out.get(), ref.data(), n), n);
+      }
+    }
+  }
+}
+
+TEST_F(Kernels, ResultsDoNotDependOnTheThreadCount) {
+  const std::size_t n = 300 * 1000;  // many chunks
+  for (Isa isa : supported_isas()) {
+    loftq::force_isa(isa);
+    for (Codebook codebook : {Codebook::nf4, Codebook::nf2, Codebook::uniform8, Codebook::int8}) {
+      for (int block_size : {17, 64, 20000}) {
+        SCOPED_TRACE(label(isa, codebook, block_size, n));
+        const std::vector<float> w = tricky_input(n, block_size, codebook, 3);
+        const std::vector<float> low_rank = tricky_low_rank(w, block_size, 4);
+        loftq::set_threads(1);
+        const Quantized one = quantized(w, block_size, codebook);
+        const std::vector<float> one_out = dequantized(one, n, block_size, codebook);
+        const Residual one_residual = fused_residual(w, low_rank, block_size, codebook);
+        loftq::set_threads(2);
+        const Quantized two = quantized(w, block_size, codebook);
+        EXPECT_TRUE(same_bits(two.codes, one.codes));
+        EXPECT_TRUE(same_bits(two.scales, one.scales));
+        EXPECT_TRUE(same_bits(dequantized(one, n, block_size, codebook), one_out));
+        const Residual two_residual = fused_residual(w, low_rank, block_size, codebook);
+        EXPECT_TRUE(same_bits(two_residual.q.codes, one_residual.q.codes));
+        EXPECT_TRUE(same_bits(two_residual.q.scales, one_residual.q.scales));
+        EXPECT_TRUE(same_bits(two_residual.residual, one_residual.residual));
+      }
+    }
+  }
+}
+
+TEST_F(Kernels, ChunksStartOnBlockAndByteBoundaries) {
+  for (int block_size : block_sizes) {
+    const std::size_t blocks = loftq::detail::chunk_blocks(block_size);
+    EXPECT_EQ(blocks % 4, 0u) << block_size;
+    EXPECT_GE(blocks * static_cast<std::size_t>(block_size), loftq::detail::chunk_elements / 2)
+        << block_size;
+  }
+  EXPECT_EQ(loftq::detail::chunk_blocks(1000000), 4u);
+}
+
+TEST_F(Kernels, IsaNamesRoundTripAndUnknownNamesThrow) {
+  for (Isa isa : {Isa::scalar, Isa::avx2, Isa::avx512})
+    EXPECT_EQ(loftq::isa_from_name(loftq::name_of(isa)), isa);
+  EXPECT_EQ(loftq::name_of(Isa::avx512), "avx512");
+  EXPECT_EQ(loftq_test::invalid_argument_message([] { loftq::isa_from_name("sse"); }),
+            "loftq: isa = \"sse\" is not supported (scalar, avx2, avx512)");
+  EXPECT_NE(
+      loftq_test::invalid_argument_message([] { loftq::isa_from_name("AVX2"); }).find("\"AVX2\""),
+      std::string::npos);
+}
+
+TEST_F(Kernels, ForceIsaSelectsSupportedIsasAndRejectsOthers) {
+  for (Isa isa : supported_isas()) {
+    loftq::force_isa(isa);
+    EXPECT_EQ(loftq::active_isa(), isa);
+  }
+  for (Isa isa : unsupported_isas()) {
+    const Isa before = loftq::active_isa();
+    const std::string message =
+        loftq_test::invalid_argument_message([isa] { loftq::force_isa(isa); });
+    EXPECT_NE(message.find("\"" + std::string(loftq::name_of(isa)) + "\""), std::string::npos)
+        << message;
+    EXPECT_EQ(loftq::active_isa(), before);
+  }
+  EXPECT_NE(loftq_test::invalid_argument_message([] {
+              loftq::force_isa(static_cast<Isa>(7));
+            }).find("\"7\""),
+            std::string::npos);
+  loftq::reset_isa();
+  EXPECT_EQ(loftq::active_isa(),
+            loftq::detail::isa_from_environment(std::getenv("LOFTQ_FORCE_ISA")));
+}
+
+TEST_F(Kernels, TheEnvironmentVariableIsParsedAndCheckedAgainstTheCpu) {
+  EXPECT_EQ(loftq::detail::isa_from_environment(nullptr), loftq::detected_isa());
+  EXPECT_EQ(loftq::detail::isa_from_environment(""), loftq::detected_isa());
+  for (Isa isa : supported_isas()) {
+    EXPECT_EQ(loftq::detail::isa_from_environment(std::string(loftq::name_of(isa)).c_str()), isa);
+  }
+  EXPECT_EQ(
+      loftq_test::invalid_argument_message([] { loftq::detail::isa_from_environment("avx9"); }),
+      "loftq: LOFTQ_FORCE_ISA = \"avx9\" is not supported (scalar, avx2, avx512)");
+  for (Isa isa : unsupported_isas()) {
+    const std::string name(loftq::name_of(isa));
+    const std::string message = loftq_test::invalid_argument_message(
+        [&name] { loftq::detail::isa_from_environment(name.c_str()); });
+    EXPECT_NE(message.find("LOFTQ_FORCE_ISA = \"" + name + "\""), std::string::npos) << message;
+  }
+}
+
+TEST_F(Kernels, QuantizeResidualEqualsQuantizingTheDifferenceAndSubtracting) {
+  const loftq::RowMatrixXf w = loftq_test::gaussian(37, 70, 0.02f, 8);
+  const loftq::RowMatrixXf low_rank = loftq_test::gaussian(37, 70, 0.005f, 9);
+  const loftq::RowMatrixXf target = w - low_rank;
+  for (Isa isa : supported_isas()) {
+    loftq::force_isa(isa);
+    for (Codebook codebook : all_codebooks) {
+      SCOPED_TRACE(std::string(loftq::name_of(isa)) + " " + std::string(loftq::name_of(codebook)));
+      loftq::RowMatrixXf residual(w.rows(), w.cols());
+      const loftq::QuantizedMatrix q = loftq::quantize_residual(
+          w.data(), low_rank.data(), w.rows(), w.cols(), codebook, 64, residual.data());
+      const loftq::QuantizedMatrix expected = loftq::quantize(target, codebook, 64);
+      EXPECT_EQ(q.codes(), expected.codes());
+      EXPECT_TRUE(same_bits(q.scales(), expected.scales()));
+      const loftq::RowMatrixXf expected_out = expected.dequantize();
+      const loftq::RowMatrixXf expected_residual = w - expected_out;
+      EXPECT_EQ(std::memcmp(residual.data(), expected_residual.data(), q.size() * sizeof(float)),
+                0);
+    }
+  }
+}
+
+TEST_F(Kernels, QuantizeResidualRejectsBadShapesBlockSizesAndInfiniteTargets) {
+  using loftq_test::invalid_argument_message;
+  std::vector<float> w(12, 1.0f), low_rank(12, 0.0f), residual(12);
+  EXPECT_NE(invalid_argument_message([&] {
+              loftq::quantize_residual(w.data(), low_rank.data(), 0, 4, Codebook::nf4, 64,
+                                       residual.data());
+            }).find("w is empty (0 x 4)"),
+            std::string::npos);
+  EXPECT_NE(invalid_argument_message([&] {
+              loftq::quantize_residual(w.data(), low_rank.data(), 3, 4, Codebook::nf4, 0,
+                                       residual.data());
+            }).find("block_size = 0"),
+            std::string::npos);
+  w[9] = 3e38f;
+  low_rank[9] = -3e38f;  // the difference overflows to inf
+  EXPECT_NE(invalid_argument_message([&] {
+              loftq::quantize_residual(w.data(), low_rank.data(), 3, 4, Codebook::nf4, 4,
+                                       residual.data());
+            }).find("infinite value in block 2 (from row 2, col 0)"),
+            std::string::npos);
+}
+
+}  // namespace
