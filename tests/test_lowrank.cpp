@@ -1,75 +1,199 @@
-// truncated_svd: factor form, agreement with a double-precision SVD, ranks 0 and min(rows, cols).
+// truncated_svd: factor form, the exact path against a double-precision SVD, the randomized
+// paths against the exact one, warm starts, seeds and threads, ranks 0 and min(rows, cols).
 #include <gtest/gtest.h>
 
 #include <Eigen/SVD>
+#include <cmath>
+#include <limits>
 
 #include "test_helpers.hpp"
 
 namespace {
 
-TEST(TruncatedSvd, FactorsAreUSqrtSAndVSqrtS) {
-  const Eigen::MatrixXf e = loftq_test::gaussian(60, 45, 1.0f, 21);
-  const auto f = loftq::truncated_svd(e, 8);
-  ASSERT_EQ(f.A.rows(), 60);
-  ASSERT_EQ(f.A.cols(), 8);
-  ASSERT_EQ(f.B.rows(), 45);
-  ASSERT_EQ(f.B.cols(), 8);
-  const Eigen::MatrixXf s = f.singular_values.asDiagonal();
-  EXPECT_TRUE((f.A.transpose() * f.A).isApprox(s, 1e-4f));
-  EXPECT_TRUE((f.B.transpose() * f.B).isApprox(s, 1e-4f));
-  for (Eigen::Index k = 1; k < 8; ++k) EXPECT_GE(f.singular_values(k - 1), f.singular_values(k));
+using loftq::SvdMethod;
+using loftq_test::invalid_argument_message;
+
+constexpr SvdMethod all_methods[] = {SvdMethod::exact, SvdMethod::block_krylov, SvdMethod::subspace_iteration};
+
+/// ||E - A B^T||_F in double.
+double residual_norm(const Eigen::MatrixXf& e, const loftq::LowRankFactors& f) {
+  return (e.cast<double>() - (f.A * f.B.transpose()).cast<double>()).norm();
 }
 
-TEST(TruncatedSvd, MatchesADoublePrecisionSvdOnTallAndWideMatrices) {
+TEST(TruncatedSvd, FactorsAreUSqrtSAndVSqrtSForEveryMethod) {
+  // 200 x 150 with rank 8: the randomized sketches (12 columns, 60 for block Krylov) are
+  // narrower than 150, so the randomized paths run.
+  const Eigen::MatrixXf e = loftq_test::gaussian(200, 150, 1.0f, 21);
+  for (SvdMethod method : all_methods) {
+    const auto f = loftq::truncated_svd(e, 8, method);
+    ASSERT_EQ(f.A.rows(), 200);
+    ASSERT_EQ(f.A.cols(), 8);
+    ASSERT_EQ(f.B.rows(), 150);
+    ASSERT_EQ(f.B.cols(), 8);
+    const Eigen::MatrixXf s = f.singular_values.asDiagonal();
+    EXPECT_TRUE((f.A.transpose() * f.A).isApprox(s, 1e-4f)) << static_cast<int>(method);
+    EXPECT_TRUE((f.B.transpose() * f.B).isApprox(s, 1e-4f)) << static_cast<int>(method);
+    for (Eigen::Index k = 1; k < 8; ++k) EXPECT_GE(f.singular_values(k - 1), f.singular_values(k));
+    // ||E - A B^T||^2 = ||E||^2 - sum S^2, which loftq() uses for its errors.
+    const double identity = std::sqrt(e.cast<double>().squaredNorm() - f.singular_values.cast<double>().squaredNorm());
+    EXPECT_NEAR(residual_norm(e, f) / identity, 1.0, 1e-5) << static_cast<int>(method);
+  }
+}
+
+TEST(TruncatedSvd, ExactMatchesADoublePrecisionSvdOnTallAndWideMatrices) {
   for (auto [rows, cols] : {std::pair{70, 40}, std::pair{40, 70}}) {
     const Eigen::MatrixXf e = loftq_test::gaussian(rows, cols, 0.02f, 22);
     const Eigen::JacobiSVD<Eigen::MatrixXd> svd(e.cast<double>(), Eigen::ComputeThinU | Eigen::ComputeThinV);
     const int r = 10;
     const Eigen::MatrixXd best = svd.matrixU().leftCols(r) * svd.singularValues().head(r).asDiagonal() *
                                  svd.matrixV().leftCols(r).transpose();
-    const auto f = loftq::truncated_svd(e, r);
+    const auto f = loftq::truncated_svd(e, r, SvdMethod::exact);
     const Eigen::MatrixXd ours = (f.A * f.B.transpose()).cast<double>();
     EXPECT_LT((ours - best).norm() / best.norm(), 1e-5) << rows << " x " << cols;
     EXPECT_TRUE(f.singular_values.cast<double>().isApprox(svd.singularValues().head(r), 1e-5));
   }
 }
 
-TEST(TruncatedSvd, RecoversAnExactLowRankMatrix) {
-  const Eigen::MatrixXf u = loftq_test::gaussian(50, 3, 1.0f, 23);
-  const Eigen::MatrixXf v = loftq_test::gaussian(30, 3, 1.0f, 24);
+TEST(TruncatedSvd, RandomizedMethodsNearlyMatchExactOnAFlatSpectrum) {
+  // A Gaussian matrix has the flattest spectrum there is: the hardest case for sketches.
+  for (auto [rows, cols] : {std::pair{400, 300}, std::pair{300, 400}}) {
+    const Eigen::MatrixXf e = loftq_test::gaussian(rows, cols, 0.02f, 27);
+    const double exact = residual_norm(e, loftq::truncated_svd(e, 16, SvdMethod::exact));
+    const double krylov = residual_norm(e, loftq::truncated_svd(e, 16, SvdMethod::block_krylov));
+    const double subspace = residual_norm(e, loftq::truncated_svd(e, 16, SvdMethod::subspace_iteration));
+    EXPECT_GE(krylov, exact * (1.0 - 1e-6));
+    EXPECT_LT(krylov, exact * 1.005) << rows << " x " << cols;
+    EXPECT_LT(subspace, exact * 1.05) << rows << " x " << cols;
+    EXPECT_LT(krylov, subspace);
+  }
+}
+
+TEST(TruncatedSvd, RandomizedMethodsMatchExactWhenTheSpectrumHasAGap) {
+  const Eigen::MatrixXf u = loftq_test::gaussian(300, 6, 1.0f, 28);
+  const Eigen::MatrixXf v = loftq_test::gaussian(250, 6, 1.0f, 29);
+  const Eigen::MatrixXf e = u * v.transpose() + loftq_test::gaussian(300, 250, 0.01f, 30);
+  const auto exact = loftq::truncated_svd(e, 6, SvdMethod::exact);
+  for (SvdMethod method : {SvdMethod::block_krylov, SvdMethod::subspace_iteration}) {
+    const auto f = loftq::truncated_svd(e, 6, method);
+    EXPECT_TRUE(f.singular_values.isApprox(exact.singular_values, 1e-5f)) << static_cast<int>(method);
+    EXPECT_LT(((f.A * f.B.transpose()) - exact.A * exact.B.transpose()).norm() / e.norm(), 1e-4);
+  }
+}
+
+TEST(TruncatedSvd, EveryMethodRecoversAnExactLowRankMatrix) {
+  const Eigen::MatrixXf u = loftq_test::gaussian(200, 3, 1.0f, 23);
+  const Eigen::MatrixXf v = loftq_test::gaussian(150, 3, 1.0f, 24);
   const Eigen::MatrixXf e = u * v.transpose();
-  const auto f = loftq::truncated_svd(e, 3);
-  EXPECT_LT((f.A * f.B.transpose() - e).norm() / e.norm(), 1e-5f);
+  for (SvdMethod method : all_methods) {
+    const auto f = loftq::truncated_svd(e, 3, method);
+    EXPECT_LT((f.A * f.B.transpose() - e).norm() / e.norm(), 1e-5f) << static_cast<int>(method);
+  }
 }
 
 TEST(TruncatedSvd, FullRankReconstructsAndRankZeroIsEmpty) {
   const Eigen::MatrixXf e = loftq_test::gaussian(12, 9, 1.0f, 25);
-  const auto full = loftq::truncated_svd(e, 9);
-  EXPECT_LT((full.A * full.B.transpose() - e).norm() / e.norm(), 1e-5f);
-  const auto none = loftq::truncated_svd(e, 0);
-  EXPECT_EQ(none.A.rows(), 12);
-  EXPECT_EQ(none.A.cols(), 0);
-  EXPECT_EQ(none.B.rows(), 9);
-  EXPECT_EQ(none.B.cols(), 0);
-  EXPECT_EQ(none.singular_values.size(), 0);
+  for (SvdMethod method : all_methods) {
+    const auto full = loftq::truncated_svd(e, 9, method);
+    EXPECT_LT((full.A * full.B.transpose() - e).norm() / e.norm(), 1e-5f);
+    const auto none = loftq::truncated_svd(e, 0, method);
+    EXPECT_EQ(none.A.rows(), 12);
+    EXPECT_EQ(none.A.cols(), 0);
+    EXPECT_EQ(none.B.rows(), 9);
+    EXPECT_EQ(none.B.cols(), 0);
+    EXPECT_EQ(none.singular_values.size(), 0);
+  }
+}
+
+TEST(TruncatedSvd, ASketchAsWideAsTheMatrixComputesTheExactSvd) {
+  const Eigen::MatrixXf e = loftq_test::gaussian(80, 50, 1.0f, 31);
+  const auto exact = loftq::truncated_svd(e, 10, SvdMethod::exact);
+  loftq::SvdOptions wide;  // (10 + 4) * 5 = 70 >= 50 columns
+  const auto krylov = loftq::truncated_svd(e, 10, wide);
+  EXPECT_EQ(krylov.A, exact.A);
+  EXPECT_EQ(krylov.B, exact.B);
+}
+
+TEST(TruncatedSvd, RandomizedResultsDependOnTheSeedOnly) {
+  const Eigen::MatrixXf e = loftq_test::gaussian(300, 200, 1.0f, 32);
+  for (SvdMethod method : {SvdMethod::block_krylov, SvdMethod::subspace_iteration}) {
+    loftq::SvdOptions options;
+    options.method = method;
+    options.seed = 7;
+    loftq::set_threads(1);
+    const auto one = loftq::truncated_svd(e, 8, options);
+    loftq::set_threads(2);
+    const auto two = loftq::truncated_svd(e, 8, options);
+    loftq::set_threads(0);
+    const auto again = loftq::truncated_svd(e, 8, options);
+    EXPECT_EQ(one.A, two.A);
+    EXPECT_EQ(one.B, two.B);
+    EXPECT_EQ(one.A, again.A);
+    options.seed = 8;
+    const auto other = loftq::truncated_svd(e, 8, options);
+    EXPECT_NE(one.A, other.A);
+  }
+}
+
+TEST(TruncatedSvd, AWarmStartFromTheRightSubspaceIsExactInOnePass) {
+  const Eigen::MatrixXf e = loftq_test::gaussian(300, 200, 1.0f, 33);
+  const auto exact = loftq::truncated_svd(e, 8, SvdMethod::exact);
+  loftq::SvdOptions options;
+  options.depth = 1;  // one pass over E: the sketch is the start itself
+  options.oversampling = 0;
+  const auto warm = loftq::truncated_svd(e, 8, options, exact.B);
+  EXPECT_TRUE(warm.singular_values.isApprox(exact.singular_values, 1e-5f));
+  EXPECT_LT((warm.A * warm.B.transpose() - exact.A * exact.B.transpose()).norm() / e.norm(), 1e-5);
+  const auto cold = loftq::truncated_svd(e, 8, options);
+  EXPECT_GT(residual_norm(e, cold), residual_norm(e, warm) * 1.01);
+}
+
+TEST(TruncatedSvd, AZeroMatrixGivesZeroFactorsWithoutNaN) {
+  const Eigen::MatrixXf e = Eigen::MatrixXf::Zero(150, 120);
+  for (SvdMethod method : all_methods) {
+    const auto f = loftq::truncated_svd(e, 5, method);
+    EXPECT_TRUE(f.A.allFinite());
+    EXPECT_TRUE(f.B.allFinite());
+    EXPECT_TRUE((f.A * f.B.transpose()).isZero(0.0f)) << static_cast<int>(method);
+  }
 }
 
 TEST(TruncatedSvd, RowMajorInputGivesTheSameFactors) {
-  const Eigen::MatrixXf e = loftq_test::gaussian(20, 17, 1.0f, 26);
+  const Eigen::MatrixXf e = loftq_test::gaussian(120, 90, 1.0f, 26);
   const loftq::RowMatrixXf row = e;
-  const auto a = loftq::truncated_svd(e, 4);
-  const auto b = loftq::truncated_svd(row, 4);
-  EXPECT_EQ(a.A, b.A);
-  EXPECT_EQ(a.B, b.B);
+  for (SvdMethod method : all_methods) {
+    const auto a = loftq::truncated_svd(e, 4, method);
+    const auto b = loftq::truncated_svd(row, 4, method);
+    EXPECT_EQ(a.A, b.A);
+    EXPECT_EQ(a.B, b.B);
+  }
 }
 
-TEST(TruncatedSvd, BadRankOrEmptyInputThrows) {
-  using loftq_test::invalid_argument_message;
+TEST(TruncatedSvd, BadArgumentsThrowNamingThem) {
   const Eigen::MatrixXf e = Eigen::MatrixXf::Ones(5, 3);
-  EXPECT_NE(invalid_argument_message([&] { loftq::truncated_svd(e, 4); }).find("rank = 4 is out of range [0, 3]"),
+  auto message = [](auto&& call) { return invalid_argument_message(call); };
+  EXPECT_NE(message([&] { loftq::truncated_svd(e, 4); }).find("rank = 4 is out of range [0, 3]"), std::string::npos);
+  EXPECT_NE(message([&] { loftq::truncated_svd(e, -1); }).find("rank = -1"), std::string::npos);
+  EXPECT_NE(message([] { loftq::truncated_svd(Eigen::MatrixXf(3, 0), 0); }).find("E is empty"), std::string::npos);
+  Eigen::MatrixXf bad = e;
+  bad(4, 2) = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_NE(message([&] { loftq::truncated_svd(bad, 1); }).find("E has a non-finite value nan at (row 4, col 2)"),
             std::string::npos);
-  EXPECT_NE(invalid_argument_message([&] { loftq::truncated_svd(e, -1); }).find("rank = -1"), std::string::npos);
-  EXPECT_NE(invalid_argument_message([] { loftq::truncated_svd(Eigen::MatrixXf(3, 0), 0); }).find("E is empty"),
+  loftq::SvdOptions options;
+  options.oversampling = -1;
+  EXPECT_NE(message([&] { loftq::truncated_svd(e, 1, options); }).find("oversampling = -1 must be >= 0"),
+            std::string::npos);
+  options = {};
+  options.depth = 0;
+  EXPECT_NE(message([&] { loftq::truncated_svd(e, 1, options); }).find("depth = 0 must be >= 1"), std::string::npos);
+  options = {};
+  options.power_iters = 0;
+  EXPECT_NE(message([&] { loftq::truncated_svd(e, 1, options); }).find("power_iters = 0 must be >= 1"),
+            std::string::npos);
+  options = {};
+  options.method = static_cast<SvdMethod>(9);
+  EXPECT_NE(message([&] { loftq::truncated_svd(e, 1, options); }).find("svd method = 9"), std::string::npos);
+  EXPECT_NE(message([&] { loftq::truncated_svd(e, 1, loftq::SvdOptions{}, Eigen::MatrixXf::Ones(4, 2)); })
+                .find("start is 4 x 2, needs E.cols() = 3 rows"),
             std::string::npos);
 }
 

@@ -117,9 +117,78 @@ TEST(Loftq, KeepBestFalseReturnsTheLastIterate) {
   EXPECT_EQ(best.error(), *std::min_element(best.errors.begin(), best.errors.end()));
 }
 
+TEST(Loftq, RandomizedSvdStaysCloseToTheExactSvdPath) {
+  // 300 x 260 with rank 16: every randomized sketch is narrower than the matrix.
+  const Eigen::MatrixXf w = llm_like(300, 260, 44);
+  loftq::Options o;
+  o.rank = 16;
+  o.iters = 5;
+  o.svd = loftq::SvdMethod::exact;
+  const auto exact = loftq::loftq(w, o);
+  for (loftq::SvdMethod method : {loftq::SvdMethod::block_krylov, loftq::SvdMethod::subspace_iteration}) {
+    o.svd = method;
+    for (bool warm : {true, false}) {
+      o.warm_start = warm;
+      const auto r = loftq::loftq(w, o);
+      // Subspace iteration restarted cold at every step is the one weak combination.
+      const double slack = method == loftq::SvdMethod::block_krylov ? 1.01 : warm ? 1.03 : 1.2;
+      EXPECT_LT(r.error(), exact.error() * slack) << static_cast<int>(method) << " warm " << warm;
+      EXPECT_LT(r.error(), r.quantization_error);
+      EXPECT_NEAR(recomputed_error(w, r), r.error(), 1e-6);
+    }
+  }
+  o.svd = loftq::SvdMethod::block_krylov;
+  o.warm_start = true;
+  EXPECT_LT(loftq::loftq(w, o).error(), exact.error() * 1.003);
+}
+
+TEST(Loftq, ResultsDependOnTheSeedAndNotOnTheThreadCount) {
+  const Eigen::MatrixXf w = llm_like(260, 200, 45);
+  loftq::Options o;
+  o.rank = 12;
+  o.iters = 3;
+  o.seed = 11;
+  o.threads = 1;
+  const auto one = loftq::loftq(w, o);
+  o.threads = 2;
+  const auto two = loftq::loftq(w, o);
+  loftq::set_threads(2);
+  o.threads = 0;
+  const auto global = loftq::loftq(w, o);
+  loftq::set_threads(0);
+  for (const loftq::Result* r : {&two, &global}) {
+    EXPECT_EQ(one.Q.codes(), r->Q.codes());
+    EXPECT_EQ(one.Q.scales(), r->Q.scales());
+    EXPECT_EQ(one.A, r->A);
+    EXPECT_EQ(one.B, r->B);
+    EXPECT_EQ(one.errors, r->errors);
+  }
+  o.seed = 12;
+  EXPECT_NE(loftq::loftq(w, o).A, one.A);
+}
+
+TEST(Loftq, EveryIsaGivesTheSameResult) {
+  const Eigen::MatrixXf w = llm_like(130, 150, 46);
+  loftq::force_isa(loftq::Isa::scalar);
+  const auto scalar = loftq::loftq(w, 8, 4, 3);
+  for (loftq::Isa isa : {loftq::Isa::avx2, loftq::Isa::avx512}) {
+    if (!loftq::isa_supported(isa)) continue;
+    loftq::force_isa(isa);
+    const auto r = loftq::loftq(w, 8, 4, 3);
+    EXPECT_EQ(scalar.Q.codes(), r.Q.codes()) << loftq::name_of(isa);
+    EXPECT_EQ(scalar.A, r.A) << loftq::name_of(isa);
+    EXPECT_EQ(scalar.errors, r.errors) << loftq::name_of(isa);
+  }
+  loftq::reset_isa();
+}
+
 TEST(Loftq, OneStepLowRankPartIsTheTruncatedSvdOfWMinusQ) {
   const Eigen::MatrixXf w = llm_like(70, 50, 38);
-  const auto r = loftq::loftq(w, 7, 4, 1);
+  loftq::Options o;
+  o.rank = 7;
+  o.iters = 1;
+  o.svd = loftq::SvdMethod::exact;
+  const auto r = loftq::loftq(w, o);
   const Eigen::MatrixXd e = (w - loftq::quantize<loftq::NF4>(w).dequantize()).cast<double>();
   const Eigen::JacobiSVD<Eigen::MatrixXd> svd(e, Eigen::ComputeThinU | Eigen::ComputeThinV);
   const Eigen::MatrixXd direct =
@@ -206,6 +275,18 @@ TEST(Loftq, BadInputThrowsNamingTheArgumentAndValue) {
   o.block_size = 64;
   o.codebook = static_cast<Codebook>(42);
   EXPECT_TRUE(has(message([&] { loftq::loftq(w, o); }), "codebook = 42"));
+  o.codebook = Codebook::nf4;
+  o.krylov_depth = 0;
+  EXPECT_TRUE(has(message([&] { loftq::loftq(w, o); }), "depth = 0 must be >= 1"));
+  o.krylov_depth = 5;
+  o.warm_krylov_depth = 0;
+  EXPECT_TRUE(has(message([&] { loftq::loftq(w, o); }), "warm_krylov_depth = 0 must be >= 1"));
+  o.warm_krylov_depth = 2;
+  o.oversampling = -3;
+  EXPECT_TRUE(has(message([&] { loftq::loftq(w, o); }), "oversampling = -3 must be >= 0"));
+  o.oversampling = 4;
+  o.threads = -1;
+  EXPECT_TRUE(has(message([&] { loftq::loftq(w, o); }), "threads = -1 must be >= 0"));
 }
 
 }  // namespace

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <numeric>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -15,7 +17,11 @@
 #include "blockwise.hpp"
 #include "codebook.hpp"
 #include "detail/checks.hpp"
+#include "detail/gemm.hpp"
+#include "detail/packing.hpp"
+#include "kernels/dispatch.hpp"
 #include "lowrank.hpp"
+#include "parallel.hpp"
 #include "quantized.hpp"
 
 namespace loftq {
@@ -26,8 +32,14 @@ struct Options {
   int iters = 5;                       ///< Alternating steps T, >= 1.
   Codebook codebook = Codebook::nf4;   ///< Codebook of Q.
   int block_size = 64;                 ///< Elements per quantization block, >= 1.
-  SvdMethod svd = SvdMethod::exact;    ///< Truncated-SVD method.
-  std::uint64_t seed = 0;              ///< Seed of randomized SVD methods; exact ignores it.
+  SvdMethod svd = SvdMethod::block_krylov;  ///< Truncated-SVD method.
+  int oversampling = 4;                ///< Randomized SVD: sketch columns beyond the rank, >= 0.
+  int krylov_depth = 5;                ///< block_krylov: Krylov blocks of a cold step, >= 1.
+  int warm_krylov_depth = 2;           ///< block_krylov: Krylov blocks of a warm-started step, >= 1.
+  int power_iters = 1;                 ///< subspace_iteration: applications of E E^T, >= 1.
+  bool warm_start = true;              ///< Randomized SVD: begin step t > 1's sketch with B_{t-1}.
+  std::uint64_t seed = 0;              ///< Seed of the randomized SVD; exact ignores it.
+  int threads = 0;                     ///< Threads for this call, >= 0; 0: loftq::threads().
   bool keep_best = true;               ///< Return the iterate of least error, else the last.
 };
 
@@ -36,7 +48,9 @@ struct Result {
   QuantizedMatrix Q;   ///< Quantized backbone.
   Eigen::MatrixXf A;   ///< rows x rank, U_r sqrt(S_r) (PEFT's lora_B).
   Eigen::MatrixXf B;   ///< cols x rank, V_r sqrt(S_r) (PEFT's lora_A is B^T).
-  /// errors[t - 1] = ||W - Q_t - A_t B_t^T||_F / ||W||_F after step t (absolute when W = 0).
+  /// errors[t - 1] = ||W - Q_t - A_t B_t^T||_F / ||W||_F after step t (absolute when W = 0),
+  /// computed as sqrt(||W - Q_t||_F^2 - sum of S_t^2) (equal up to float rounding) where that
+  /// leaves at least 1% of ||W - Q_t||_F^2, else measured.
   std::vector<double> errors;
   /// ||W - q(W)||_F / ||W||_F: plain quantization, the QLoRA starting point.
   double quantization_error = 0.0;
@@ -48,21 +62,16 @@ struct Result {
 
 namespace detail {
 
-/// Sum of x[i]^2, accumulated in double.
-inline double squared_norm(const float* x, std::size_t n) {
-  double sum = 0.0;
-  for (std::size_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-  return sum;
-}
-
-/// Sum of (x[i] - y[i])^2, accumulated in double.
-inline double squared_distance(const float* x, const float* y, std::size_t n) {
-  double sum = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(x[i]) - static_cast<double>(y[i]);
-    sum += d * d;
-  }
-  return sum;
+/// The truncated-SVD settings of step `step`, warm-started or not: each step draws its own
+/// Gaussian columns.
+inline SvdOptions svd_options_of(const Options& options, int step, bool warm) {
+  SvdOptions svd;
+  svd.method = options.svd;
+  svd.oversampling = options.oversampling;
+  svd.depth = warm ? options.warm_krylov_depth : options.krylov_depth;
+  svd.power_iters = options.power_iters;
+  svd.seed = mix64(options.seed) + static_cast<std::uint64_t>(step);
+  return svd;
 }
 
 /// Throws unless the options are valid for a rows x cols W.
@@ -70,63 +79,194 @@ inline void check_options(const Options& options, Eigen::Index rows, Eigen::Inde
   check_rank(options.rank, rows, cols);
   if (options.iters < 1) fail("iters = " + std::to_string(options.iters) + " must be >= 1");
   check_block_size(options.block_size);
-  table_of(options.codebook);  // throws for a value outside the enum
+  check_codebook(options.codebook);
+  check_svd_options(svd_options_of(options, 0, false));
+  if (options.warm_krylov_depth < 1) {
+    fail("warm_krylov_depth = " + std::to_string(options.warm_krylov_depth) + " must be >= 1");
+  }
+  if (options.threads < 0) fail("threads = " + std::to_string(options.threads) + " must be >= 0");
+}
+
+/// Codes and block scales of a quantized matrix under construction.
+struct QuantizedArrays {
+  std::vector<std::uint8_t> codes;  ///< Packed codes.
+  std::vector<float> scales;        ///< One absmax per block.
+};
+
+/// Rows per piece of low_rank_pass(): about 2^18 elements, and a multiple of the fewest rows
+/// whose elements fill whole bytes of codes of whole blocks, so that pieces share neither.
+inline Eigen::Index pass_piece_rows(Eigen::Index cols, int block_size) {
+  const auto unit = 4LL * block_size;  // 4 blocks end on a byte boundary at any code width
+  const long long step = unit / std::gcd(static_cast<long long>(cols), unit);
+  const long long target = std::max(1LL, (1LL << 18) / static_cast<long long>(cols));
+  return static_cast<Eigen::Index>(step * std::max(1LL, target / step));
+}
+
+/// Runs piece(first, n, l) over W's fixed row pieces in parallel, where the piece holds elements
+/// [first, first + n) of the row-major matrix and l holds the same elements of A B^T (A with no
+/// columns stands for 0), formed piece by piece and never whole. Returns the sum, in piece
+/// order, of what piece returns.
+template <class Piece>
+double over_low_rank_pieces(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, Eigen::Index rows,
+                            Eigen::Index cols, int block_size, Piece&& piece) {
+  const Eigen::Index piece_rows = std::min(rows, pass_piece_rows(cols, block_size));
+  const Eigen::Index pieces = (rows + piece_rows - 1) / piece_rows;
+  std::vector<double> partial(static_cast<std::size_t>(pieces));
+  const std::ptrdiff_t team = std::min<std::ptrdiff_t>(threads(), pieces);
+  // Each member of the team takes a fixed range of pieces and one buffer for their A B^T.
+  parallel_for(team, [&](std::ptrdiff_t member) {
+    RowMajorXf low_rank(piece_rows, cols);
+    for (std::ptrdiff_t p = member * pieces / team; p < (member + 1) * pieces / team; ++p) {
+      const Eigen::Index first_row = p * piece_rows;
+      const Eigen::Index count = std::min(piece_rows, rows - first_row);
+      auto l = low_rank.topRows(count);
+      if (A.cols() > 0) {
+        l.noalias() = A.middleRows(first_row, count) * B.transpose();
+      } else {
+        l.setZero();
+      }
+      partial[static_cast<std::size_t>(p)] =
+          piece(static_cast<std::size_t>(first_row) * static_cast<std::size_t>(cols),
+                static_cast<std::size_t>(count) * static_cast<std::size_t>(cols), l.data());
+    }
+  });
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+/// Quantizes W - A B^T into `q` and writes residual = W - Q, in one pass over W. Returns
+/// ||W - Q||_F^2; adds ||W||_F^2 to *w_norm2 when it is not null.
+inline double quantize_pass(const float* w, const Eigen::MatrixXf& A, const Eigen::MatrixXf& B,
+                            const Options& options, QuantizedArrays& q, RowMajorXf& residual,
+                            double* w_norm2 = nullptr) {
+  std::vector<double> w_partial;  // ||W||^2 of each piece, by first element
+  const std::size_t piece_elements =
+      static_cast<std::size_t>(std::min(residual.rows(), pass_piece_rows(residual.cols(), options.block_size))) *
+      static_cast<std::size_t>(residual.cols());
+  if (w_norm2 != nullptr) w_partial.resize((static_cast<std::size_t>(residual.size()) + piece_elements - 1) / piece_elements);
+  const auto block = static_cast<std::size_t>(options.block_size);
+  const auto bits = static_cast<std::size_t>(bits_of(options.codebook));
+  const kernels::LookupQuantizer& lookup = lookup_quantizer(options.codebook);
+  const Isa isa = active_isa();
+  const double total = over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
+                                            [&](std::size_t first, std::size_t n, const float* l) {
+    float* e = residual.data() + first;
+    quantize_residual_run(isa, w + first, l, n, options.block_size, options.codebook, lookup,
+                          q.codes.data() + first * bits / 8, q.scales.data() + first / block, e);
+    double sum = 0.0;
+    for (std::size_t i = 0; i < n; ++i) sum += static_cast<double>(e[i]) * static_cast<double>(e[i]);
+    if (w_norm2 != nullptr) {
+      double w_sum = 0.0;
+      for (std::size_t i = 0; i < n; ++i) w_sum += static_cast<double>(w[first + i]) * static_cast<double>(w[first + i]);
+      w_partial[first / piece_elements] = w_sum;
+    }
+    return sum;
+  });
+  for (double p : w_partial) *w_norm2 += p;
+  return total;
+}
+
+/// ||residual - A B^T||_F^2, in one pass over residual.
+inline double squared_error(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const Options& options,
+                            const RowMajorXf& residual) {
+  return over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
+                              [&](std::size_t first, std::size_t n, const float* l) {
+    const float* e = residual.data() + first;
+    double sum = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const double d = static_cast<double>(e[i]) - static_cast<double>(l[i]);
+      sum += d * d;
+    }
+    return sum;
+  });
+}
+
+/// ||E - A B^T||_F^2 for the truncated SVD factors of E, given ||E||_F^2: by the identity
+/// ||E - A B^T||^2 = ||E||^2 - sum S^2 (A B^T = E V V^T, V orthonormal) where it keeps at least
+/// two thirds of its digits, that is, where the factors leave at least 1% of ||E||^2; else
+/// measured in a pass over E.
+inline double factor_squared_error(const LowRankFactors& factors, double residual_norm2, const Options& options,
+                                   const RowMajorXf& residual) {
+  const double captured = factors.singular_values.cast<double>().squaredNorm();
+  const double left = residual_norm2 - captured;
+  if (left >= 0.01 * residual_norm2) return left;
+  return squared_error(factors.A, factors.B, options, residual);
+}
+
+/// LoftQ on the row-major, finite W (rows x cols), inside the caller's ThreadScope.
+inline Result loftq_row_major(const float* w, Eigen::Index rows, Eigen::Index cols, const Options& options) {
+  const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+  const std::size_t blocks = (n + static_cast<std::size_t>(options.block_size) - 1) /
+                             static_cast<std::size_t>(options.block_size);
+  const auto arrays = [&] {
+    return QuantizedArrays{std::vector<std::uint8_t>(packed_bytes(n, bits_of(options.codebook))),
+                           std::vector<float>(blocks)};
+  };
+  QuantizedArrays current = arrays();  // Q_t
+  QuantizedArrays best = arrays();     // the Q of least error so far
+  RowMajorXf residual(rows, cols);     // W - Q_t
+
+  double w_norm2 = 0.0;
+  // Q_1 = q(W)
+  double residual_norm2 =
+      quantize_pass(w, Eigen::MatrixXf(rows, 0), Eigen::MatrixXf(cols, 0), options, current, residual, &w_norm2);
+  const double to_relative = w_norm2 > 0.0 ? 1.0 / std::sqrt(w_norm2) : 1.0;
+  Result result;
+  result.quantization_error = std::sqrt(residual_norm2) * to_relative;
+  result.errors.reserve(static_cast<std::size_t>(options.iters));
+  double least = std::numeric_limits<double>::infinity();
+  Eigen::MatrixXf previous_b;
+  for (int t = 1; t <= options.iters; ++t) {
+    const bool warm = options.warm_start && previous_b.cols() > 0;
+    LowRankFactors factors = truncated_svd_row_major(residual, options.rank, svd_options_of(options, t, warm),
+                                                     warm ? &previous_b : nullptr);
+    const double error = std::sqrt(factor_squared_error(factors, residual_norm2, options, residual)) * to_relative;
+    result.errors.push_back(error);
+    if (!options.keep_best || error < least) {
+      least = error;
+      std::swap(current, best);
+      result.A = factors.A;
+      result.B = factors.B;
+      result.iteration = t;
+    }
+    if (t == options.iters) break;
+    residual_norm2 = quantize_pass(w, factors.A, factors.B, options, current, residual);  // Q_{t+1}
+    previous_b = std::move(factors.B);
+  }
+  result.Q = QuantizedMatrix(rows, cols, options.block_size, options.codebook, std::move(best.codes),
+                             std::move(best.scales));
+  return result;
 }
 
 }  // namespace detail
 
-/// LoftQ with every choice in `options`. W is any Eigen expression of floats, out x in.
-/// Throws std::invalid_argument (naming the argument and value) for an empty W, a non-finite
-/// element, or an option out of range.
+/// LoftQ with every choice in `options`. W is any Eigen expression of floats, out x in. The
+/// result depends on W and the options only, never on the thread count. Throws
+/// std::invalid_argument (naming the argument and value) for an empty W, a non-finite element,
+/// or an option out of range.
 template <class Derived>
 Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options) {
   static_assert(std::is_same_v<typename Derived::Scalar, float>, "loftq::loftq: W must hold float");
   detail::check_not_empty("W", W.rows(), W.cols());
   detail::check_options(options, W.rows(), W.cols());
-  const RowMatrixXf w = W;
-  const Eigen::Index rows = w.rows();
-  const Eigen::Index cols = w.cols();
-  const std::size_t n = static_cast<std::size_t>(w.size());
-  detail::check_finite("W", w.data(), rows, cols);
-
-  const double w_norm = std::sqrt(detail::squared_norm(w.data(), n));
-  const double to_relative = w_norm > 0.0 ? 1.0 / w_norm : 1.0;
-
-  RowMatrixXf dequantized(rows, cols);
-  RowMatrixXf residual(rows, cols);  // W - Q_t
-  RowMatrixXf low_rank = RowMatrixXf::Zero(rows, cols);  // A_t B_t^T
-  QuantizedMatrix q = quantize_row_major(w.data(), rows, cols, options.codebook, options.block_size);
-  q.dequantize(dequantized.data());
-  residual = w - dequantized;
-
-  Result result;
-  result.quantization_error = std::sqrt(detail::squared_norm(residual.data(), n)) * to_relative;
-  result.errors.reserve(static_cast<std::size_t>(options.iters));
-  double best = std::numeric_limits<double>::infinity();
-  for (int t = 1; t <= options.iters; ++t) {
-    if (t > 1 && options.rank > 0) {  // with rank 0, A B^T = 0 and Q_t = Q_1
-      const RowMatrixXf target = w - low_rank;
-      q = quantize_row_major(target.data(), rows, cols, options.codebook, options.block_size);
-      q.dequantize(dequantized.data());
-      residual = w - dequantized;
-    }
-    LowRankFactors factors = truncated_svd(residual, options.rank, options.svd);
-    low_rank.noalias() = factors.A * factors.B.transpose();
-    const double error =
-        std::sqrt(detail::squared_distance(residual.data(), low_rank.data(), n)) * to_relative;
-    result.errors.push_back(error);
-    if (!options.keep_best || error < best) {
-      best = error;
-      result.Q = q;
-      result.A = std::move(factors.A);
-      result.B = std::move(factors.B);
-      result.iteration = t;
-    }
+  const detail::ThreadScope scope(options.threads);
+  if constexpr (std::is_same_v<Derived, RowMatrixXf>) {
+    detail::check_finite("W", W.derived().data(), W.rows(), W.cols());
+    return detail::loftq_row_major(W.derived().data(), W.rows(), W.cols(), options);
+  } else if constexpr (std::is_same_v<Derived, Eigen::MatrixXf>) {
+    const RowMatrixXf row_major = detail::row_major_copy(W.derived());
+    detail::check_finite("W", row_major.data(), W.rows(), W.cols());
+    return detail::loftq_row_major(row_major.data(), W.rows(), W.cols(), options);
+  } else {
+    const RowMatrixXf row_major = W;
+    detail::check_finite("W", row_major.data(), W.rows(), W.cols());
+    return detail::loftq_row_major(row_major.data(), W.rows(), W.cols(), options);
   }
-  return result;
 }
 
-/// LoftQ with `bits` 2 (NF2), 4 (NF4) or 8 (Int8), block size 64, exact SVD, best iterate.
+/// LoftQ with `bits` 2 (NF2), 4 (NF4) or 8 (Int8) and the other Options at their defaults
+/// (block size 64, block Krylov SVD, warm start, best iterate).
 template <class Derived>
 Result loftq(const Eigen::MatrixBase<Derived>& W, Eigen::Index rank, int bits, int iters) {
   Options options;
