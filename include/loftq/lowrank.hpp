@@ -251,18 +251,10 @@ LowRankFactors checked_truncated_svd(const Eigen::MatrixBase<Derived>& E, Eigen:
          ", needs E.cols() = " + std::to_string(E.cols()) + " rows and at least one column");
   }
   const ThreadScope scope;
-  if constexpr (std::is_same_v<Derived, RowMajorXf>) {
-    check_finite("E", E.derived().data(), E.rows(), E.cols());
-    return truncated_svd_row_major(E.derived(), rank, options, start);
-  } else if constexpr (std::is_same_v<Derived, Eigen::MatrixXf>) {
-    const RowMajorXf row_major = row_major_copy(E.derived());
+  return with_row_major(E, [&](const RowMajorXf& row_major) {
     check_finite("E", row_major.data(), row_major.rows(), row_major.cols());
     return truncated_svd_row_major(row_major, rank, options, start);
-  } else {
-    const RowMajorXf row_major = E;
-    check_finite("E", row_major.data(), row_major.rows(), row_major.cols());
-    return truncated_svd_row_major(row_major, rank, options, start);
-  }
+  });
 }
 
 }  // namespace detail

@@ -251,18 +251,10 @@ Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options) {
   detail::check_not_empty("W", W.rows(), W.cols());
   detail::check_options(options, W.rows(), W.cols());
   const detail::ThreadScope scope(options.threads);
-  if constexpr (std::is_same_v<Derived, RowMatrixXf>) {
-    detail::check_finite("W", W.derived().data(), W.rows(), W.cols());
-    return detail::loftq_row_major(W.derived().data(), W.rows(), W.cols(), options);
-  } else if constexpr (std::is_same_v<Derived, Eigen::MatrixXf>) {
-    const RowMatrixXf row_major = detail::row_major_copy(W.derived());
-    detail::check_finite("W", row_major.data(), W.rows(), W.cols());
-    return detail::loftq_row_major(row_major.data(), W.rows(), W.cols(), options);
-  } else {
-    const RowMatrixXf row_major = W;
-    detail::check_finite("W", row_major.data(), W.rows(), W.cols());
-    return detail::loftq_row_major(row_major.data(), W.rows(), W.cols(), options);
-  }
+  return detail::with_row_major(W, [&](const RowMatrixXf& row_major) {
+    detail::check_finite("W", row_major.data(), row_major.rows(), row_major.cols());
+    return detail::loftq_row_major(row_major.data(), row_major.rows(), row_major.cols(), options);
+  });
 }
 
 /// LoftQ with `bits` 2 (NF2), 4 (NF4) or 8 (Int8) and the other Options at their defaults

@@ -8,6 +8,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include "../parallel.hpp"
@@ -104,6 +105,21 @@ inline RowMajorXf row_major_copy(const Eigen::MatrixXf& W) {
     out.middleRows(first, count) = W.middleRows(first, count);
   });
   return out;
+}
+
+/// use(M as a row-major float matrix): M itself when it is one, else a copy (made in parallel
+/// pieces for a column-major Eigen::MatrixXf).
+template <class Derived, class Use>
+decltype(auto) with_row_major(const Eigen::MatrixBase<Derived>& M, Use&& use) {
+  if constexpr (std::is_same_v<Derived, RowMajorXf>) {
+    return use(M.derived());
+  } else if constexpr (std::is_same_v<Derived, Eigen::MatrixXf>) {
+    const RowMajorXf copy = row_major_copy(M.derived());
+    return use(copy);
+  } else {
+    const RowMajorXf copy = M;
+    return use(copy);
+  }
 }
 
 }  // namespace loftq::detail
