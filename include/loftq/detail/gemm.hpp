@@ -31,12 +31,16 @@ void for_row_pieces(Eigen::Index rows, Piece&& piece) {
   });
 }
 
-/// out = E * X, E rows x cols row-major, X cols x k; out is resized.
+/// out = E * X, E rows x cols row-major, X cols x k; out is resized. Each piece is formed as
+/// X^T E_piece^T, so that Eigen reads E's rows as the columns of a column-major right-hand side
+/// instead of repacking them as a row-major left-hand side.
 inline void multiply(const RowMajorXf& E, const Eigen::MatrixXf& X, Eigen::MatrixXf& out) {
-  out.resize(E.rows(), X.cols());
+  const Eigen::MatrixXf x_transposed = X.transpose();
+  Eigen::MatrixXf out_transposed(X.cols(), E.rows());
   for_row_pieces(E.rows(), [&](Eigen::Index first, Eigen::Index count) {
-    out.middleRows(first, count).noalias() = E.middleRows(first, count) * X;
+    out_transposed.middleCols(first, count).noalias() = x_transposed * E.middleRows(first, count).transpose();
   });
+  out = out_transposed.transpose();
 }
 
 /// out = E^T * Y, E rows x cols row-major, Y rows x k; out (cols x k) is resized.
@@ -94,15 +98,19 @@ inline void multiply_small(const Eigen::MatrixXf& X, const Eigen::MatrixXf& C, E
   });
 }
 
-/// W in row-major order, copied in parallel pieces of 16 rows: each piece reads whole cache
-/// lines of W's columns, and the threads share the page faults of the new matrix.
+/// W in row-major order, copied in parallel pieces of 32 rows, tile by 32 x 32 tile: a tile
+/// reads 32 whole cache lines of W's columns and writes 32 of the copy's rows, so the copy
+/// neither strides across pages element by element nor leaves cache lines half used.
 inline RowMajorXf row_major_copy(const Eigen::MatrixXf& W) {
   RowMajorXf out(W.rows(), W.cols());
-  constexpr Eigen::Index piece = 16;
-  parallel_for((W.rows() + piece - 1) / piece, [&](std::ptrdiff_t p) {
-    const Eigen::Index first = p * piece;
-    const Eigen::Index count = std::min(piece, W.rows() - first);
-    out.middleRows(first, count) = W.middleRows(first, count);
+  constexpr Eigen::Index tile = 32;
+  parallel_for((W.rows() + tile - 1) / tile, [&](std::ptrdiff_t p) {
+    const Eigen::Index first = p * tile;
+    const Eigen::Index count = std::min(tile, W.rows() - first);
+    for (Eigen::Index col = 0; col < W.cols(); col += tile) {
+      const Eigen::Index width = std::min(tile, W.cols() - col);
+      out.block(first, col, count, width) = W.block(first, col, count, width);
+    }
   });
   return out;
 }
