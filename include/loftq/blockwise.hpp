@@ -13,14 +13,13 @@
 
 #include "codebook.hpp"
 #include "detail/checks.hpp"
+#include "detail/gemm.hpp"
 #include "detail/packing.hpp"
 #include "kernels/dispatch.hpp"
+#include "matrix.hpp"
 #include "quantized.hpp"
 
 namespace loftq {
-
-/// Row-major float matrix, the layout blocks are taken from.
-using RowMatrixXf = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 /// Quantizes the row-major array data (rows x cols) with `codebook` in blocks of block_size
 /// consecutive elements, with the kernels of active_isa() on threads() threads. Throws
@@ -77,12 +76,9 @@ inline QuantizedMatrix quantize_residual(const float* w, const float* low_rank, 
 template <class Derived, std::enable_if_t<!is_codebook_v<Derived>, int> = 0>
 QuantizedMatrix quantize(const Eigen::MatrixBase<Derived>& W, Codebook codebook, int block_size = 64) {
   static_assert(std::is_same_v<typename Derived::Scalar, float>, "loftq::quantize: W must hold float");
-  if constexpr (std::is_same_v<Derived, RowMatrixXf>) {
-    return quantize_row_major(W.derived().data(), W.rows(), W.cols(), codebook, block_size);
-  } else {
-    const RowMatrixXf rowmajor = W;
-    return quantize_row_major(rowmajor.data(), rowmajor.rows(), rowmajor.cols(), codebook, block_size);
-  }
+  return detail::with_row_major(W, [&](const RowMatrixXf& row_major) {
+    return quantize_row_major(row_major.data(), row_major.rows(), row_major.cols(), codebook, block_size);
+  });
 }
 
 /// Quantizes W with the codebook policy Book (NF2, NF4, FP4, Int8, Uniform<2|4|8>).

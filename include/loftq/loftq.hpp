@@ -10,6 +10,7 @@
 
 #include "version.hpp"
 #include "codebook.hpp"
+#include "matrix.hpp"
 #include "quantized.hpp"
 #include "blockwise.hpp"
 #include "kernels/dispatch.hpp"

@@ -191,7 +191,7 @@ inline Eigen::MatrixXf initial_sketch(Eigen::Index cols, Eigen::Index block, con
 /// before it. block_krylov keeps all `depth` blocks (2 depth - 1 passes over E), subspace
 /// iteration only the last of power_iters + 1 (2 power_iters + 1 passes); Rayleigh-Ritz on the
 /// kept blocks P then needs E P, which the passes have made already.
-inline LowRankFactors randomized_svd(const RowMajorXf& E, Eigen::Index rank, const SvdOptions& options,
+inline LowRankFactors randomized_svd(const RowMatrixXf& E, Eigen::Index rank, const SvdOptions& options,
                                      const Eigen::MatrixXf* start) {
   const Eigen::Index block = std::min<Eigen::Index>(rank + options.oversampling, std::min(E.rows(), E.cols()));
   const bool krylov = options.method == SvdMethod::block_krylov;
@@ -227,7 +227,7 @@ inline Eigen::Index sketch_columns(Eigen::Index rank, const SvdOptions& options)
 }
 
 /// truncated_svd() on a row-major matrix, inside the caller's ThreadScope.
-inline LowRankFactors truncated_svd_row_major(const RowMajorXf& E, Eigen::Index rank, const SvdOptions& options,
+inline LowRankFactors truncated_svd_row_major(const RowMatrixXf& E, Eigen::Index rank, const SvdOptions& options,
                                               const Eigen::MatrixXf* start) {
   if (rank == 0) return empty_factors(E.rows(), E.cols());
   // A sketch as wide as E's smaller side holds no saving: compute the exact SVD.
@@ -251,7 +251,7 @@ LowRankFactors checked_truncated_svd(const Eigen::MatrixBase<Derived>& E, Eigen:
          ", needs E.cols() = " + std::to_string(E.cols()) + " rows and at least one column");
   }
   const ThreadScope scope;
-  return with_row_major(E, [&](const RowMajorXf& row_major) {
+  return with_row_major(E, [&](const RowMatrixXf& row_major) {
     check_finite("E", row_major.data(), row_major.rows(), row_major.cols());
     return truncated_svd_row_major(row_major, rank, options, start);
   });

@@ -115,7 +115,7 @@ double over_low_rank_pieces(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, 
   const std::ptrdiff_t team = std::min<std::ptrdiff_t>(threads(), pieces);
   // Each member of the team takes a fixed range of pieces and one buffer for their A B^T.
   parallel_for(team, [&](std::ptrdiff_t member) {
-    RowMajorXf low_rank(piece_rows, cols);
+    RowMatrixXf low_rank(piece_rows, cols);
     for (std::ptrdiff_t p = member * pieces / team; p < (member + 1) * pieces / team; ++p) {
       const Eigen::Index first_row = p * piece_rows;
       const Eigen::Index count = std::min(piece_rows, rows - first_row);
@@ -151,7 +151,7 @@ inline double squared_norm(const float* x, std::size_t n) {
 /// Quantizes W - A B^T into `q` and writes residual = W - Q, in one pass over W. Returns
 /// ||W - Q||_F^2; adds ||W||_F^2 to *w_norm2 when it is not null.
 inline double quantize_pass(const float* w, const Eigen::MatrixXf& A, const Eigen::MatrixXf& B,
-                            const Options& options, QuantizedArrays& q, RowMajorXf& residual,
+                            const Options& options, QuantizedArrays& q, RowMatrixXf& residual,
                             double* w_norm2 = nullptr) {
   std::vector<double> w_partial;  // ||W||^2 of each piece, by first element
   const std::size_t piece_elements =
@@ -176,7 +176,7 @@ inline double quantize_pass(const float* w, const Eigen::MatrixXf& A, const Eige
 
 /// ||residual - A B^T||_F^2, in one pass over residual.
 inline double squared_error(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const Options& options,
-                            const RowMajorXf& residual) {
+                            const RowMatrixXf& residual) {
   return over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
                               [&](std::size_t first, std::size_t n, const float* l) {
     const float* e = residual.data() + first;
@@ -194,7 +194,7 @@ inline double squared_error(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, 
 /// two thirds of its digits, that is, where the factors leave at least 1% of ||E||^2; else
 /// measured in a pass over E.
 inline double factor_squared_error(const LowRankFactors& factors, double residual_norm2, const Options& options,
-                                   const RowMajorXf& residual) {
+                                   const RowMatrixXf& residual) {
   const double captured = factors.singular_values.cast<double>().squaredNorm();
   const double left = residual_norm2 - captured;
   if (left >= 0.01 * residual_norm2) return left;
@@ -212,7 +212,7 @@ inline Result loftq_row_major(const float* w, Eigen::Index rows, Eigen::Index co
   };
   QuantizedArrays current = arrays();  // Q_t
   QuantizedArrays best = arrays();     // the Q of least error so far
-  RowMajorXf residual(rows, cols);     // W - Q_t
+  RowMatrixXf residual(rows, cols);     // W - Q_t
 
   double w_norm2 = 0.0;
   // Q_1 = q(W)

@@ -11,15 +11,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "../matrix.hpp"
 #include "../parallel.hpp"
 
 namespace loftq::detail {
 
 /// Rows per piece of the products below.
 inline constexpr Eigen::Index product_piece_rows = 256;
-
-/// Row-major float matrix, the layout of the matrices LoftQ streams.
-using RowMajorXf = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 /// Calls piece(first, count) for consecutive row ranges of `rows`, product_piece_rows each.
 template <class Piece>
@@ -34,7 +32,7 @@ void for_row_pieces(Eigen::Index rows, Piece&& piece) {
 /// out = E * X, E rows x cols row-major, X cols x k; out is resized. Each piece is formed as
 /// X^T E_piece^T, so that Eigen reads E's rows as the columns of a column-major right-hand side
 /// instead of repacking them as a row-major left-hand side.
-inline void multiply(const RowMajorXf& E, const Eigen::MatrixXf& X, Eigen::MatrixXf& out) {
+inline void multiply(const RowMatrixXf& E, const Eigen::MatrixXf& X, Eigen::MatrixXf& out) {
   const Eigen::MatrixXf x_transposed = X.transpose();
   Eigen::MatrixXf out_transposed(X.cols(), E.rows());
   for_row_pieces(E.rows(), [&](Eigen::Index first, Eigen::Index count) {
@@ -44,7 +42,7 @@ inline void multiply(const RowMajorXf& E, const Eigen::MatrixXf& X, Eigen::Matri
 }
 
 /// out = E^T * Y, E rows x cols row-major, Y rows x k; out (cols x k) is resized.
-inline void multiply_transposed(const RowMajorXf& E, const Eigen::MatrixXf& Y, Eigen::MatrixXf& out) {
+inline void multiply_transposed(const RowMatrixXf& E, const Eigen::MatrixXf& Y, Eigen::MatrixXf& out) {
   out.resize(E.cols(), Y.cols());
   for_row_pieces(E.cols(), [&](Eigen::Index first, Eigen::Index count) {
     out.middleRows(first, count).noalias() = E.middleCols(first, count).transpose() * Y;
@@ -52,7 +50,7 @@ inline void multiply_transposed(const RowMajorXf& E, const Eigen::MatrixXf& Y, E
 }
 
 /// out = A * B^T into a rows x cols row-major matrix that already has that shape.
-inline void multiply_outer(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, RowMajorXf& out) {
+inline void multiply_outer(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, RowMatrixXf& out) {
   for_row_pieces(A.rows(), [&](Eigen::Index first, Eigen::Index count) {
     out.middleRows(first, count).noalias() = A.middleRows(first, count) * B.transpose();
   });
@@ -101,8 +99,8 @@ inline void multiply_small(const Eigen::MatrixXf& X, const Eigen::MatrixXf& C, E
 /// W in row-major order, copied in parallel pieces of 32 rows, tile by 32 x 32 tile: a tile
 /// reads 32 whole cache lines of W's columns and writes 32 of the copy's rows, so the copy
 /// neither strides across pages element by element nor leaves cache lines half used.
-inline RowMajorXf row_major_copy(const Eigen::MatrixXf& W) {
-  RowMajorXf out(W.rows(), W.cols());
+inline RowMatrixXf row_major_copy(const Eigen::MatrixXf& W) {
+  RowMatrixXf out(W.rows(), W.cols());
   constexpr Eigen::Index tile = 32;
   parallel_for((W.rows() + tile - 1) / tile, [&](std::ptrdiff_t p) {
     const Eigen::Index first = p * tile;
@@ -119,13 +117,13 @@ inline RowMajorXf row_major_copy(const Eigen::MatrixXf& W) {
 /// pieces for a column-major Eigen::MatrixXf).
 template <class Derived, class Use>
 decltype(auto) with_row_major(const Eigen::MatrixBase<Derived>& M, Use&& use) {
-  if constexpr (std::is_same_v<Derived, RowMajorXf>) {
+  if constexpr (std::is_same_v<Derived, RowMatrixXf>) {
     return use(M.derived());
   } else if constexpr (std::is_same_v<Derived, Eigen::MatrixXf>) {
-    const RowMajorXf copy = row_major_copy(M.derived());
+    const RowMatrixXf copy = row_major_copy(M.derived());
     return use(copy);
   } else {
-    const RowMajorXf copy = M;
+    const RowMatrixXf copy = M;
     return use(copy);
   }
 }
