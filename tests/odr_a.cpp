@@ -1,9 +1,16 @@
 // With odr_b.cpp: every public header in two translation units of one program.
 #include <loftq/blockwise.hpp>
 #include <loftq/codebook.hpp>
+#include <loftq/io/bnb.hpp>
+#include <loftq/io/checkpoint.hpp>
+#include <loftq/io/file.hpp>
+#include <loftq/io/json.hpp>
+#include <loftq/io/peft.hpp>
+#include <loftq/io/safetensors.hpp>
 #include <loftq/kernels/dispatch.hpp>
 #include <loftq/loftq.hpp>
 #include <loftq/lowrank.hpp>
+#include <loftq/matrix.hpp>
 #include <loftq/parallel.hpp>
 #include <loftq/quantized.hpp>
 #include <loftq/solver.hpp>

@@ -4,8 +4,15 @@
 #include <loftq/solver.hpp>
 #include <loftq/quantized.hpp>
 #include <loftq/lowrank.hpp>
+#include <loftq/matrix.hpp>
 #include <loftq/parallel.hpp>
 #include <loftq/codebook.hpp>
+#include <loftq/io/bnb.hpp>
+#include <loftq/io/checkpoint.hpp>
+#include <loftq/io/file.hpp>
+#include <loftq/io/json.hpp>
+#include <loftq/io/peft.hpp>
+#include <loftq/io/safetensors.hpp>
 #include <loftq/kernels/dispatch.hpp>
 #include <loftq/blockwise.hpp>
 

@@ -1,0 +1,582 @@
+/// @file io/bnb.hpp
+/// The bitsandbytes 4-bit checkpoint layout of one weight, as transformers saves a Linear4bit
+/// (bitsandbytes' QuantState.as_dict(packed=True)): the tensors of a QuantizedMatrix, their
+/// layout without the data, bitsandbytes' double quantization of the absmax, and a strict reader.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "../codebook.hpp"
+#include "../detail/checks.hpp"
+#include "../kernels/scalar.hpp"
+#include "../quantized.hpp"
+#include "json.hpp"
+#include "safetensors.hpp"
+
+namespace loftq::io {
+
+/// Block sizes of bitsandbytes' 4-bit quantization: 64 to 4096, and 32 since bitsandbytes PR
+/// #1854 (2026; earlier releases reject 32).
+inline constexpr std::array<int, 8> bnb_block_sizes{32, 64, 128, 256, 512, 1024, 2048, 4096};
+
+/// Block sizes of bitsandbytes' 8-bit blockwise kernels, which a file's nested_blocksize may use.
+inline constexpr std::array<int, 7> bnb_nested_block_sizes{64, 128, 256, 512, 1024, 2048, 4096};
+
+/// The block size of bitsandbytes' double quantization (quantize_4bit with compress_statistics).
+inline constexpr int bnb_nested_block_size = 256;
+
+/// How bnb_tensors() writes a weight.
+struct BnbOptions {
+  /// Double quantization (bnb_4bit_use_double_quant): the absmax as 8-bit codes.
+  bool double_quant = false;
+  /// The dtype bitsandbytes dequantizes the weight to: "bfloat16", "float16" or "float32".
+  std::string dtype = "bfloat16";
+};
+
+/// The absmax of a 4-bit matrix after bitsandbytes' double quantization.
+struct BnbDoubleQuant {
+  float offset = 0.0f;              ///< mean(absmax), subtracted before quantizing.
+  std::vector<std::uint8_t> codes;  ///< One bnb_dynamic_map() code per absmax.
+  std::vector<float> absmax;        ///< max |absmax - offset| of each block of 256 absmax.
+};
+
+/// Finds a tensor by name: the tensor, or nullptr when there is none.
+using BnbLookup = std::function<const TensorData*(const std::string& name)>;
+
+namespace detail {
+
+/// a / b rounded up, without overflow; b >= 1.
+constexpr std::uint64_t bnb_ceil_div(std::uint64_t a, std::uint64_t b) {
+  return a / b + (a % b != 0 ? 1 : 0);
+}
+
+/// True when `value` is one of `sizes`.
+template <std::size_t N>
+bool bnb_is_one_of(std::uint64_t value, const std::array<int, N>& sizes) {
+  return std::any_of(sizes.begin(), sizes.end(),
+                     [&](int size) { return static_cast<std::uint64_t>(size) == value; });
+}
+
+/// "[a, b, ...]".
+inline std::string bnb_shape_text(const std::vector<std::uint64_t>& shape) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    text += (i > 0 ? ", " : "") + std::to_string(shape[i]);
+  }
+  return text + "]";
+}
+
+/// True for the dtypes a quant state may name.
+inline bool bnb_dtype_supported(std::string_view dtype) {
+  return dtype == "bfloat16" || dtype == "float16" || dtype == "float32";
+}
+
+/// Throws std::invalid_argument unless bitsandbytes can write this weight.
+inline void bnb_check_arguments(const std::string& weight_name, Eigen::Index rows,
+                                Eigen::Index cols, Codebook codebook, int block_size,
+                                const BnbOptions& options) {
+  if (weight_name.empty()) loftq::detail::fail("weight_name is empty");
+  loftq::detail::check_not_empty("bitsandbytes weight", rows, cols);
+  if (codebook != Codebook::nf4 && codebook != Codebook::fp4) {
+    loftq::detail::fail("codebook = " + std::string(name_of(codebook)) +
+                        " has no bitsandbytes 4-bit layout (nf4 or fp4)");
+  }
+  if (block_size < 1 || !bnb_is_one_of(static_cast<std::uint64_t>(block_size), bnb_block_sizes)) {
+    loftq::detail::fail("block_size = " + std::to_string(block_size) +
+                        " is not supported by bitsandbytes (32, 64, 128, ..., 4096)");
+  }
+  if (!bnb_dtype_supported(options.dtype)) {
+    loftq::detail::fail("dtype = \"" + options.dtype +
+                        "\" is not supported (bfloat16, float16 or float32)");
+  }
+}
+
+/// torch.linspace(start, end, steps) in float32 as PyTorch's CPU kernel computes it: step =
+/// (end - start) / (steps - 1); element i is start + step * i in the first half and
+/// end - step * (steps - 1 - i) in the second, each one fused multiply-add (see bnb_dynamic_map()).
+inline std::vector<float> bnb_linspace(float start, float end, int steps) {
+  const float step = (end - start) / static_cast<float>(steps - 1);
+  std::vector<float> values(static_cast<std::size_t>(steps));
+  for (int i = 0; i < steps; ++i) {
+    values[static_cast<std::size_t>(i)] =
+        i < steps / 2 ? std::fma(step, static_cast<float>(i), start)
+                      : std::fma(-step, static_cast<float>(steps - 1 - i), end);
+  }
+  return values;
+}
+
+/// The little-endian bytes of n floats.
+inline std::vector<std::uint8_t> bnb_float_bytes(const float* values, std::size_t n) {
+  std::vector<std::uint8_t> bytes(n * sizeof(float));
+  if (n > 0) std::memcpy(bytes.data(), values, bytes.size());  // little-endian host
+  return bytes;
+}
+
+/// The floats of a tensor's little-endian bytes.
+inline std::vector<float> bnb_load_floats(const TensorData& tensor) {
+  std::vector<float> values(tensor.bytes.size() / sizeof(float));
+  if (!values.empty()) {
+    std::memcpy(values.data(), tensor.bytes.data(), values.size() * sizeof(float));
+  }
+  return values;
+}
+
+/// The name of the quant-state tensor.
+inline std::string bnb_quant_state_name(const std::string& weight_name, Codebook codebook) {
+  return weight_name + ".quant_state.bitsandbytes__" + std::string(name_of(codebook));
+}
+
+/// The quant state's JSON: bitsandbytes' keys in its order, Python json.dumps separators.
+inline std::string bnb_quant_state_text(Eigen::Index rows, Eigen::Index cols, Codebook codebook,
+                                        int block_size, const BnbOptions& options, float offset) {
+  Json state = Json::object();
+  state.set("quant_type", std::string(name_of(codebook)));
+  state.set("blocksize", block_size);
+  state.set("dtype", options.dtype);
+  Json shape = Json::array();
+  shape.push_back(Json(static_cast<long long>(rows)));
+  shape.push_back(Json(static_cast<long long>(cols)));
+  state.set("shape", std::move(shape));
+  if (options.double_quant) {
+    state.set("nested_blocksize", bnb_nested_block_size);
+    state.set("nested_dtype", "float32");
+    // Fixed width, unlike Python's repr: "%.9e" (to_chars, so no locale) of an offset >= 0 (a
+    // mean of absmax) is always d.ddddddddde±XX, 15 characters, so the tensor's length depends
+    // only on the shape and a caller can write a file's header before the data. 10 significant
+    // digits read back the same float32.
+    char text[32];
+    const std::to_chars_result end = std::to_chars(
+        text, text + sizeof text, static_cast<double>(offset), std::chars_format::scientific, 9);
+    state.set("nested_offset", Json::number_text(std::string(text, end.ptr)));
+  }
+  return state.dump();
+}
+
+/// Throws FormatError unless `tensor` exists with this dtype and shape and holds exactly the
+/// bytes they need.
+inline void bnb_check_tensor(const TensorData* tensor, const std::string& name, Dtype dtype,
+                             const std::vector<std::uint64_t>& shape, const std::string& what) {
+  if (tensor == nullptr) throw FormatError(what + ": missing tensor \"" + name + "\"");
+  const std::string where = what + ": tensor \"" + name + "\"";
+  if (tensor->dtype != dtype) {
+    throw FormatError(where + " has dtype " + std::string(dtype_name(tensor->dtype)) +
+                      ", expected " + std::string(dtype_name(dtype)));
+  }
+  if (tensor->shape != shape) {
+    throw FormatError(where + " has shape " + bnb_shape_text(tensor->shape) + ", expected " +
+                      bnb_shape_text(shape));
+  }
+  std::uint64_t bytes = dtype_size(dtype);
+  for (std::uint64_t d : shape) {
+    if (!multiply_checked(bytes, d, bytes)) throw FormatError(where + ": byte count overflows");
+  }
+  if (tensor->bytes.size() != bytes) {
+    throw FormatError(where + " holds " + std::to_string(tensor->bytes.size()) +
+                      " bytes, its shape needs " + std::to_string(bytes));
+  }
+}
+
+/// What a quant state says.
+struct BnbQuantState {
+  std::uint64_t rows = 0;          ///< shape[0].
+  std::uint64_t cols = 0;          ///< shape[1].
+  std::uint64_t block_size = 0;    ///< blocksize.
+  bool nested = false;             ///< Double quantization.
+  std::uint64_t nested_block = 0;  ///< nested_blocksize.
+  float offset = 0.0f;             ///< nested_offset.
+};
+
+/// A quant-state member as an integer; throws FormatError naming it otherwise.
+inline std::uint64_t bnb_state_u64(const Json& value, const std::string& where) {
+  if (!value.is_number()) throw FormatError(where + " is not a number");
+  try {
+    return value.as_u64();
+  } catch (const FormatError& e) {
+    throw FormatError(where + ": " + e.what());
+  }
+}
+
+/// A quant-state member as a string; throws FormatError naming it otherwise.
+inline const std::string& bnb_state_string(const Json& value, const std::string& where) {
+  if (!value.is_string()) throw FormatError(where + " is not a string");
+  return value.as_string();
+}
+
+/// The fields of a quant state of `codebook`; throws FormatError for anything bitsandbytes would
+/// not have written.
+inline BnbQuantState bnb_parse_quant_state(const Json& state, Codebook codebook,
+                                           const std::string& what) {
+  if (!state.is_object()) throw FormatError(what + ": quant state is not a JSON object");
+  static constexpr std::string_view known[] = {"quant_type",   "blocksize",        "dtype",
+                                               "shape",        "nested_blocksize", "nested_dtype",
+                                               "nested_offset"};
+  for (const Json::Member& entry : state.members()) {
+    if (std::find(std::begin(known), std::end(known), entry.first) == std::end(known)) {
+      throw FormatError(what + ": quant state has an unknown key \"" + entry.first + "\"");
+    }
+  }
+  const auto member = [&](std::string_view key) -> const Json& {
+    const Json* value = state.find(key);
+    if (value == nullptr) {
+      throw FormatError(what + ": quant state has no \"" + std::string(key) + "\"");
+    }
+    return *value;
+  };
+  const std::string where = what + ": quant state ";
+  const std::string& quant_type = bnb_state_string(member("quant_type"), where + "quant_type");
+  if (quant_type != name_of(codebook)) {
+    throw FormatError(where + "quant_type \"" + quant_type + "\" does not match its tensor's __" +
+                      std::string(name_of(codebook)));
+  }
+  BnbQuantState s;
+  s.block_size = bnb_state_u64(member("blocksize"), where + "blocksize");
+  if (!bnb_is_one_of(s.block_size, bnb_block_sizes)) {
+    throw FormatError(where + "blocksize " + std::to_string(s.block_size) +
+                      " is not a bitsandbytes block size");
+  }
+  const std::string& dtype = bnb_state_string(member("dtype"), where + "dtype");
+  if (!bnb_dtype_supported(dtype)) {
+    throw FormatError(where + "dtype \"" + dtype + "\" is not bfloat16, float16 or float32");
+  }
+  const Json& shape = member("shape");
+  if (!shape.is_array() || shape.elements().size() != 2) {
+    throw FormatError(where + "shape is not [rows, cols]");
+  }
+  s.rows = bnb_state_u64(shape.elements()[0], where + "shape[0]");
+  s.cols = bnb_state_u64(shape.elements()[1], where + "shape[1]");
+  constexpr auto max_index = static_cast<std::uint64_t>(std::numeric_limits<Eigen::Index>::max());
+  if (s.rows == 0 || s.cols == 0 || s.rows > max_index || s.cols > max_index) {
+    throw FormatError(where + "shape [" + std::to_string(s.rows) + ", " + std::to_string(s.cols) +
+                      "] is not a non-empty matrix");
+  }
+  const int nested_keys = (state.find("nested_blocksize") != nullptr) +
+                          (state.find("nested_dtype") != nullptr) +
+                          (state.find("nested_offset") != nullptr);
+  if (nested_keys != 0 && nested_keys != 3) {
+    throw FormatError(where +
+                      "has some but not all of nested_blocksize, nested_dtype and nested_offset");
+  }
+  s.nested = nested_keys == 3;
+  if (!s.nested) return s;
+  s.nested_block = bnb_state_u64(member("nested_blocksize"), where + "nested_blocksize");
+  if (!bnb_is_one_of(s.nested_block, bnb_nested_block_sizes)) {
+    throw FormatError(where + "nested_blocksize " + std::to_string(s.nested_block) +
+                      " is not a bitsandbytes 8-bit block size");
+  }
+  const std::string& nested_dtype =
+      bnb_state_string(member("nested_dtype"), where + "nested_dtype");
+  if (nested_dtype != "float32") {
+    throw FormatError(where + "nested_dtype \"" + nested_dtype + "\" is not float32");
+  }
+  const Json& offset = member("nested_offset");
+  if (!offset.is_number()) throw FormatError(where + "nested_offset is not a number");
+  const std::string& text = offset.number_text();
+  double value = 0.0;
+  const std::from_chars_result parsed =
+      std::from_chars(text.data(), text.data() + text.size(), value);
+  if (parsed.ec != std::errc() || parsed.ptr != text.data() + text.size() ||
+      !(std::fabs(value) <= static_cast<double>(std::numeric_limits<float>::max()))) {
+    throw FormatError(where + "nested_offset " + text + " is not a finite float32");
+  }
+  s.offset = static_cast<float>(value);
+  return s;
+}
+
+}  // namespace detail
+
+/// bitsandbytes' signed 8-bit dynamic map, create_dynamic_map(signed=True): for i = 0..6, the
+/// 2^i midpoints (b[j] + b[j+1]) / 2 of b = torch.linspace(0.1, 1, 2^i + 1), times 10^(i-6) and
+/// times -10^(i-6), then 0 and 1, sorted: 256 ascending float32 values from -0.99296874 to 1 (1
+/// has no negative twin), with 0 at index 127.
+///
+/// Built with bitsandbytes' float32 arithmetic: PyTorch's linspace (bnb_linspace), a float32
+/// sum halved, and float32(10^(i-6)) times it. One doubt: PyTorch's x86 (AVX2, AVX-512) and
+/// aarch64 builds contract linspace's start + step * i into a fused multiply-add, which this
+/// follows; a build without FMA gives 42 entries one ulp away (index 196: 0x1.6b3334p-3 here,
+/// 0x1.6b3332p-3 there). The map travels in the file as nested_quant_map and read_bnb() uses
+/// the file's map, so either way a file reads back as it was written.
+inline const std::array<float, 256>& bnb_dynamic_map() {
+  static const std::array<float, 256> map = [] {
+    constexpr float decades[7] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f, 1e-1f, 1.0f};
+    std::array<float, 256> values{};
+    std::size_t count = 0;
+    for (int i = 0; i < 7; ++i) {
+      const std::vector<float> bounds = detail::bnb_linspace(0.1f, 1.0f, (1 << i) + 1);
+      for (std::size_t j = 0; j + 1 < bounds.size(); ++j) {
+        const float value = decades[i] * ((bounds[j] + bounds[j + 1]) / 2.0f);
+        values[count++] = value;
+        values[count++] = -value;
+      }
+    }
+    values[count++] = 0.0f;
+    values[count] = 1.0f;
+    std::sort(values.begin(), values.end());
+    return values;
+  }();
+  return map;
+}
+
+/// The code of a normalized value x in bnb_dynamic_map(), as bitsandbytes' 8-bit blockwise kernel
+/// picks it: of the two map values around x, the one on x's side of their float32 midpoint
+/// (a + b) * 0.5, the even code at the midpoint itself; 0 at or below the lowest value and for
+/// NaN, 255 above 1.
+inline std::uint8_t bnb_dynamic_code(float x) {
+  const std::array<float, 256>& map = bnb_dynamic_map();
+  const auto upper =
+      static_cast<std::size_t>(std::lower_bound(map.begin(), map.end(), x) - map.begin());
+  if (upper == 0) return 0;
+  if (upper == map.size()) return 255;
+  const std::size_t lower = upper - 1;
+  const float midpoint = (map[lower] + map[upper]) * 0.5f;
+  const std::size_t code =
+      x > midpoint ? upper : (x < midpoint ? lower : (lower % 2 == 0 ? lower : upper));
+  return static_cast<std::uint8_t>(code);
+}
+
+/// Double-quantizes absmax as bitsandbytes does (compress_statistics=True): offset = the mean of
+/// absmax, summed in double and rounded once to float32 (bitsandbytes' float32 CUDA mean may
+/// differ in the last bit); x = absmax - offset in float32; in blocks of 256, absmax2 = max |x|
+/// and code = bnb_dynamic_code(x * (1 / absmax2)), or 0 when absmax2 = 0, as bitsandbytes gets
+/// it (0 times 1/0 is NaN). Throws std::invalid_argument for an empty absmax or a value that is
+/// not finite and >= 0.
+inline BnbDoubleQuant bnb_double_quantize(const std::vector<float>& absmax) {
+  if (absmax.empty()) loftq::detail::fail("absmax is empty");
+  double sum = 0.0;
+  for (std::size_t b = 0; b < absmax.size(); ++b) {
+    if (!std::isfinite(absmax[b]) || absmax[b] < 0.0f) {
+      loftq::detail::fail("absmax[" + std::to_string(b) + "] = " + std::to_string(absmax[b]) +
+                          " is not a finite value >= 0");
+    }
+    sum += static_cast<double>(absmax[b]);
+  }
+  BnbDoubleQuant q;
+  q.offset = static_cast<float>(sum / static_cast<double>(absmax.size()));
+  q.codes.resize(absmax.size());
+  const auto nested = static_cast<std::size_t>(bnb_nested_block_size);
+  for (std::size_t first = 0; first < absmax.size(); first += nested) {
+    const std::size_t last = std::min(absmax.size(), first + nested);
+    float absmax2 = 0.0f;
+    for (std::size_t b = first; b < last; ++b) {
+      absmax2 = std::max(absmax2, std::fabs(absmax[b] - q.offset));
+    }
+    if (absmax2 > 0.0f) {
+      const float inverse = 1.0f / absmax2;
+      for (std::size_t b = first; b < last; ++b) {
+        q.codes[b] = bnb_dynamic_code((absmax[b] - q.offset) * inverse);
+      }
+    }
+    q.absmax.push_back(absmax2);
+  }
+  return q;
+}
+
+/// The tensors bnb_tensors() writes for a rows x cols matrix, in its order, with their names,
+/// dtypes and shapes and empty bytes; a tensor's size is dtype_size(dtype) times the product of
+/// its shape. None depends on the matrix's values, so a caller can write a file's header before
+/// the data exist. Throws std::invalid_argument for an empty name or shape, a codebook other than
+/// NF4 and FP4, a block size not in bnb_block_sizes, or an unsupported options.dtype.
+inline std::vector<TensorData> bnb_tensor_layout(const std::string& weight_name, Eigen::Index rows,
+                                                 Eigen::Index cols, Codebook codebook,
+                                                 int block_size, const BnbOptions& options = {}) {
+  detail::bnb_check_arguments(weight_name, rows, cols, codebook, block_size, options);
+  std::uint64_t n = 0;
+  if (!detail::multiply_checked(static_cast<std::uint64_t>(rows), static_cast<std::uint64_t>(cols),
+                                n)) {
+    loftq::detail::fail("bitsandbytes weight has too many elements (" + std::to_string(rows) +
+                        " x " + std::to_string(cols) + ")");
+  }
+  const std::uint64_t blocks = detail::bnb_ceil_div(n, static_cast<std::uint64_t>(block_size));
+  std::vector<TensorData> tensors;
+  tensors.push_back({weight_name, Dtype::u8, {detail::bnb_ceil_div(n, 2), 1}, {}});
+  tensors.push_back(
+      {weight_name + ".absmax", options.double_quant ? Dtype::u8 : Dtype::f32, {blocks}, {}});
+  tensors.push_back({weight_name + ".quant_map", Dtype::f32, {16}, {}});
+  if (options.double_quant) {
+    tensors.push_back({weight_name + ".nested_absmax",
+                       Dtype::f32,
+                       {detail::bnb_ceil_div(blocks, bnb_nested_block_size)},
+                       {}});
+    tensors.push_back({weight_name + ".nested_quant_map", Dtype::f32, {256}, {}});
+  }
+  const std::string state =
+      detail::bnb_quant_state_text(rows, cols, codebook, block_size, options, 0.0f);
+  tensors.push_back(
+      {detail::bnb_quant_state_name(weight_name, codebook), Dtype::u8, {state.size()}, {}});
+  return tensors;
+}
+
+/// The bitsandbytes tensors of q under weight_name (e.g. "model.layers.0.mlp.up_proj.weight"),
+/// in bnb_tensor_layout() order:
+/// - weight_name: U8 [ceil(rows cols / 2), 1], q.codes() (first element in the high nibble; the
+///   pad nibble of an odd count is 0, where bitsandbytes' kernel writes the code of 0.0);
+/// - .absmax: F32 [blocks], q.scales(); with double_quant U8 [blocks], bnb_double_quantize() codes;
+/// - .quant_map: F32 [16], the codebook's table, FP4's -0 written as 0 as bitsandbytes has it;
+/// - with double_quant, .nested_absmax: F32 [ceil(blocks / 256)] and .nested_quant_map: F32
+///   [256], bnb_dynamic_map();
+/// - .quant_state.bitsandbytes__nf4 (or __fp4): U8 [length], the JSON text
+///   {"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [rows, cols]}, with
+///   double_quant followed by "nested_blocksize": 256, "nested_dtype": "float32" and
+///   "nested_offset": 1.234567890e-02 (fixed width).
+/// Throws as bnb_tensor_layout().
+inline std::vector<TensorData> bnb_tensors(const std::string& weight_name, const QuantizedMatrix& q,
+                                           const BnbOptions& options = {}) {
+  std::vector<TensorData> tensors =
+      bnb_tensor_layout(weight_name, q.rows(), q.cols(), q.codebook(), q.block_size(), options);
+  tensors[0].bytes = q.codes();
+  const CodebookTable table = table_of(q.codebook());
+  std::array<float, 16> quant_map{};
+  for (std::size_t k = 0; k < quant_map.size(); ++k) {
+    quant_map[k] = table.values[k] == 0.0f ? 0.0f : table.values[k];
+  }
+  tensors[2].bytes = detail::bnb_float_bytes(quant_map.data(), quant_map.size());
+  float offset = 0.0f;
+  if (options.double_quant) {
+    BnbDoubleQuant nested = bnb_double_quantize(q.scales());
+    tensors[1].bytes = std::move(nested.codes);
+    tensors[3].bytes = detail::bnb_float_bytes(nested.absmax.data(), nested.absmax.size());
+    tensors[4].bytes = detail::bnb_float_bytes(bnb_dynamic_map().data(), bnb_dynamic_map().size());
+    offset = nested.offset;
+  } else {
+    tensors[1].bytes = detail::bnb_float_bytes(q.scales().data(), q.scales().size());
+  }
+  const std::string state = detail::bnb_quant_state_text(q.rows(), q.cols(), q.codebook(),
+                                                         q.block_size(), options, offset);
+  tensors.back().bytes.assign(state.begin(), state.end());
+  return tensors;
+}
+
+/// Reads the bitsandbytes tensors of weight_name, found through `find`, back into a
+/// QuantizedMatrix. Takes the nested block size and map from the file (any 8-bit block size of
+/// bitsandbytes) and restores each absmax as bitsandbytes does, map[code] * absmax2 + offset in
+/// float32, but 0 where that is below 0 (possible only within the 8-bit error of 0; QuantizedMatrix
+/// holds absmax >= 0). The pad nibble of an odd count is set to 0. The dtype is not kept. Throws
+/// std::invalid_argument for an empty weight_name and FormatError, naming the weight, tensor and
+/// fault, for: a missing tensor, or quant states for both nf4 and fp4; a quant state that is not
+/// UTF-8 JSON, or has an unknown, missing or mistyped key, a quant_type other than its name's,
+/// an unsupported blocksize, dtype, nested_blocksize or nested_dtype, or a shape that is not two
+/// positive integers; nested tensors without nested keys; a tensor whose dtype, shape or byte
+/// count differs from the layout; a quant_map other than the codebook's table; a negative or
+/// non-finite absmax or nested absmax, a non-finite nested map value or restored absmax.
+inline QuantizedMatrix read_bnb(const std::string& weight_name, const BnbLookup& find) {
+  if (weight_name.empty()) loftq::detail::fail("weight_name is empty");
+  const std::string what = "bitsandbytes weight \"" + weight_name + "\"";
+  const std::string nf4_name = detail::bnb_quant_state_name(weight_name, Codebook::nf4);
+  const std::string fp4_name = detail::bnb_quant_state_name(weight_name, Codebook::fp4);
+  const TensorData* nf4_state = find(nf4_name);
+  const TensorData* fp4_state = find(fp4_name);
+  if (nf4_state != nullptr && fp4_state != nullptr) {
+    throw FormatError(what + " has quant states for both nf4 and fp4");
+  }
+  if (nf4_state == nullptr && fp4_state == nullptr) {
+    throw FormatError(what + ": missing tensor \"" + nf4_name + "\" (or __fp4)");
+  }
+  const Codebook codebook = nf4_state != nullptr ? Codebook::nf4 : Codebook::fp4;
+  const TensorData* state_tensor = nf4_state != nullptr ? nf4_state : fp4_state;
+  const std::string state_name = nf4_state != nullptr ? nf4_name : fp4_name;
+  const std::vector<std::uint64_t> state_shape =
+      state_tensor->shape.size() == 1 ? state_tensor->shape
+                                      : std::vector<std::uint64_t>{state_tensor->bytes.size()};
+  detail::bnb_check_tensor(state_tensor, state_name, Dtype::u8, state_shape, what);
+  const std::string_view text(reinterpret_cast<const char*>(state_tensor->bytes.data()),
+                              state_tensor->bytes.size());
+  const detail::BnbQuantState s =
+      detail::bnb_parse_quant_state(parse_json(text, what + ": quant state"), codebook, what);
+
+  std::uint64_t n = 0;
+  if (!detail::multiply_checked(s.rows, s.cols, n) || n > std::numeric_limits<std::size_t>::max()) {
+    throw FormatError(what + ": quant state shape [" + std::to_string(s.rows) + ", " +
+                      std::to_string(s.cols) + "] has too many elements");
+  }
+  const std::uint64_t blocks = detail::bnb_ceil_div(n, s.block_size);
+  const TensorData* weight = find(weight_name);
+  const TensorData* absmax = find(weight_name + ".absmax");
+  const TensorData* quant_map = find(weight_name + ".quant_map");
+  const TensorData* nested_absmax = find(weight_name + ".nested_absmax");
+  const TensorData* nested_map = find(weight_name + ".nested_quant_map");
+  detail::bnb_check_tensor(weight, weight_name, Dtype::u8, {detail::bnb_ceil_div(n, 2), 1}, what);
+  detail::bnb_check_tensor(absmax, weight_name + ".absmax", s.nested ? Dtype::u8 : Dtype::f32,
+                           {blocks}, what);
+  detail::bnb_check_tensor(quant_map, weight_name + ".quant_map", Dtype::f32, {16}, what);
+  if (!s.nested && (nested_absmax != nullptr || nested_map != nullptr)) {
+    throw FormatError(what + " has nested tensors but its quant state has no nested keys");
+  }
+
+  const std::vector<float> map = detail::bnb_load_floats(*quant_map);
+  const CodebookTable table = table_of(codebook);
+  for (std::size_t k = 0; k < map.size(); ++k) {
+    if (!(map[k] == table.values[k])) {
+      throw FormatError(what + ": quant_map[" + std::to_string(k) +
+                        "] = " + std::to_string(map[k]) + " differs from bitsandbytes' " +
+                        std::string(name_of(codebook)) + " value " +
+                        std::to_string(table.values[k]));
+    }
+  }
+
+  const auto check_absmax = [&](float value, const std::string& name, std::size_t b) {
+    if (!std::isfinite(value) || value < 0.0f) {
+      throw FormatError(what + ": " + name + "[" + std::to_string(b) +
+                        "] = " + std::to_string(value) + " is not a finite value >= 0");
+    }
+  };
+  std::vector<float> scales;
+  if (!s.nested) {
+    scales = detail::bnb_load_floats(*absmax);
+    for (std::size_t b = 0; b < scales.size(); ++b) check_absmax(scales[b], "absmax", b);
+  } else {
+    detail::bnb_check_tensor(nested_absmax, weight_name + ".nested_absmax", Dtype::f32,
+                             {detail::bnb_ceil_div(blocks, s.nested_block)}, what);
+    detail::bnb_check_tensor(nested_map, weight_name + ".nested_quant_map", Dtype::f32, {256},
+                             what);
+    const std::vector<float> absmax2 = detail::bnb_load_floats(*nested_absmax);
+    const std::vector<float> code_map = detail::bnb_load_floats(*nested_map);
+    for (std::size_t k = 0; k < absmax2.size(); ++k) check_absmax(absmax2[k], "nested_absmax", k);
+    for (std::size_t k = 0; k < code_map.size(); ++k) {
+      if (!std::isfinite(code_map[k])) {
+        throw FormatError(what + ": nested_quant_map[" + std::to_string(k) +
+                          "] = " + std::to_string(code_map[k]) + " is not finite");
+      }
+    }
+    scales.resize(absmax->bytes.size());
+    for (std::size_t b = 0; b < scales.size(); ++b) {
+      const float value =
+          kernels::unfused(code_map[absmax->bytes[b]] * absmax2[b / s.nested_block]) + s.offset;
+      if (!std::isfinite(value)) {
+        throw FormatError(what + ": restored absmax[" + std::to_string(b) +
+                          "] = " + std::to_string(value) + " is not finite");
+      }
+      scales[b] = std::max(value, 0.0f);
+    }
+  }
+
+  std::vector<std::uint8_t> codes = weight->bytes;
+  if (n % 2 != 0) codes.back() = static_cast<std::uint8_t>(codes.back() & 0xF0u);
+  return QuantizedMatrix(static_cast<Eigen::Index>(s.rows), static_cast<Eigen::Index>(s.cols),
+                         static_cast<int>(s.block_size), codebook, std::move(codes),
+                         std::move(scales));
+}
+
+/// read_bnb() with the tensors of `tensors`, looked up by name (the first of a name).
+inline QuantizedMatrix read_bnb(const std::string& weight_name,
+                                const std::vector<TensorData>& tensors) {
+  return read_bnb(weight_name, [&](const std::string& name) -> const TensorData* {
+    const auto it = std::find_if(tensors.begin(), tensors.end(),
+                                 [&](const TensorData& t) { return t.name == name; });
+    return it == tensors.end() ? nullptr : &*it;
+  });
+}
+
+}  // namespace loftq::io

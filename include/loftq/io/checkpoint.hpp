@@ -1,0 +1,139 @@
+/// @file io/checkpoint.hpp
+/// A Hugging Face model directory: one model.safetensors, or shards listed by
+/// model.safetensors.index.json.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "json.hpp"
+#include "safetensors.hpp"
+
+namespace loftq::io {
+
+/// File name of a single-file checkpoint.
+inline constexpr const char* single_file_name = "model.safetensors";
+/// File name of a sharded checkpoint's index.
+inline constexpr const char* index_file_name = "model.safetensors.index.json";
+
+/// The safetensors files of a model directory, opened and validated, with every tensor found by
+/// name. Shards are read lazily, tensor by tensor.
+class Checkpoint {
+ public:
+  /// One tensor and the file that holds it.
+  struct Entry {
+    const SafetensorsReader* file;  ///< The file.
+    const TensorInfo* info;         ///< The tensor in it.
+  };
+
+  /// Opens `dir`: the shards of model.safetensors.index.json when it exists, else
+  /// model.safetensors. Throws FormatError for a malformed index (not a JSON object with a
+  /// weight_map of tensor name to a plain file name in `dir`), for a shard that is malformed, a
+  /// tensor the index maps to a file that lacks it, a tensor in a shard the index does not map
+  /// there, or one name in two files; std::invalid_argument when `dir` holds neither file.
+  explicit Checkpoint(std::filesystem::path dir) : dir_(std::move(dir)) {
+    const std::filesystem::path index = dir_ / index_file_name;
+    const std::filesystem::path single = dir_ / single_file_name;
+    if (std::filesystem::exists(index)) {
+      sharded_ = true;
+      open_index(index);
+    } else if (std::filesystem::exists(single)) {
+      open_file(single_file_name);
+    } else {
+      throw std::invalid_argument(dir_.string() + " holds neither " + index_file_name + " nor " + single_file_name);
+    }
+  }
+
+  /// The directory.
+  const std::filesystem::path& directory() const { return dir_; }
+  /// True when read through model.safetensors.index.json.
+  bool sharded() const { return sharded_; }
+  /// The file names (relative to the directory), in index order (sorted for a sharded one).
+  std::vector<std::string> file_names() const {
+    std::vector<std::string> names;
+    for (const auto& f : files_) names.push_back(f.first);
+    return names;
+  }
+  /// The opened file `name` (relative).
+  const SafetensorsReader& file(const std::string& name) const {
+    for (const auto& f : files_) {
+      if (f.first == name) return f.second;
+    }
+    throw std::invalid_argument(dir_.string() + " has no file " + name);
+  }
+  /// Every tensor, file by file (in file_names() order), each file's in data order.
+  std::vector<std::pair<std::string, const TensorInfo*>> tensors() const {
+    std::vector<std::pair<std::string, const TensorInfo*>> all;
+    for (const auto& [name, reader] : files_) {
+      for (const TensorInfo& t : reader.tensors()) all.emplace_back(name, &t);
+    }
+    return all;
+  }
+  /// The tensor `name`; throws std::invalid_argument when no file holds it.
+  Entry at(const std::string& name) const {
+    const auto it = where_.find(name);
+    if (it == where_.end()) throw std::invalid_argument(dir_.string() + " has no tensor \"" + name + "\"");
+    const SafetensorsReader& reader = files_[it->second].second;
+    return {&reader, reader.find(name)};
+  }
+  /// The metadata of the index (its "metadata" object, e.g. total_size), or null.
+  const Json& index_metadata() const { return index_metadata_; }
+
+ private:
+  void open_index(const std::filesystem::path& index) {
+    const std::string what = index.string();
+    const Json json = parse_json(read_small_file(index), what);
+    if (!json.is_object()) throw FormatError(what + ": not a JSON object");
+    if (const Json* metadata = json.find("metadata")) index_metadata_ = *metadata;
+    const Json* map = json.find("weight_map");
+    if (map == nullptr || !map->is_object()) throw FormatError(what + ": no weight_map object");
+    std::map<std::string, std::vector<std::string>> by_file;
+    for (const auto& [tensor, file] : map->members()) {
+      if (!file.is_string()) throw FormatError(what + ": weight_map entry \"" + tensor + "\" is not a string");
+      const std::string& name = file.as_string();
+      if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
+        throw FormatError(what + ": weight_map entry \"" + tensor + "\" names \"" + name +
+                          "\", not a file in the model directory");
+      }
+      by_file[name].push_back(tensor);
+    }
+    if (by_file.empty()) throw FormatError(what + ": weight_map is empty");
+    for (const auto& [name, tensors] : by_file) {
+      open_file(name);
+      const SafetensorsReader& reader = files_.back().second;
+      for (const std::string& tensor : tensors) {
+        if (reader.find(tensor) == nullptr) {
+          throw FormatError(what + ": maps \"" + tensor + "\" to " + name + ", which has no such tensor");
+        }
+      }
+      if (reader.tensors().size() != tensors.size()) {
+        throw FormatError(what + ": " + name + " holds " + std::to_string(reader.tensors().size()) +
+                          " tensors, the index maps " + std::to_string(tensors.size()) + " to it");
+      }
+    }
+  }
+
+  void open_file(const std::string& name) {
+    files_.emplace_back(name, SafetensorsReader(dir_ / name));
+    const std::size_t file = files_.size() - 1;
+    for (const TensorInfo& t : files_.back().second.tensors()) {
+      if (!where_.emplace(t.name, file).second) {
+        throw FormatError(dir_.string() + ": tensor \"" + t.name + "\" is in two files");
+      }
+    }
+  }
+
+  std::filesystem::path dir_;
+  bool sharded_ = false;
+  std::vector<std::pair<std::string, SafetensorsReader>> files_;
+  std::unordered_map<std::string, std::size_t> where_;
+  Json index_metadata_;
+};
+
+}  // namespace loftq::io

@@ -1,0 +1,468 @@
+/// @file io/safetensors.hpp
+/// safetensors files: a reader that validates the header as the reference implementation does
+/// and streams tensors with positioned reads (never the whole file), float16 / bfloat16
+/// conversions, and an atomic writer that streams tensors from producers.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "../matrix.hpp"
+#include "file.hpp"
+#include "json.hpp"
+
+namespace loftq::io {
+
+/// Element types of safetensors.
+enum class Dtype : std::uint8_t { boolean, u8, i8, f8_e5m2, f8_e4m3, i16, u16, f16, bf16, i32, u32, f32, f64, i64, u64 };
+
+namespace detail {
+
+/// Name and element size of each Dtype, in enum order.
+struct DtypeFacts {
+  std::string_view name;  ///< The safetensors spelling.
+  std::size_t size;       ///< Bytes per element.
+};
+inline constexpr DtypeFacts dtype_facts[] = {
+    {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"I16", 2}, {"U16", 2}, {"F16", 2},
+    {"BF16", 2}, {"I32", 4}, {"U32", 4}, {"F32", 4},      {"F64", 8},     {"I64", 8}, {"U64", 8}};
+
+/// a * b, or false when it overflows 64 bits.
+inline bool multiply_checked(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
+  if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) return false;
+  out = a * b;
+  return true;
+}
+
+/// The little-endian u64 at p.
+inline std::uint64_t load_u64_le(const unsigned char* p) {
+  std::uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+}  // namespace detail
+
+/// The safetensors name of a dtype ("F32", "BF16", ...).
+inline std::string_view dtype_name(Dtype dtype) { return detail::dtype_facts[static_cast<int>(dtype)].name; }
+
+/// Bytes per element of a dtype.
+inline std::size_t dtype_size(Dtype dtype) { return detail::dtype_facts[static_cast<int>(dtype)].size; }
+
+/// The dtype named `name`; throws FormatError naming it and `what` when there is none.
+inline Dtype dtype_from_name(std::string_view name, const std::string& what) {
+  for (std::size_t i = 0; i < std::size(detail::dtype_facts); ++i) {
+    if (detail::dtype_facts[i].name == name) return static_cast<Dtype>(i);
+  }
+  throw FormatError(what + ": unknown dtype \"" + std::string(name) + "\"");
+}
+
+/// bfloat16 bits to float (exact).
+inline float bf16_to_float(std::uint16_t bits) {
+  const std::uint32_t wide = static_cast<std::uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &wide, sizeof f);
+  return f;
+}
+
+/// float to bfloat16 bits, rounding to nearest even; NaN stays a (quiet) NaN.
+inline std::uint16_t float_to_bf16(float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x0040u);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<std::uint16_t>(bits >> 16);
+}
+
+/// IEEE float16 bits to float (exact).
+inline float f16_to_float(std::uint16_t h) {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  const std::uint32_t exponent = (h >> 10) & 0x1Fu;
+  std::uint32_t mantissa = h & 0x3FFu;
+  std::uint32_t bits;
+  if (exponent == 0x1F) {
+    bits = sign | 0x7F800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {  // subnormal: normalize
+    std::uint32_t e = 113;
+    while ((mantissa & 0x400u) == 0) {
+      mantissa <<= 1;
+      --e;
+    }
+    bits = sign | (e << 23) | ((mantissa & 0x3FFu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+/// float to IEEE float16 bits, rounding to nearest even; overflow gives infinity, NaN stays NaN.
+inline std::uint16_t float_to_f16(float value) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
+  const std::uint32_t magnitude = bits & 0x7FFFFFFFu;
+  if (magnitude > 0x7F800000u) return static_cast<std::uint16_t>(sign | 0x7E00u);
+  if (magnitude >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // rounds past 65504
+  if (magnitude < 0x38800000u) {  // below 2^-14: subnormal or zero
+    if (magnitude < 0x33000000u) return sign;  // below half the least subnormal
+    const std::uint32_t exponent = magnitude >> 23;
+    const std::uint32_t mantissa = (magnitude & 0x7FFFFFu) | 0x800000u;
+    const std::uint32_t shift = 126 - exponent;  // to units of 2^-24
+    std::uint32_t half = mantissa >> shift;
+    const std::uint32_t rest = mantissa & ((1u << shift) - 1u);
+    const std::uint32_t midpoint = 1u << (shift - 1);
+    if (rest > midpoint || (rest == midpoint && (half & 1u) != 0)) ++half;
+    return static_cast<std::uint16_t>(sign | half);
+  }
+  std::uint32_t rounded = magnitude + 0xFFFu + ((magnitude >> 13) & 1u);
+  rounded -= 112u << 23;
+  return static_cast<std::uint16_t>(sign | (rounded >> 13));
+}
+
+/// One tensor of a safetensors file.
+struct TensorInfo {
+  std::string name;                  ///< Its key.
+  Dtype dtype = Dtype::f32;          ///< Element type.
+  std::vector<std::uint64_t> shape;  ///< Dimensions, outermost first (row-major).
+  std::uint64_t begin = 0;           ///< First byte, from the start of the data buffer.
+  std::uint64_t end = 0;             ///< One past the last byte.
+
+  /// Number of elements (1 for a scalar).
+  std::uint64_t elements() const {
+    std::uint64_t n = 1;
+    for (std::uint64_t d : shape) n *= d;
+    return n;
+  }
+  /// Number of bytes.
+  std::uint64_t bytes() const { return end - begin; }
+};
+
+/// A safetensors file opened for reading. The constructor reads and validates the header only;
+/// tensors are read on demand with positioned reads, so memory holds one tensor at a time.
+class SafetensorsReader {
+ public:
+  /// Largest header accepted, as in the reference implementation.
+  static constexpr std::uint64_t max_header_bytes = 100'000'000;
+
+  /// Opens and validates `path`. Throws FormatError for a malformed file: shorter than 8 bytes,
+  /// a header length over max_header_bytes or past the end, a header that is not a UTF-8 JSON
+  /// object starting with '{', an unknown dtype, a bad shape or offsets, a byte count that
+  /// overflows or does not match its shape, tensors that overlap or leave holes, a buffer
+  /// that does not end at the file's end, or a __metadata__ that is not string to string.
+  explicit SafetensorsReader(std::filesystem::path path) : file_(std::move(path)) {
+    const std::string what = file_.path().string();
+    if (file_.size() < 8) throw FormatError(what + ": " + std::to_string(file_.size()) + " bytes, too short for a safetensors header");
+    unsigned char length_bytes[8];
+    file_.read(0, length_bytes, 8);
+    const std::uint64_t header_bytes = detail::load_u64_le(length_bytes);
+    if (header_bytes > max_header_bytes) {
+      throw FormatError(what + ": header length " + std::to_string(header_bytes) + " exceeds " +
+                        std::to_string(max_header_bytes));
+    }
+    if (header_bytes > file_.size() - 8) {
+      throw FormatError(what + ": header length " + std::to_string(header_bytes) + " runs past the end of the " +
+                        std::to_string(file_.size()) + "-byte file");
+    }
+    std::string header(static_cast<std::size_t>(header_bytes), '\0');
+    file_.read(8, header.data(), header.size());
+    if (header.empty() || header[0] != '{') throw FormatError(what + ": header does not start with '{'");
+    data_offset_ = 8 + header_bytes;
+    parse_header(parse_json(header, what + " header"), what);
+  }
+
+  /// The file's path.
+  const std::filesystem::path& path() const { return file_.path(); }
+  /// The tensors, in the order of their data.
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  /// The __metadata__ entries, in header order.
+  const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
+  /// The tensor named `name`, or nullptr.
+  const TensorInfo* find(std::string_view name) const {
+    const auto it = index_.find(std::string(name));
+    return it == index_.end() ? nullptr : &tensors_[it->second];
+  }
+  /// The tensor named `name`; throws std::invalid_argument naming it and the file when absent.
+  const TensorInfo& at(std::string_view name) const {
+    const TensorInfo* info = find(name);
+    if (info == nullptr) throw std::invalid_argument(path().string() + " has no tensor \"" + std::string(name) + "\"");
+    return *info;
+  }
+
+  /// Reads n bytes of `tensor`'s data from byte `offset` of it into dst.
+  void read_bytes(const TensorInfo& tensor, std::uint64_t offset, void* dst, std::size_t n) const {
+    if (offset > tensor.bytes() || n > tensor.bytes() - offset) {
+      throw std::out_of_range(path().string() + ": read past the end of tensor " + tensor.name);
+    }
+    file_.read(data_offset_ + tensor.begin + offset, dst, n);
+  }
+  /// The raw little-endian bytes of `tensor`.
+  std::vector<std::uint8_t> read_raw(const TensorInfo& tensor) const {
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(tensor.bytes()));
+    read_bytes(tensor, 0, bytes.data(), bytes.size());
+    return bytes;
+  }
+  /// The elements of an F32, F16 or BF16 tensor as float32, row-major; throws
+  /// std::invalid_argument for another dtype.
+  std::vector<float> read_floats(const TensorInfo& tensor) const {
+    std::vector<float> out(static_cast<std::size_t>(tensor.elements()));
+    read_floats_into(tensor, out.data());
+    return out;
+  }
+  /// read_floats() as a matrix of shape[0] rows and the product of the other dimensions as
+  /// columns (a convolution kernel (c_out, c_in, k, k) becomes c_out x c_in k k, as in the
+  /// LoftQ paper); a 1-D tensor is one row. Throws std::invalid_argument for a scalar.
+  RowMatrixXf read_matrix(const TensorInfo& tensor) const {
+    if (tensor.shape.empty()) throw std::invalid_argument(path().string() + ": tensor " + tensor.name + " is a scalar");
+    const std::uint64_t rows = tensor.shape.size() == 1 ? 1 : tensor.shape[0];
+    const std::uint64_t cols = rows == 0 ? 0 : tensor.elements() / rows;
+    RowMatrixXf out(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
+    read_floats_into(tensor, out.data());
+    return out;
+  }
+
+ private:
+  void read_floats_into(const TensorInfo& tensor, float* out) const {
+    const auto n = static_cast<std::size_t>(tensor.elements());
+    if (tensor.dtype == Dtype::f32) {
+      read_bytes(tensor, 0, out, n * sizeof(float));  // little-endian host
+      return;
+    }
+    if (tensor.dtype != Dtype::f16 && tensor.dtype != Dtype::bf16) {
+      throw std::invalid_argument(path().string() + ": tensor " + tensor.name + " has dtype " +
+                                  std::string(dtype_name(tensor.dtype)) + ", not F32, F16 or BF16");
+    }
+    constexpr std::size_t chunk = std::size_t{1} << 16;
+    std::vector<std::uint16_t> halves(std::min(n, chunk));
+    for (std::size_t first = 0; first < n; first += chunk) {
+      const std::size_t count = std::min(chunk, n - first);
+      read_bytes(tensor, first * 2, halves.data(), count * 2);
+      for (std::size_t i = 0; i < count; ++i) {
+        out[first + i] = tensor.dtype == Dtype::bf16 ? bf16_to_float(halves[i]) : f16_to_float(halves[i]);
+      }
+    }
+  }
+
+  void parse_header(const Json& header, const std::string& what) {
+    if (!header.is_object()) throw FormatError(what + ": header is not a JSON object");
+    for (const auto& [name, entry] : header.members()) {
+      const std::string where = what + ": tensor \"" + name + "\"";
+      if (name == "__metadata__") {
+        if (!entry.is_object()) throw FormatError(what + ": __metadata__ is not an object");
+        for (const auto& [key, value] : entry.members()) {
+          if (!value.is_string()) throw FormatError(what + ": __metadata__ value of \"" + key + "\" is not a string");
+          metadata_.emplace_back(key, value.as_string());
+        }
+        continue;
+      }
+      if (!entry.is_object()) throw FormatError(where + " is not an object");
+      TensorInfo info;
+      info.name = name;
+      const Json* dtype = entry.find("dtype");
+      const Json* shape = entry.find("shape");
+      const Json* offsets = entry.find("data_offsets");
+      if (dtype == nullptr || shape == nullptr || offsets == nullptr) {
+        throw FormatError(where + " needs dtype, shape and data_offsets");
+      }
+      if (!dtype->is_string()) throw FormatError(where + ": dtype is not a string");
+      info.dtype = dtype_from_name(dtype->as_string(), where);
+      if (!shape->is_array()) throw FormatError(where + ": shape is not an array");
+      std::uint64_t elements = 1;
+      for (const Json& d : shape->elements()) {
+        if (!d.is_number()) throw FormatError(where + ": shape holds a non-number");
+        info.shape.push_back(checked_u64(d, where + ": shape"));
+        if (!detail::multiply_checked(elements, info.shape.back(), elements)) {
+          throw FormatError(where + ": shape's element count overflows");
+        }
+      }
+      std::uint64_t bytes = 0;
+      if (!detail::multiply_checked(elements, dtype_size(info.dtype), bytes)) {
+        throw FormatError(where + ": byte count overflows");
+      }
+      if (!offsets->is_array() || offsets->elements().size() != 2) {
+        throw FormatError(where + ": data_offsets is not a pair");
+      }
+      info.begin = checked_u64(offsets->elements()[0], where + ": data_offsets");
+      info.end = checked_u64(offsets->elements()[1], where + ": data_offsets");
+      if (info.end < info.begin) throw FormatError(where + ": data_offsets end before they begin");
+      if (info.end - info.begin != bytes) {
+        throw FormatError(where + ": data_offsets span " + std::to_string(info.end - info.begin) + " bytes, its " +
+                          std::string(dtype_name(info.dtype)) + " shape needs " + std::to_string(bytes));
+      }
+      tensors_.push_back(std::move(info));
+    }
+    std::stable_sort(tensors_.begin(), tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) {
+      return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+    });
+    std::uint64_t expected = 0;
+    for (std::size_t i = 0; i < tensors_.size(); ++i) {
+      const TensorInfo& t = tensors_[i];
+      if (t.begin != expected) {
+        throw FormatError(what + ": tensor \"" + t.name + "\" starts at " + std::to_string(t.begin) + ", expected " +
+                          std::to_string(expected) + " (tensors overlap or leave a hole)");
+      }
+      expected = t.end;
+      index_.emplace(t.name, i);
+    }
+    const std::uint64_t buffer = file_.size() - data_offset_;
+    if (expected != buffer) {
+      throw FormatError(what + ": tensors end at byte " + std::to_string(expected) + " of a " + std::to_string(buffer) +
+                        "-byte data buffer; it must end at the file's end");
+    }
+  }
+
+  static std::uint64_t checked_u64(const Json& value, const std::string& where) {
+    if (!value.is_number()) throw FormatError(where + " holds a non-number");
+    try {
+      return value.as_u64();
+    } catch (const FormatError& e) {
+      throw FormatError(where + ": " + e.what());
+    }
+  }
+
+  InputFile file_;
+  std::uint64_t data_offset_ = 0;
+  std::vector<TensorInfo> tensors_;
+  std::unordered_map<std::string, std::size_t> index_;
+  std::vector<std::pair<std::string, std::string>> metadata_;
+};
+
+/// A tensor to write: its name, dtype and shape, and a function that appends exactly its bytes
+/// (little-endian, row-major) through `emit`, in one or more calls. Producers run one at a
+/// time, in file order, so only one tensor need be in memory.
+struct TensorSource {
+  /// Appends bytes to the file.
+  using Emit = std::function<void(const void* data, std::size_t bytes)>;
+  std::string name;                            ///< Key.
+  Dtype dtype = Dtype::f32;                    ///< Element type.
+  std::vector<std::uint64_t> shape;            ///< Dimensions, outermost first.
+  std::function<void(const Emit& emit)> write;  ///< Produces the bytes.
+};
+
+/// A tensor held in memory.
+struct TensorData {
+  std::string name;                  ///< Key.
+  Dtype dtype = Dtype::f32;          ///< Element type.
+  std::vector<std::uint64_t> shape;  ///< Dimensions, outermost first.
+  std::vector<std::uint8_t> bytes;   ///< Little-endian, row-major bytes.
+};
+
+/// A TensorSource that writes data's bytes (moved into it).
+inline TensorSource source_of(TensorData data) {
+  auto bytes = std::make_shared<std::vector<std::uint8_t>>(std::move(data.bytes));
+  return {std::move(data.name), data.dtype, std::move(data.shape),
+          [bytes](const TensorSource::Emit& emit) { emit(bytes->data(), bytes->size()); }};
+}
+
+/// A float32 tensor of a row-major matrix, stored as `dtype` (F32, F16 or BF16, rounded to
+/// nearest even); throws std::invalid_argument for another dtype.
+inline TensorData float_tensor(std::string name, const float* data, std::vector<std::uint64_t> shape, Dtype dtype) {
+  TensorData t{std::move(name), dtype, std::move(shape), {}};
+  std::uint64_t n = 1;
+  for (std::uint64_t d : t.shape) n *= d;
+  const auto count = static_cast<std::size_t>(n);
+  if (dtype == Dtype::f32) {
+    t.bytes.resize(count * 4);
+    if (count > 0) std::memcpy(t.bytes.data(), data, count * 4);
+  } else if (dtype == Dtype::f16 || dtype == Dtype::bf16) {
+    t.bytes.resize(count * 2);
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::uint16_t h = dtype == Dtype::bf16 ? float_to_bf16(data[i]) : float_to_f16(data[i]);
+      std::memcpy(t.bytes.data() + 2 * i, &h, 2);
+    }
+  } else {
+    throw std::invalid_argument("float_tensor: dtype " + std::string(dtype_name(dtype)) + " is not F32, F16 or BF16");
+  }
+  return t;
+}
+
+/// The order write_safetensors() stores tensors in: larger elements first, then by name, so that
+/// every tensor starts at a multiple of its element size (as the reference writer does).
+inline void sort_for_alignment(std::vector<TensorSource>& tensors) {
+  std::sort(tensors.begin(), tensors.end(), [](const TensorSource& a, const TensorSource& b) {
+    const std::size_t sa = dtype_size(a.dtype), sb = dtype_size(b.dtype);
+    return sa != sb ? sa > sb : a.name < b.name;
+  });
+}
+
+/// Writes a safetensors file at `path` atomically (temporary file, then rename): header with
+/// `metadata` (default {"format": "pt"}) padded with spaces to a multiple of 8 bytes, then the
+/// tensors in sort_for_alignment() order, each produced by its source. Throws
+/// std::invalid_argument for a duplicate or reserved name or a byte-count overflow,
+/// std::runtime_error when a producer emits the wrong number of bytes, std::system_error when
+/// the file cannot be written; in every case no file is left at `path`.
+inline void write_safetensors(const std::filesystem::path& path, std::vector<TensorSource> tensors,
+                              const std::vector<std::pair<std::string, std::string>>& metadata = {{"format", "pt"}}) {
+  sort_for_alignment(tensors);
+  std::vector<std::string_view> names;
+  for (const TensorSource& t : tensors) names.emplace_back(t.name);
+  std::sort(names.begin(), names.end());
+  if (const auto twin = std::adjacent_find(names.begin(), names.end()); twin != names.end()) {
+    throw std::invalid_argument("write_safetensors: duplicate tensor name \"" + std::string(*twin) + "\"");
+  }
+  Json header = Json::object();
+  if (!metadata.empty()) {
+    Json meta = Json::object();
+    for (const auto& [key, value] : metadata) meta.set(key, value);
+    header.set("__metadata__", std::move(meta));
+  }
+  std::vector<std::uint64_t> sizes;
+  std::uint64_t offset = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const TensorSource& t = tensors[i];
+    if (t.name == "__metadata__") throw std::invalid_argument("write_safetensors: tensor name __metadata__ is reserved");
+    std::uint64_t bytes = dtype_size(t.dtype);
+    Json shape = Json::array();
+    for (std::uint64_t d : t.shape) {
+      if (!detail::multiply_checked(bytes, d, bytes)) {
+        throw std::invalid_argument("write_safetensors: tensor \"" + t.name + "\" is too large");
+      }
+      shape.push_back(Json(static_cast<unsigned long long>(d)));
+    }
+    Json entry = Json::object();
+    entry.set("dtype", std::string(dtype_name(t.dtype)));
+    entry.set("shape", std::move(shape));
+    Json offsets = Json::array();
+    offsets.push_back(Json(static_cast<unsigned long long>(offset)));
+    offsets.push_back(Json(static_cast<unsigned long long>(offset + bytes)));
+    entry.set("data_offsets", std::move(offsets));
+    header.set(t.name, std::move(entry));
+    sizes.push_back(bytes);
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - (text.size() % 8)) % 8, ' ');
+  AtomicFile file(path);
+  unsigned char length[8];
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(static_cast<std::uint64_t>(text.size()) >> (8 * i));
+  file.write(length, 8);
+  file.write(text);
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const std::uint64_t before = file.written();
+    tensors[i].write([&](const void* data, std::size_t bytes) { file.write(data, bytes); });
+    if (file.written() - before != sizes[i]) {
+      throw std::runtime_error("write_safetensors: tensor \"" + tensors[i].name + "\" produced " +
+                               std::to_string(file.written() - before) + " bytes, expected " +
+                               std::to_string(sizes[i]));
+    }
+  }
+  file.commit();
+}
+
+}  // namespace loftq::io
