@@ -9,6 +9,7 @@
 #include <loftq/codebook.hpp>
 #include <loftq/io/bnb.hpp>
 #include <loftq/io/checkpoint.hpp>
+#include <loftq/io/convert.hpp>
 #include <loftq/io/file.hpp>
 #include <loftq/io/json.hpp>
 #include <loftq/io/peft.hpp>

@@ -1,0 +1,331 @@
+// loftq::io::convert and the loftq-convert tool, end to end on a small synthetic Llama-shaped
+// checkpoint (2 blocks, hidden 256, BF16, sharded in two files).
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <loftq/io/convert.hpp>
+#include <loftq/loftq.hpp>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "io_helpers.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using loftq::io::Dtype;
+using loftq::io::SafetensorsReader;
+using loftq_test::file_bytes;
+using loftq_test::ScratchDir;
+
+constexpr std::uint64_t hidden = 256, intermediate = 512, vocab = 320;
+
+/// Every tensor of the synthetic model: name and shape, and the shard it goes in.
+struct ModelTensor {
+  std::string name;
+  std::vector<std::uint64_t> shape;
+  int shard;
+};
+
+std::vector<ModelTensor> model_tensors() {
+  std::vector<ModelTensor> t = {{"model.embed_tokens.weight", {vocab, hidden}, 1}};
+  for (int layer = 0; layer < 2; ++layer) {
+    const std::string p = "model.layers." + std::to_string(layer) + ".";
+    const int shard = layer + 1;
+    for (const char* m : {"q_proj", "k_proj", "v_proj", "o_proj"}) t.push_back({p + "self_attn." + m + ".weight", {hidden, hidden}, shard});
+    t.push_back({p + "mlp.gate_proj.weight", {intermediate, hidden}, shard});
+    t.push_back({p + "mlp.up_proj.weight", {intermediate, hidden}, shard});
+    t.push_back({p + "mlp.down_proj.weight", {hidden, intermediate}, shard});
+    t.push_back({p + "input_layernorm.weight", {hidden}, shard});
+    t.push_back({p + "post_attention_layernorm.weight", {hidden}, shard});
+  }
+  t.push_back({"model.norm.weight", {hidden}, 2});
+  t.push_back({"lm_head.weight", {vocab, hidden}, 2});
+  return t;
+}
+
+/// Writes the synthetic model into `dir` with the project's own writer: Gaussian weights
+/// (std 0.02) plus a rank-4 part, norms at 1, and small config and tokenizer files.
+void write_model(const fs::path& dir) {
+  std::mt19937 gen(7);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::map<int, std::vector<loftq::io::TensorSource>> shards;
+  std::map<std::string, std::string> weight_map;
+  for (const ModelTensor& t : model_tensors()) {
+    std::uint64_t n = 1;
+    for (std::uint64_t d : t.shape) n *= d;
+    std::vector<float> v(static_cast<std::size_t>(n));
+    if (t.shape.size() == 1) {
+      std::fill(v.begin(), v.end(), 1.0f);
+    } else {
+      const Eigen::MatrixXf low = Eigen::MatrixXf::Random(static_cast<Eigen::Index>(t.shape[0]), 4) *
+                                  Eigen::MatrixXf::Random(4, static_cast<Eigen::Index>(t.shape[1])) * 0.02f;
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        v[i] = normal(gen) + low(static_cast<Eigen::Index>(i / t.shape[1]), static_cast<Eigen::Index>(i % t.shape[1]));
+      }
+    }
+    shards[t.shard].push_back(source_of(loftq::io::float_tensor(t.name, v.data(), t.shape, Dtype::bf16)));
+    weight_map[t.name] = "model-0000" + std::to_string(t.shard) + "-of-00002.safetensors";
+  }
+  for (auto& [shard, tensors] : shards) {
+    loftq::io::write_safetensors(dir / ("model-0000" + std::to_string(shard) + "-of-00002.safetensors"), std::move(tensors));
+  }
+  loftq::io::Json map = loftq::io::Json::object();
+  for (const auto& [name, file] : weight_map) map.set(name, file);
+  loftq::io::Json index = loftq::io::Json::object();
+  index.set("metadata", loftq::io::Json::object());
+  index.set("weight_map", std::move(map));
+  loftq::io::write_file_atomically(dir / "model.safetensors.index.json", index.dump(2));
+  loftq::io::write_file_atomically(dir / "config.json", R"({"model_type": "llama", "hidden_size": 256})");
+  loftq::io::write_file_atomically(dir / "tokenizer.json", R"({"version": "1.0"})");
+}
+
+/// The bytes of every file under `dir`, by relative path.
+std::map<std::string, std::string> tree_bytes(const fs::path& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) files[fs::relative(e.path(), dir).string()] = file_bytes(e.path());
+  }
+  return files;
+}
+
+/// Options for a conversion of `input` into `output`, rank 8, one LoftQ step.
+loftq::io::ConvertOptions options_for(const fs::path& input, const fs::path& output) {
+  loftq::io::ConvertOptions o;
+  o.input = input;
+  o.output = output;
+  o.rank = 8;
+  o.iters = 2;
+  return o;
+}
+
+/// The model and a scratch space, shared by the tests of this file.
+class Convert : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    scratch_ = new ScratchDir;
+    fs::create_directories(model());
+    write_model(model());
+    input_bytes_ = new std::map<std::string, std::string>(tree_bytes(model()));
+  }
+  static void TearDownTestSuite() {
+    delete input_bytes_;
+    delete scratch_;
+  }
+  void TearDown() override { EXPECT_EQ(tree_bytes(model()), *input_bytes_) << "the input was modified"; }
+
+  static fs::path model() { return scratch_->path() / "model"; }
+  static fs::path out(const std::string& name) { return scratch_->path() / name; }
+
+  static ScratchDir* scratch_;
+  static std::map<std::string, std::string>* input_bytes_;
+};
+ScratchDir* Convert::scratch_ = nullptr;
+std::map<std::string, std::string>* Convert::input_bytes_ = nullptr;
+
+TEST_F(Convert, WritesBackboneAndAdapterThatReproduceW) {
+  const loftq::io::ConvertSummary summary = loftq::io::convert(options_for(model(), out("bf16")));
+  EXPECT_EQ(summary.targets.size(), 14u);  // 7 linear weights x 2 blocks
+  EXPECT_EQ(summary.copied, 7u);           // embeddings, 5 norms, lm_head
+  const fs::path o = out("bf16");
+  for (const char* f : {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                        "model.safetensors.index.json", "config.json", "tokenizer.json",
+                        "loftq_init/adapter_config.json", "loftq_init/adapter_model.safetensors"}) {
+    EXPECT_TRUE(fs::exists(o / f)) << f;
+  }
+  EXPECT_EQ(file_bytes(o / "config.json"), file_bytes(model() / "config.json"));
+  const loftq::io::Checkpoint in(model()), result(o);
+  const SafetensorsReader adapter(o / "loftq_init" / "adapter_model.safetensors");
+  const loftq::io::Json config = loftq::io::parse_json(file_bytes(o / "loftq_init" / "adapter_config.json"));
+  EXPECT_EQ(config.at("r").as_u64(), 8u);
+  EXPECT_EQ(config.at("lora_alpha").as_double(), 8.0);
+  std::set<std::string> modules;
+  for (const auto& m : config.at("target_modules").elements()) modules.insert(m.as_string());
+  EXPECT_EQ(modules, (std::set<std::string>{"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"}));
+  ASSERT_EQ(result.tensors().size(), in.tensors().size());
+  for (const auto& [file, t] : in.tensors()) {
+    const loftq::io::Checkpoint::Entry e = result.at(t->name);
+    EXPECT_EQ(e.file->path().filename(), file) << t->name;
+    EXPECT_EQ(e.info->dtype, Dtype::bf16);
+    EXPECT_EQ(e.info->shape, t->shape);
+    const bool target = t->shape.size() == 2 && t->name.find("layers") != std::string::npos;
+    if (!target) {
+      EXPECT_EQ(e.file->read_raw(*e.info), in.at(t->name).file->read_raw(*t)) << t->name << " not copied bit-exact";
+      continue;
+    }
+    const loftq::RowMatrixXf w = in.at(t->name).file->read_matrix(*t);
+    const loftq::RowMatrixXf q = e.file->read_matrix(*e.info);
+    const std::string key = "base_model.model." + t->name.substr(0, t->name.size() - 7);
+    const loftq::RowMatrixXf lora_a = adapter.read_matrix(adapter.at(key + ".lora_A.weight"));
+    const loftq::RowMatrixXf lora_b = adapter.read_matrix(adapter.at(key + ".lora_B.weight"));
+    EXPECT_EQ(lora_a.rows(), 8);
+    EXPECT_EQ(lora_a.cols(), w.cols());
+    EXPECT_EQ(lora_b.rows(), w.rows());
+    EXPECT_EQ(lora_b.cols(), 8);
+    const double qlora = (w - q).norm();
+    const double loftq = (w - q - lora_b * lora_a).norm();
+    EXPECT_LT(loftq, 0.97 * qlora) << t->name;
+  }
+}
+
+TEST_F(Convert, SixteenBitQRequantizesToTheSameCodesAsTheBitsandbytesExport) {
+  loftq::io::ConvertOptions bnb = options_for(model(), out("bnb"));
+  bnb.format = loftq::io::BackboneFormat::bnb_nf4;
+  loftq::io::convert(bnb);
+  for (const auto format : {loftq::io::BackboneFormat::bf16, loftq::io::BackboneFormat::fp16}) {
+    loftq::io::ConvertOptions o = options_for(model(), out("q16"));
+    o.format = format;
+    o.overwrite = true;
+    loftq::io::convert(o);
+    const loftq::io::Checkpoint q16(out("q16")), packed(out("bnb"));
+    for (const char* name : {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"}) {
+      const loftq::RowMatrixXf q = q16.at(name).file->read_matrix(*q16.at(name).info);
+      const loftq::QuantizedMatrix requantized = loftq::quantize(q, loftq::Codebook::nf4, 64);
+      const loftq::io::Checkpoint::Entry weight = packed.at(name);
+      EXPECT_EQ(weight.info->dtype, Dtype::u8);
+      EXPECT_EQ(weight.file->read_raw(*weight.info), requantized.codes()) << name;
+      // Direct packing of the codes: first element in the high nibble.
+      std::vector<std::uint8_t> direct(requantized.size() / 2);
+      for (std::size_t k = 0; k < direct.size(); ++k) {
+        direct[k] = static_cast<std::uint8_t>(requantized.code(2 * k) << 4 | requantized.code(2 * k + 1));
+      }
+      EXPECT_EQ(weight.file->read_raw(*weight.info), direct);
+      EXPECT_NE(packed.at(std::string(name) + ".absmax").info, nullptr);
+      EXPECT_NE(packed.at(std::string(name) + ".quant_state.bitsandbytes__nf4").info, nullptr);
+    }
+  }
+  const loftq::io::Json config = loftq::io::parse_json(file_bytes(out("bnb") / "config.json"));
+  EXPECT_EQ(config.at("quantization_config").at("bnb_4bit_quant_type").as_string(), "nf4");
+}
+
+TEST_F(Convert, MixedPrecisionAndBitsBudgetChooseBitsPerTarget) {
+  loftq::io::ConvertOptions mixed = options_for(model(), out("mixed"));
+  mixed.mixed = loftq::io::MixedPrecision{4, 1, 2};
+  mixed.report = out("mixed.json");
+  loftq::io::convert(mixed);
+  const loftq::io::Json report = loftq::io::parse_json(file_bytes(out("mixed.json")));
+  ASSERT_EQ(report.at("targets").elements().size(), 14u);
+  for (const loftq::io::Json& t : report.at("targets").elements()) {
+    const bool first_block = t.at("name").as_string().find("layers.0.") != std::string::npos;
+    EXPECT_EQ(t.at("bits").as_u64(), first_block ? 4u : 2u);
+    EXPECT_EQ(t.at("loftq_errors").elements().size(), 2u);
+    EXPECT_GT(t.at("qlora_error").as_double(), 0.0);
+  }
+
+  loftq::io::ConvertOptions budget = options_for(model(), out("budget"));
+  budget.bits_budget = 3.0;
+  budget.report = out("budget.json");
+  const loftq::io::ConvertSummary summary = loftq::io::convert(budget);
+  EXPECT_NE(summary.budget_note.find("at 4 bits"), std::string::npos);
+  double bits = 0, elements = 0;
+  int four = 0;
+  for (const loftq::io::TargetReport& t : summary.targets) {
+    const double n = static_cast<double>(t.shape[0] * t.shape[1]);
+    bits += t.bits * n;
+    elements += n;
+    four += t.bits == 4;
+  }
+  EXPECT_LE(bits / elements, 3.0 + 1e-12);
+  EXPECT_GE(bits / elements, 2.8);  // the greedy fill leaves less than one target's worth unused
+  EXPECT_GT(four, 0);
+  EXPECT_LT(four, 14);
+}
+
+TEST_F(Convert, ShardsMergeToTheSameBytesAsOneRun) {
+  loftq::io::convert(options_for(model(), out("whole")));
+  for (int i = 0; i < 3; ++i) {
+    loftq::io::ConvertOptions shard = options_for(model(), out("shard" + std::to_string(i)));
+    shard.shard_index = i;
+    shard.shard_count = 3;
+    const loftq::io::ConvertSummary s = loftq::io::convert(shard);
+    EXPECT_GE(s.targets.size(), 4u);
+  }
+  loftq::io::ConvertOptions merge = options_for(model(), out("merged"));
+  merge.merge = {out("shard0"), out("shard1")};
+  EXPECT_THROW(loftq::io::convert(merge), std::invalid_argument);  // shard 2 missing
+  EXPECT_FALSE(fs::exists(out("merged")));
+  merge.merge.push_back(out("shard2"));
+  loftq::io::convert(merge);
+  std::map<std::string, std::string> whole = tree_bytes(out("whole")), merged = tree_bytes(out("merged"));
+  whole.erase("loftq_init/adapter_config.json");  // names the same input either way; compared below
+  merged.erase("loftq_init/adapter_config.json");
+  EXPECT_EQ(whole, merged);
+  merge.rank = 4;
+  merge.output = out("merged-other");
+  EXPECT_THROW(loftq::io::convert(merge), std::invalid_argument);  // other settings
+}
+
+TEST_F(Convert, FailuresLeaveNoOutput) {
+  loftq::io::ConvertOptions o = options_for(model(), out("fail"));
+  o.target_modules = "nothing_matches";
+  EXPECT_THROW(loftq::io::convert(o), std::invalid_argument);
+  o.target_modules = "all-linear";
+  o.format = loftq::io::BackboneFormat::bnb_nf4;
+  o.bits = 2;
+  EXPECT_THROW(loftq::io::convert(o), std::invalid_argument);
+  o = options_for(model(), model() / "inside");
+  EXPECT_THROW(loftq::io::convert(o), std::invalid_argument);
+  for (const auto& e : fs::directory_iterator(scratch_->path())) {
+    EXPECT_EQ(e.path().filename().string().find("fail"), std::string::npos) << e.path();
+  }
+  fs::create_directories(out("exists"));
+  o = options_for(model(), out("exists"));
+  EXPECT_THROW(loftq::io::convert(o), std::invalid_argument);
+  EXPECT_TRUE(fs::is_empty(out("exists")));
+}
+
+#ifdef LOFTQ_CONVERT_EXE
+/// Runs loftq-convert with `arguments`; returns its exit status, with its stdout and stderr.
+int run_tool(const std::string& arguments, std::string& out_text, std::string& err_text) {
+  const ScratchDir logs;
+  const std::string command = std::string(LOFTQ_CONVERT_EXE) + " " + arguments + " >" + (logs / "out").string() +
+                              " 2>" + (logs / "err").string();
+  const int status = std::system(command.c_str());
+  out_text = file_bytes(logs / "out");
+  err_text = file_bytes(logs / "err");
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST_F(Convert, ToolExitsWithTwoAndOneLineOnErrors) {
+  const std::string in = "--input " + model().string();
+  for (const std::string& args : {in + " --output " + out("t1").string() + " --bits 3",
+                                  in + " --output " + out("t1").string() + " --unknown",
+                                  in + " --output " + out("t1").string() + " --rank",
+                                  in + " --output " + out("t1").string() + " --mixed 4,2",
+                                  in + " --output " + out("t1").string() + " --target-modules 'nope.*'",
+                                  "--input " + out("missing").string() + " --output " + out("t1").string(),
+                                  in + " --output " + model().string()}) {
+    std::string stdout_text, stderr_text;
+    EXPECT_EQ(run_tool(args, stdout_text, stderr_text), 2) << args;
+    EXPECT_EQ(stderr_text.rfind("loftq-convert: error: ", 0), 0u) << stderr_text;
+    EXPECT_EQ(std::count(stderr_text.begin(), stderr_text.end(), '\n'), 1) << stderr_text;
+    EXPECT_FALSE(fs::exists(out("t1")));
+  }
+}
+
+TEST_F(Convert, ToolConvertsAndPrintsProgressAndSummary) {
+  std::string stdout_text, stderr_text;
+  const std::string args = "--input " + model().string() + " --output " + out("cli").string() +
+                           " --rank 4 --iters 1 --target-modules '.*self_attn.*' --lora-alpha 8 --report " +
+                           out("cli.json").string();
+  ASSERT_EQ(run_tool(args, stdout_text, stderr_text), 0) << stderr_text;
+  EXPECT_NE(stderr_text.find("LoftQ [8/8"), std::string::npos) << stderr_text;  // plain lines: not a terminal
+  EXPECT_NE(stdout_text.find("| nf4      |       8 |"), std::string::npos) << stdout_text;
+  const loftq::io::Json config = loftq::io::parse_json(file_bytes(out("cli") / "loftq_init" / "adapter_config.json"));
+  EXPECT_EQ(config.at("lora_alpha").as_double(), 8.0);
+  EXPECT_EQ(config.at("target_modules").elements()[0].as_string(), ".*self_attn.*");
+  EXPECT_EQ(loftq::io::parse_json(file_bytes(out("cli.json"))).at("targets").elements().size(), 8u);
+  EXPECT_EQ(run_tool(args, stdout_text, stderr_text), 2);  // the output exists now
+  EXPECT_NE(stderr_text.find("--overwrite"), std::string::npos);
+  EXPECT_EQ(run_tool(args + " --overwrite", stdout_text, stderr_text), 0) << stderr_text;
+}
+#endif
+
+}  // namespace
