@@ -281,6 +281,37 @@ TEST_F(Convert, FailuresLeaveNoOutput) {
   EXPECT_TRUE(fs::is_empty(out("exists")));
 }
 
+TEST_F(Convert, SingleFileInputGivesSingleFileOutput) {
+  const ScratchDir dir;
+  const loftq::io::Checkpoint sharded(model());
+  std::vector<loftq::io::TensorSource> all;
+  for (const auto& [file, t] : sharded.tensors()) {
+    all.push_back(loftq::io::copied_tensor(*sharded.at(t->name).file, *t));
+  }
+  fs::create_directories(dir / "in");
+  loftq::io::write_safetensors(dir / "in" / "model.safetensors", std::move(all));
+  loftq::io::ConvertOptions o = options_for(dir / "in", dir / "out");
+  o.target_modules = ".*mlp.*";
+  const loftq::io::ConvertSummary summary = loftq::io::convert(o);
+  EXPECT_EQ(summary.targets.size(), 6u);
+  EXPECT_TRUE(fs::exists(dir / "out" / "model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "out" / "model.safetensors.index.json"));
+  const loftq::io::Checkpoint out_checkpoint(dir / "out");
+  EXPECT_EQ(out_checkpoint.tensors().size(), sharded.tensors().size());
+}
+
+TEST_F(Convert, MalformedInputFailsWithoutOutput) {
+  const ScratchDir dir;
+  fs::copy(model(), dir / "model");
+  const fs::path shard = dir / "model" / "model-00002-of-00002.safetensors";
+  fs::resize_file(shard, fs::file_size(shard) - 1);
+  EXPECT_THROW(loftq::io::convert(options_for(dir / "model", dir / "out")), loftq::io::FormatError);
+  EXPECT_FALSE(fs::exists(dir / "out"));
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir.path())) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"model"});
+}
+
 #ifdef LOFTQ_CONVERT_EXE
 /// Runs loftq-convert with `arguments`; returns its exit status, with its stdout and stderr.
 int run_tool(const std::string& arguments, std::string& out_text, std::string& err_text) {

@@ -409,19 +409,6 @@ inline void copy_small_files(const ConvertOptions& options, const std::filesyste
   }
 }
 
-/// A TensorSource that streams `tensor` of `file` in 16 MiB pieces.
-inline TensorSource copy_source(const SafetensorsReader& file, const TensorInfo& tensor, const std::string& name) {
-  return {name, tensor.dtype, tensor.shape, [&file, &tensor](const TensorSource::Emit& emit) {
-            constexpr std::uint64_t piece = std::uint64_t{1} << 24;
-            std::vector<unsigned char> buffer(static_cast<std::size_t>(std::min(piece, tensor.bytes())));
-            for (std::uint64_t first = 0; first < tensor.bytes(); first += piece) {
-              const auto n = static_cast<std::size_t>(std::min(piece, tensor.bytes() - first));
-              file.read_bytes(tensor, first, buffer.data(), n);
-              emit(buffer.data(), n);
-            }
-          }};
-}
-
 /// Assembles the output in `out` from the input and the work files (in `work_dirs`, one per
 /// target); returns the reports read from them.
 inline std::vector<TargetReport> assemble(const Checkpoint& checkpoint, const std::vector<Target>& targets,
@@ -462,14 +449,14 @@ inline std::vector<TargetReport> assemble(const Checkpoint& checkpoint, const st
     std::vector<TensorSource> tensors;
     for (const TensorInfo& t : input.tensors()) {
       if (target_names.count(t.name) == 0) {
-        tensors.push_back(copy_source(input, t, t.name));
+        tensors.push_back(copied_tensor(input, t));
         ++summary.copied;
         continue;
       }
       const SafetensorsReader& w = work.at(t.name);
       for (const TensorInfo& part : w.tensors()) {
         if (part.name.rfind("base_model.model.", 0) == 0) continue;  // adapter tensors
-        tensors.push_back(copy_source(w, part, part.name));
+        tensors.push_back(copied_tensor(w, part));
       }
     }
     for (const TensorSource& t : tensors) {
@@ -498,7 +485,7 @@ inline std::vector<TargetReport> assemble(const Checkpoint& checkpoint, const st
   for (const Target& t : targets) {
     const SafetensorsReader& w = work.at(t.name);
     for (const TensorInfo& part : w.tensors()) {
-      if (part.name.rfind("base_model.model.", 0) == 0) lora.push_back(copy_source(w, part, part.name));
+      if (part.name.rfind("base_model.model.", 0) == 0) lora.push_back(copied_tensor(w, part));
     }
   }
   const std::filesystem::path adapter_dir = out / "loftq_init";

@@ -370,6 +370,20 @@ inline TensorSource source_of(TensorData data) {
           [bytes](const TensorSource::Emit& emit) { emit(bytes->data(), bytes->size()); }};
 }
 
+/// A TensorSource that copies `tensor` of `file` byte for byte, in 16 MiB pieces, under its own
+/// name; `file` must outlive the source.
+inline TensorSource copied_tensor(const SafetensorsReader& file, const TensorInfo& tensor) {
+  return {tensor.name, tensor.dtype, tensor.shape, [&file, &tensor](const TensorSource::Emit& emit) {
+            constexpr std::uint64_t piece = std::uint64_t{1} << 24;
+            std::vector<unsigned char> buffer(static_cast<std::size_t>(std::min(piece, tensor.bytes())));
+            for (std::uint64_t first = 0; first < tensor.bytes(); first += piece) {
+              const auto n = static_cast<std::size_t>(std::min(piece, tensor.bytes() - first));
+              file.read_bytes(tensor, first, buffer.data(), n);
+              emit(buffer.data(), n);
+            }
+          }};
+}
+
 /// A float32 tensor of a row-major matrix, stored as `dtype` (F32, F16 or BF16, rounded to
 /// nearest even); throws std::invalid_argument for another dtype.
 inline TensorData float_tensor(std::string name, const float* data, std::vector<std::uint64_t> shape, Dtype dtype) {
