@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -270,6 +271,9 @@ void print_summary(const loftq::io::ConvertSummary& summary, const loftq::io::Co
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past a file size limit (ulimit -f), let write() fail with EFBIG and clean up, rather than
+  // be killed with a half-written temporary left behind.
+  std::signal(SIGXFSZ, SIG_IGN);
   ProgressDisplay display;
   try {
     const loftq::io::ConvertOptions options = parse_arguments(argc, argv);

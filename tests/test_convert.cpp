@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <loftq/io/convert.hpp>
 #include <loftq/loftq.hpp>
 #include <map>
@@ -312,6 +314,42 @@ TEST_F(Convert, MalformedInputFailsWithoutOutput) {
   EXPECT_EQ(left, std::vector<std::string>{"model"});
 }
 
+/// Writes a one-block model whose q_proj is `q_proj` (float32, 8 x 8) into `dir`.
+void write_tiny_model(const fs::path& dir, const loftq::io::TensorData& q_proj) {
+  fs::create_directories(dir);
+  std::vector<loftq::io::TensorSource> tensors;
+  tensors.push_back(source_of(q_proj));
+  const std::vector<float> norm(8, 1.0f);
+  tensors.push_back(source_of(loftq::io::float_tensor("model.layers.0.input_layernorm.weight", norm.data(), {8}, Dtype::f32)));
+  loftq::io::write_safetensors(dir / "model.safetensors", std::move(tensors));
+}
+
+TEST_F(Convert, HostileInputsFailCleanly) {
+  const ScratchDir dir;
+  const std::string q = "model.layers.0.self_attn.q_proj.weight";
+  std::vector<float> values(64, 0.01f);
+  values[9] = std::nanf("");
+  write_tiny_model(dir / "nan", loftq::io::float_tensor(q, values.data(), {8, 8}, Dtype::f32));
+  write_tiny_model(dir / "int8", loftq::io::TensorData{q, Dtype::i8, {8, 8}, std::vector<std::uint8_t>(64, 1)});
+  fs::create_directories(dir / "loop");
+  fs::create_symlink("model.safetensors", dir / "loop" / "model.safetensors");
+  fs::copy(model(), dir / "header");
+  {
+    std::fstream f(dir / "header" / "model-00001-of-00002.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.write("\xff\xff\xff\x00\x00\x00\x00\x00", 8);  // a header length past the end
+  }
+  for (const char* input : {"nan", "int8", "loop", "header"}) {
+    EXPECT_ANY_THROW(loftq::io::convert(options_for(dir / input, dir / "out"))) << input;
+    EXPECT_FALSE(fs::exists(dir / "out")) << input;
+  }
+  EXPECT_THROW(loftq::io::convert(options_for(dir / "nan", dir / "out")), std::invalid_argument);
+  EXPECT_THROW(loftq::io::convert(options_for(dir / "int8", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq::io::convert(options_for(dir / "header", dir / "out")), loftq::io::FormatError);
+  std::size_t left = 0;
+  for (const auto& e : fs::directory_iterator(dir.path())) left += e.path().filename() == "out" || e.path().filename().string().find("partial") != std::string::npos;
+  EXPECT_EQ(left, 0u);
+}
+
 #ifdef LOFTQ_CONVERT_EXE
 /// Runs loftq-convert with `arguments`; returns its exit status, with its stdout and stderr.
 int run_tool(const std::string& arguments, std::string& out_text, std::string& err_text) {
@@ -356,6 +394,22 @@ TEST_F(Convert, ToolConvertsAndPrintsProgressAndSummary) {
   EXPECT_EQ(run_tool(args, stdout_text, stderr_text), 2);  // the output exists now
   EXPECT_NE(stderr_text.find("--overwrite"), std::string::npos);
   EXPECT_EQ(run_tool(args + " --overwrite", stdout_text, stderr_text), 0) << stderr_text;
+}
+
+TEST_F(Convert, ToolFailsCleanlyPastAFileSizeLimit) {
+  const ScratchDir dir;
+  std::string stdout_text, stderr_text;
+  // 1000 blocks of 512 bytes: the 1.5 MB output shards cannot be written.
+  const std::string args = "--input " + model().string() + " --output " + (dir / "out").string() + " --rank 4";
+  const std::string limited = "sh -c 'ulimit -f 1000; exec " + std::string(LOFTQ_CONVERT_EXE) + " " + args + "'";
+  const int status = std::system((limited + " >/dev/null 2>" + (dir / "err").string()).c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  const std::string err = file_bytes(dir / "err");
+  EXPECT_NE(err.find("File too large"), std::string::npos) << err;
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir.path())) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"err"});
 }
 #endif
 

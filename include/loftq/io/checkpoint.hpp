@@ -8,6 +8,7 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -21,6 +22,35 @@ namespace loftq::io {
 inline constexpr const char* single_file_name = "model.safetensors";
 /// File name of a sharded checkpoint's index.
 inline constexpr const char* index_file_name = "model.safetensors.index.json";
+
+/// What model.safetensors.index.json says.
+struct SafetensorsIndex {
+  Json metadata;                                            ///< Its "metadata" object, or null.
+  std::map<std::string, std::vector<std::string>> files;   ///< Tensor names by file name.
+};
+
+/// Parses the text of a model.safetensors.index.json; `what` names it in errors. Throws
+/// FormatError unless it is a JSON object whose weight_map maps at least one tensor, each to a
+/// plain file name (no '/' or NUL, not "." or "..").
+inline SafetensorsIndex parse_safetensors_index(std::string_view text, const std::string& what) {
+  const Json json = parse_json(text, what);
+  if (!json.is_object()) throw FormatError(what + ": not a JSON object");
+  SafetensorsIndex index;
+  if (const Json* metadata = json.find("metadata")) index.metadata = *metadata;
+  const Json* map = json.find("weight_map");
+  if (map == nullptr || !map->is_object()) throw FormatError(what + ": no weight_map object");
+  for (const auto& [tensor, file] : map->members()) {
+    if (!file.is_string()) throw FormatError(what + ": weight_map entry \"" + tensor + "\" is not a string");
+    const std::string& name = file.as_string();
+    if (name.empty() || name.find_first_of(std::string("/\0", 2)) != std::string::npos || name == "." || name == "..") {
+      throw FormatError(what + ": weight_map entry \"" + tensor + "\" names \"" + name +
+                        "\", not a file in the model directory");
+    }
+    index.files[name].push_back(tensor);
+  }
+  if (index.files.empty()) throw FormatError(what + ": weight_map is empty");
+  return index;
+}
 
 /// The safetensors files of a model directory, opened and validated, with every tensor found by
 /// name. Shards are read lazily, tensor by tensor.
@@ -88,23 +118,9 @@ class Checkpoint {
  private:
   void open_index(const std::filesystem::path& index) {
     const std::string what = index.string();
-    const Json json = parse_json(read_small_file(index), what);
-    if (!json.is_object()) throw FormatError(what + ": not a JSON object");
-    if (const Json* metadata = json.find("metadata")) index_metadata_ = *metadata;
-    const Json* map = json.find("weight_map");
-    if (map == nullptr || !map->is_object()) throw FormatError(what + ": no weight_map object");
-    std::map<std::string, std::vector<std::string>> by_file;
-    for (const auto& [tensor, file] : map->members()) {
-      if (!file.is_string()) throw FormatError(what + ": weight_map entry \"" + tensor + "\" is not a string");
-      const std::string& name = file.as_string();
-      if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
-        throw FormatError(what + ": weight_map entry \"" + tensor + "\" names \"" + name +
-                          "\", not a file in the model directory");
-      }
-      by_file[name].push_back(tensor);
-    }
-    if (by_file.empty()) throw FormatError(what + ": weight_map is empty");
-    for (const auto& [name, tensors] : by_file) {
+    SafetensorsIndex parsed = parse_safetensors_index(read_small_file(index), what);
+    index_metadata_ = std::move(parsed.metadata);
+    for (const auto& [name, tensors] : parsed.files) {
       open_file(name);
       const SafetensorsReader& reader = files_.back().second;
       for (const std::string& tensor : tensors) {

@@ -154,49 +154,149 @@ struct TensorInfo {
   std::uint64_t bytes() const { return end - begin; }
 };
 
+/// A validated safetensors header.
+struct SafetensorsHeader {
+  std::uint64_t data_offset = 0;                                 ///< File offset of the data buffer.
+  std::vector<TensorInfo> tensors;                               ///< Tensors, in the order of their data.
+  std::vector<std::pair<std::string, std::string>> metadata;     ///< __metadata__ entries, in order.
+};
+
+/// Largest safetensors header accepted, as in the reference implementation.
+inline constexpr std::uint64_t max_safetensors_header_bytes = 100'000'000;
+
+/// The header length in the first 8 bytes of a file of file_size bytes (`first` holds
+/// min(8, file_size) of them). Throws FormatError, naming `what`, for a file shorter than 8
+/// bytes or a length over max_safetensors_header_bytes or past the file's end.
+inline std::uint64_t safetensors_header_length(const unsigned char* first, std::uint64_t file_size, const std::string& what) {
+  if (file_size < 8) throw FormatError(what + ": " + std::to_string(file_size) + " bytes, too short for a safetensors header");
+  const std::uint64_t length = detail::load_u64_le(first);
+  if (length > max_safetensors_header_bytes) {
+    throw FormatError(what + ": header length " + std::to_string(length) + " exceeds " +
+                      std::to_string(max_safetensors_header_bytes));
+  }
+  if (length > file_size - 8) {
+    throw FormatError(what + ": header length " + std::to_string(length) + " runs past the end of the " +
+                      std::to_string(file_size) + "-byte file");
+  }
+  return length;
+}
+
+namespace detail {
+
+/// A JSON number as a u64; FormatError naming `where` otherwise.
+inline std::uint64_t checked_u64(const Json& value, const std::string& where) {
+  if (!value.is_number()) throw FormatError(where + " holds a non-number");
+  try {
+    return value.as_u64();
+  } catch (const FormatError& e) {
+    throw FormatError(where + ": " + e.what());
+  }
+}
+}  // namespace detail
+
+/// Validates `header` (the JSON text after the 8-byte length) of a file of file_size bytes. Throws
+/// FormatError, naming `what`, for a header that is not a UTF-8 JSON object starting with '{',
+/// an unknown dtype, a bad shape or offsets, a byte count that overflows or does not match its
+/// shape, tensors that overlap or leave holes, a buffer that does not end at the file's end, or a
+/// __metadata__ that is not string to string.
+inline SafetensorsHeader parse_safetensors_header(std::string_view header, std::uint64_t file_size, const std::string& what) {
+  if (header.empty() || header[0] != '{') throw FormatError(what + ": header does not start with '{'");
+  if (file_size < 8 || header.size() > file_size - 8) throw FormatError(what + ": header runs past the end of the file");
+  const Json json = parse_json(header, what + " header");
+  SafetensorsHeader result;
+  result.data_offset = 8 + header.size();
+  if (!json.is_object()) throw FormatError(what + ": header is not a JSON object");
+  for (const auto& [name, entry] : json.members()) {
+    const std::string where = what + ": tensor \"" + name + "\"";
+    if (name == "__metadata__") {
+      if (!entry.is_object()) throw FormatError(what + ": __metadata__ is not an object");
+      for (const auto& [key, value] : entry.members()) {
+        if (!value.is_string()) throw FormatError(what + ": __metadata__ value of \"" + key + "\" is not a string");
+        result.metadata.emplace_back(key, value.as_string());
+      }
+      continue;
+    }
+    if (!entry.is_object()) throw FormatError(where + " is not an object");
+    TensorInfo info;
+    info.name = name;
+    const Json* dtype = entry.find("dtype");
+    const Json* shape = entry.find("shape");
+    const Json* offsets = entry.find("data_offsets");
+    if (dtype == nullptr || shape == nullptr || offsets == nullptr) {
+      throw FormatError(where + " needs dtype, shape and data_offsets");
+    }
+    if (!dtype->is_string()) throw FormatError(where + ": dtype is not a string");
+    info.dtype = dtype_from_name(dtype->as_string(), where);
+    if (!shape->is_array()) throw FormatError(where + ": shape is not an array");
+    std::uint64_t elements = 1;
+    for (const Json& d : shape->elements()) {
+      if (!d.is_number()) throw FormatError(where + ": shape holds a non-number");
+      info.shape.push_back(detail::checked_u64(d, where + ": shape"));
+      if (!detail::multiply_checked(elements, info.shape.back(), elements)) {
+        throw FormatError(where + ": shape's element count overflows");
+      }
+    }
+    std::uint64_t bytes = 0;
+    if (!detail::multiply_checked(elements, dtype_size(info.dtype), bytes)) {
+      throw FormatError(where + ": byte count overflows");
+    }
+    if (!offsets->is_array() || offsets->elements().size() != 2) {
+      throw FormatError(where + ": data_offsets is not a pair");
+    }
+    info.begin = detail::checked_u64(offsets->elements()[0], where + ": data_offsets");
+    info.end = detail::checked_u64(offsets->elements()[1], where + ": data_offsets");
+    if (info.end < info.begin) throw FormatError(where + ": data_offsets end before they begin");
+    if (info.end - info.begin != bytes) {
+      throw FormatError(where + ": data_offsets span " + std::to_string(info.end - info.begin) + " bytes, its " +
+                        std::string(dtype_name(info.dtype)) + " shape needs " + std::to_string(bytes));
+    }
+    result.tensors.push_back(std::move(info));
+  }
+  std::stable_sort(result.tensors.begin(), result.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  std::uint64_t expected = 0;
+  for (const TensorInfo& t : result.tensors) {
+    if (t.begin != expected) {
+      throw FormatError(what + ": tensor \"" + t.name + "\" starts at " + std::to_string(t.begin) + ", expected " +
+                        std::to_string(expected) + " (tensors overlap or leave a hole)");
+    }
+    expected = t.end;
+  }
+  const std::uint64_t buffer = file_size - result.data_offset;
+  if (expected != buffer) {
+    throw FormatError(what + ": tensors end at byte " + std::to_string(expected) + " of a " + std::to_string(buffer) +
+                      "-byte data buffer; it must end at the file's end");
+  }
+  return result;
+}
+
 /// A safetensors file opened for reading. The constructor reads and validates the header only;
 /// tensors are read on demand with positioned reads, so memory holds one tensor at a time.
 class SafetensorsReader {
  public:
-  /// Largest header accepted, as in the reference implementation.
-  static constexpr std::uint64_t max_header_bytes = 100'000'000;
-
-  /// Opens and validates `path`. Throws FormatError for a malformed file: shorter than 8 bytes,
-  /// a header length over max_header_bytes or past the end, a header that is not a UTF-8 JSON
-  /// object starting with '{', an unknown dtype, a bad shape or offsets, a byte count that
-  /// overflows or does not match its shape, tensors that overlap or leave holes, a buffer
-  /// that does not end at the file's end, or a __metadata__ that is not string to string.
+  /// Opens and validates `path`: throws FormatError as safetensors_header_length() and
+  /// parse_safetensors_header() do, std::system_error when it cannot be opened or read.
   explicit SafetensorsReader(std::filesystem::path path) : file_(std::move(path)) {
     const std::string what = file_.path().string();
-    if (file_.size() < 8) throw FormatError(what + ": " + std::to_string(file_.size()) + " bytes, too short for a safetensors header");
-    unsigned char length_bytes[8];
-    file_.read(0, length_bytes, 8);
-    const std::uint64_t header_bytes = detail::load_u64_le(length_bytes);
-    if (header_bytes > max_header_bytes) {
-      throw FormatError(what + ": header length " + std::to_string(header_bytes) + " exceeds " +
-                        std::to_string(max_header_bytes));
-    }
-    if (header_bytes > file_.size() - 8) {
-      throw FormatError(what + ": header length " + std::to_string(header_bytes) + " runs past the end of the " +
-                        std::to_string(file_.size()) + "-byte file");
-    }
-    std::string header(static_cast<std::size_t>(header_bytes), '\0');
+    unsigned char length[8] = {};
+    file_.read(0, length, std::min<std::uint64_t>(8, file_.size()));
+    std::string header(static_cast<std::size_t>(safetensors_header_length(length, file_.size(), what)), '\0');
     file_.read(8, header.data(), header.size());
-    if (header.empty() || header[0] != '{') throw FormatError(what + ": header does not start with '{'");
-    data_offset_ = 8 + header_bytes;
-    parse_header(parse_json(header, what + " header"), what);
+    header_ = parse_safetensors_header(header, file_.size(), what);
+    for (std::size_t i = 0; i < header_.tensors.size(); ++i) index_.emplace(header_.tensors[i].name, i);
   }
 
   /// The file's path.
   const std::filesystem::path& path() const { return file_.path(); }
   /// The tensors, in the order of their data.
-  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const std::vector<TensorInfo>& tensors() const { return header_.tensors; }
   /// The __metadata__ entries, in header order.
-  const std::vector<std::pair<std::string, std::string>>& metadata() const { return metadata_; }
+  const std::vector<std::pair<std::string, std::string>>& metadata() const { return header_.metadata; }
   /// The tensor named `name`, or nullptr.
   const TensorInfo* find(std::string_view name) const {
     const auto it = index_.find(std::string(name));
-    return it == index_.end() ? nullptr : &tensors_[it->second];
+    return it == index_.end() ? nullptr : &header_.tensors[it->second];
   }
   /// The tensor named `name`; throws std::invalid_argument naming it and the file when absent.
   const TensorInfo& at(std::string_view name) const {
@@ -210,7 +310,7 @@ class SafetensorsReader {
     if (offset > tensor.bytes() || n > tensor.bytes() - offset) {
       throw std::out_of_range(path().string() + ": read past the end of tensor " + tensor.name);
     }
-    file_.read(data_offset_ + tensor.begin + offset, dst, n);
+    file_.read(header_.data_offset + tensor.begin + offset, dst, n);
   }
   /// The raw little-endian bytes of `tensor`.
   std::vector<std::uint8_t> read_raw(const TensorInfo& tensor) const {
@@ -259,88 +359,9 @@ class SafetensorsReader {
     }
   }
 
-  void parse_header(const Json& header, const std::string& what) {
-    if (!header.is_object()) throw FormatError(what + ": header is not a JSON object");
-    for (const auto& [name, entry] : header.members()) {
-      const std::string where = what + ": tensor \"" + name + "\"";
-      if (name == "__metadata__") {
-        if (!entry.is_object()) throw FormatError(what + ": __metadata__ is not an object");
-        for (const auto& [key, value] : entry.members()) {
-          if (!value.is_string()) throw FormatError(what + ": __metadata__ value of \"" + key + "\" is not a string");
-          metadata_.emplace_back(key, value.as_string());
-        }
-        continue;
-      }
-      if (!entry.is_object()) throw FormatError(where + " is not an object");
-      TensorInfo info;
-      info.name = name;
-      const Json* dtype = entry.find("dtype");
-      const Json* shape = entry.find("shape");
-      const Json* offsets = entry.find("data_offsets");
-      if (dtype == nullptr || shape == nullptr || offsets == nullptr) {
-        throw FormatError(where + " needs dtype, shape and data_offsets");
-      }
-      if (!dtype->is_string()) throw FormatError(where + ": dtype is not a string");
-      info.dtype = dtype_from_name(dtype->as_string(), where);
-      if (!shape->is_array()) throw FormatError(where + ": shape is not an array");
-      std::uint64_t elements = 1;
-      for (const Json& d : shape->elements()) {
-        if (!d.is_number()) throw FormatError(where + ": shape holds a non-number");
-        info.shape.push_back(checked_u64(d, where + ": shape"));
-        if (!detail::multiply_checked(elements, info.shape.back(), elements)) {
-          throw FormatError(where + ": shape's element count overflows");
-        }
-      }
-      std::uint64_t bytes = 0;
-      if (!detail::multiply_checked(elements, dtype_size(info.dtype), bytes)) {
-        throw FormatError(where + ": byte count overflows");
-      }
-      if (!offsets->is_array() || offsets->elements().size() != 2) {
-        throw FormatError(where + ": data_offsets is not a pair");
-      }
-      info.begin = checked_u64(offsets->elements()[0], where + ": data_offsets");
-      info.end = checked_u64(offsets->elements()[1], where + ": data_offsets");
-      if (info.end < info.begin) throw FormatError(where + ": data_offsets end before they begin");
-      if (info.end - info.begin != bytes) {
-        throw FormatError(where + ": data_offsets span " + std::to_string(info.end - info.begin) + " bytes, its " +
-                          std::string(dtype_name(info.dtype)) + " shape needs " + std::to_string(bytes));
-      }
-      tensors_.push_back(std::move(info));
-    }
-    std::stable_sort(tensors_.begin(), tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) {
-      return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-    });
-    std::uint64_t expected = 0;
-    for (std::size_t i = 0; i < tensors_.size(); ++i) {
-      const TensorInfo& t = tensors_[i];
-      if (t.begin != expected) {
-        throw FormatError(what + ": tensor \"" + t.name + "\" starts at " + std::to_string(t.begin) + ", expected " +
-                          std::to_string(expected) + " (tensors overlap or leave a hole)");
-      }
-      expected = t.end;
-      index_.emplace(t.name, i);
-    }
-    const std::uint64_t buffer = file_.size() - data_offset_;
-    if (expected != buffer) {
-      throw FormatError(what + ": tensors end at byte " + std::to_string(expected) + " of a " + std::to_string(buffer) +
-                        "-byte data buffer; it must end at the file's end");
-    }
-  }
-
-  static std::uint64_t checked_u64(const Json& value, const std::string& where) {
-    if (!value.is_number()) throw FormatError(where + " holds a non-number");
-    try {
-      return value.as_u64();
-    } catch (const FormatError& e) {
-      throw FormatError(where + ": " + e.what());
-    }
-  }
-
   InputFile file_;
-  std::uint64_t data_offset_ = 0;
-  std::vector<TensorInfo> tensors_;
+  SafetensorsHeader header_;
   std::unordered_map<std::string, std::size_t> index_;
-  std::vector<std::pair<std::string, std::string>> metadata_;
 };
 
 /// A tensor to write: its name, dtype and shape, and a function that appends exactly its bytes
