@@ -264,6 +264,27 @@ TEST_F(Convert, ShardsMergeToTheSameBytesAsOneRun) {
   EXPECT_THROW(loftq::io::convert(merge), std::invalid_argument);  // other settings
 }
 
+TEST_F(Convert, OutputBytesDoNotDependOnThreadsOrInstructionSet) {
+  loftq::io::ConvertOptions o = options_for(model(), out("reference"));
+  o.threads = 1;
+  o.format = loftq::io::BackboneFormat::bnb_nf4;
+  o.double_quant = true;
+  loftq::io::convert(o);
+  const std::map<std::string, std::string> reference = tree_bytes(out("reference"));
+  for (const loftq::Isa isa : {loftq::Isa::scalar, loftq::Isa::avx2, loftq::Isa::avx512}) {
+    if (!loftq::isa_supported(isa)) continue;
+    loftq::force_isa(isa);
+    for (const int threads : {1, 2}) {
+      o.output = out("again");
+      o.threads = threads;
+      o.overwrite = true;
+      loftq::io::convert(o);
+      EXPECT_EQ(tree_bytes(out("again")), reference) << loftq::name_of(isa) << ", " << threads << " threads";
+    }
+  }
+  loftq::reset_isa();
+}
+
 TEST_F(Convert, FailuresLeaveNoOutput) {
   loftq::io::ConvertOptions o = options_for(model(), out("fail"));
   o.target_modules = "nothing_matches";

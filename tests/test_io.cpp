@@ -55,6 +55,10 @@ TEST(Json, RejectsMalformedDocuments) {
   fine += std::string(64, ']');
   EXPECT_NO_THROW(parse_json(fine));
   EXPECT_THROW(Json(std::nan("")), std::invalid_argument);
+  std::string many = "[0";
+  for (std::size_t i = 2; i < loftq::io::JsonParser::max_values; ++i) many += ",0";
+  EXPECT_NO_THROW(parse_json(many + "]"));  // the array and max_values - 1 zeros
+  EXPECT_THROW(parse_json(many + ",0]"), FormatError);
 }
 
 TEST(Json, EscapesControlCharactersAndQuotes) {

@@ -137,7 +137,8 @@ inline void orthonormalize(const Eigen::MatrixXf& P, Eigen::MatrixXf& Y) {
   project_out(P, Y);
   if (cholesky_qr_step(Y, 1e5) && cholesky_qr_step(Y, 10.0)) return;
   Eigen::MatrixXd joined(Y.rows(), P.cols() + Y.cols());
-  joined << P.cast<double>(), Y.cast<double>();
+  if (P.cols() > 0) joined.leftCols(P.cols()) = P.cast<double>();  // P may be an empty 0 x 0 matrix
+  joined.rightCols(Y.cols()) = Y.cast<double>();
   const Eigen::HouseholderQR<Eigen::MatrixXd> qr(joined);
   const Eigen::MatrixXd thin = qr.householderQ() * Eigen::MatrixXd::Identity(joined.rows(), joined.cols());
   Y = thin.rightCols(Y.cols()).cast<float>();

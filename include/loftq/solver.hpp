@@ -230,7 +230,7 @@ inline Result loftq_row_major(const float* w, Eigen::Index rows, Eigen::Index co
                                                      warm ? &previous_b : nullptr);
     const double error = std::sqrt(factor_squared_error(factors, residual_norm2, options, residual)) * to_relative;
     result.errors.push_back(error);
-    if (!options.keep_best || error < least) {
+    if (!options.keep_best || error < least || result.iteration == 0) {
       least = error;
       std::swap(current, best);
       result.A = factors.A;
@@ -244,6 +244,42 @@ inline Result loftq_row_major(const float* w, Eigen::Index rows, Eigen::Index co
   result.Q = QuantizedMatrix(rows, cols, options.block_size, options.codebook, std::move(best.codes),
                              std::move(best.scales));
   return result;
+}
+
+/// Largest |element| of the row-major W, found in parallel pieces.
+inline float max_abs(const RowMatrixXf& W) {
+  std::vector<float> partial(static_cast<std::size_t>((W.rows() + product_piece_rows - 1) / product_piece_rows));
+  for_row_pieces(W.rows(), [&](Eigen::Index first, Eigen::Index count) {
+    partial[static_cast<std::size_t>(first / product_piece_rows)] = W.middleRows(first, count).cwiseAbs().maxCoeff();
+  });
+  return *std::max_element(partial.begin(), partial.end());
+}
+
+/// loftq_row_major() on W scaled by a power of two when its largest magnitude is outside
+/// [2^-60, 2^60]: a W near float's limits would overflow the products of the truncated SVD (or
+/// lose digits in denormals), and scaling by 2^k is exact, so W is brought to magnitude about 1,
+/// and Q's scales and A B^T are scaled back by 2^-k (A and B by 2^(-k/2) each, k even). A
+/// scale that then exceeds float's range is clamped just below its largest value, so that every
+/// dequantized value stays finite.
+inline Result loftq_in_range(const RowMatrixXf& W, const Options& options) {
+  const float largest = max_abs(W);
+  int exponent = 0;
+  std::frexp(largest, &exponent);
+  if (largest == 0.0f || (exponent >= -60 && exponent <= 60)) {
+    return loftq_row_major(W.data(), W.rows(), W.cols(), options);
+  }
+  const int k = -(exponent & ~1);  // even, so that 2^(-k/2) is exact
+  const RowMatrixXf scaled = (W.cast<double>() * std::ldexp(1.0, k)).cast<float>();  // 2^k may not fit a float
+  Result r = loftq_row_major(scaled.data(), scaled.rows(), scaled.cols(), options);
+  // 3 ulps below float's largest value: Int8 dequantizes 127 * (scale / 127), up to 2 ulps above scale.
+  constexpr float largest_scale = 0x1.fffff8p127f;
+  std::vector<float> scales = r.Q.scales();
+  for (float& scale : scales) scale = std::min(std::ldexp(scale, -k), largest_scale);
+  std::vector<std::uint8_t> codes = r.Q.codes();
+  r.Q = QuantizedMatrix(r.Q.rows(), r.Q.cols(), r.Q.block_size(), r.Q.codebook(), std::move(codes), std::move(scales));
+  r.A *= std::ldexp(1.0f, -k / 2);
+  r.B *= std::ldexp(1.0f, -k / 2);
+  return r;
 }
 
 }  // namespace detail
@@ -260,7 +296,7 @@ Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options) {
   const detail::ThreadScope scope(options.threads);
   return detail::with_row_major(W, [&](const RowMatrixXf& row_major) {
     detail::check_finite("W", row_major.data(), row_major.rows(), row_major.cols());
-    return detail::loftq_row_major(row_major.data(), row_major.rows(), row_major.cols(), options);
+    return detail::loftq_in_range(row_major, options);
   });
 }
 

@@ -259,6 +259,9 @@ class JsonParser {
  public:
   /// Deepest nesting of arrays and objects accepted.
   static constexpr int max_depth = 64;
+  /// Most values in one document (a safetensors header of 100,000 tensors has about 10^6): a
+  /// bound on the memory a hostile document can make the parser take.
+  static constexpr std::size_t max_values = std::size_t{1} << 22;
 
   /// Parses `text`; `what` names the document in error messages.
   JsonParser(std::string_view text, std::string what) : text_(text), what_(std::move(what)) {}
@@ -299,6 +302,7 @@ class JsonParser {
 
   Json parse_value(int depth) {
     if (pos_ >= text_.size()) fail("unexpected end");
+    if (++values_ > max_values) fail("more than " + std::to_string(max_values) + " values");
     switch (text_[pos_]) {
       case '{': return parse_object(depth + 1);
       case '[': return parse_array(depth + 1);
@@ -497,11 +501,12 @@ class JsonParser {
   std::string_view text_;
   std::string what_;
   std::size_t pos_ = 0;
+  std::size_t values_ = 0;
 };
 
 /// Parses the JSON document `text`; `what` (e.g. a file name) starts every error message.
-/// Throws FormatError for invalid JSON, invalid UTF-8, a duplicate key or nesting deeper than
-/// JsonParser::max_depth.
+/// Throws FormatError for invalid JSON, invalid UTF-8, a duplicate key, nesting deeper than
+/// JsonParser::max_depth or more than JsonParser::max_values values.
 inline Json parse_json(std::string_view text, const std::string& what = "JSON") {
   return JsonParser(text, what).parse();
 }
