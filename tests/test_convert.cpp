@@ -359,16 +359,31 @@ TEST_F(Convert, HostileInputsFailCleanly) {
     std::fstream f(dir / "header" / "model-00001-of-00002.safetensors", std::ios::in | std::ios::out | std::ios::binary);
     f.write("\xff\xff\xff\x00\x00\x00\x00\x00", 8);  // a header length past the end
   }
-  for (const char* input : {"nan", "int8", "loop", "header"}) {
+  // Hand-made headers: a huge declared shape, and overlapping offsets.
+  const auto raw_model = [&](const std::string& name, const std::string& header, std::size_t buffer) {
+    fs::create_directories(dir / name);
+    std::string bytes(8, '\0');
+    for (std::size_t i = 0; i < 8; ++i) bytes[i] = static_cast<char>(header.size() >> (8 * i));
+    loftq_test::write_bytes(dir / name / "model.safetensors", bytes + header + std::string(buffer, '\0'));
+  };
+  raw_model("huge", R"({")" + q + R"(": {"dtype": "BF16", "shape": [4294967296, 4294967296], "data_offsets": [0, 8]}})", 8);
+  raw_model("overlap", R"({")" + q + R"(": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]}, "x": {"dtype": "BF16", "shape": [2], "data_offsets": [4, 8]}})", 8);
+  for (const char* input : {"nan", "int8", "loop", "header", "huge", "overlap"}) {
     EXPECT_ANY_THROW(loftq::io::convert(options_for(dir / input, dir / "out"))) << input;
     EXPECT_FALSE(fs::exists(dir / "out")) << input;
   }
   EXPECT_THROW(loftq::io::convert(options_for(dir / "nan", dir / "out")), std::invalid_argument);
   EXPECT_THROW(loftq::io::convert(options_for(dir / "int8", dir / "out")), loftq::io::FormatError);
   EXPECT_THROW(loftq::io::convert(options_for(dir / "header", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq::io::convert(options_for(dir / "huge", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq::io::convert(options_for(dir / "overlap", dir / "out")), loftq::io::FormatError);
+  // An output that cannot be created: its parent is a regular file.
+  loftq_test::write_bytes(dir / "file", "x");
+  EXPECT_ANY_THROW(loftq::io::convert(options_for(model(), dir / "file" / "out")));
   std::size_t left = 0;
   for (const auto& e : fs::directory_iterator(dir.path())) left += e.path().filename() == "out" || e.path().filename().string().find("partial") != std::string::npos;
   EXPECT_EQ(left, 0u);
+  EXPECT_EQ(loftq_test::file_bytes(dir / "file"), "x");
 }
 
 #ifdef LOFTQ_CONVERT_EXE
