@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -430,6 +431,24 @@ TEST_F(Convert, ToolConvertsAndPrintsProgressAndSummary) {
   EXPECT_EQ(run_tool(args, stdout_text, stderr_text), 2);  // the output exists now
   EXPECT_NE(stderr_text.find("--overwrite"), std::string::npos);
   EXPECT_EQ(run_tool(args + " --overwrite", stdout_text, stderr_text), 0) << stderr_text;
+}
+
+TEST_F(Convert, ToolRefusesAReadOnlyOutputDirectory) {
+  const ScratchDir dir;
+  fs::create_directories(dir / "read-only");
+  fs::permissions(dir / "read-only", fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
+                  fs::perm_options::remove);
+  // Root ignores permission bits, so as root the tool runs as nobody (which can read the model).
+  const std::string as_user = ::geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
+  const std::string command = as_user + LOFTQ_CONVERT_EXE + " --input " + model().string() + " --output " +
+                              (dir / "read-only" / "out").string() + " >/dev/null 2>" + (dir / "err").string();
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  const std::string err = file_bytes(dir / "err");
+  EXPECT_EQ(err.rfind("loftq-convert: error: ", 0), 0u) << err;
+  EXPECT_NE(err.find("Permission denied"), std::string::npos) << err;
+  EXPECT_TRUE(fs::is_empty(dir / "read-only"));
 }
 
 TEST_F(Convert, ToolFailsCleanlyPastAFileSizeLimit) {
