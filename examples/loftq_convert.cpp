@@ -52,28 +52,27 @@ struct UsageError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
-int parse_int(const std::string& flag, const std::string& text) {
+/// The whole of `text` as a number through `convert` (std::stoi, std::stod); `kind` names it
+/// in the error.
+template <class Convert>
+auto parse_number(const std::string& flag, const std::string& text, const char* kind, Convert&& convert) {
   std::size_t used = 0;
-  int value = 0;
+  decltype(convert(text, &used)) value{};
   try {
-    value = std::stoi(text, &used);
+    value = convert(text, &used);
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != text.size() || text.empty()) throw UsageError(flag + " " + text + " is not an integer");
+  if (used != text.size() || text.empty()) throw UsageError(flag + " " + text + " is not " + kind);
   return value;
 }
 
+int parse_int(const std::string& flag, const std::string& text) {
+  return parse_number(flag, text, "an integer", [](const std::string& t, std::size_t* used) { return std::stoi(t, used); });
+}
+
 double parse_double(const std::string& flag, const std::string& text) {
-  std::size_t used = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || text.empty()) throw UsageError(flag + " " + text + " is not a number");
-  return value;
+  return parse_number(flag, text, "a number", [](const std::string& t, std::size_t* used) { return std::stod(t, used); });
 }
 
 std::vector<std::string> split(const std::string& text, char separator) {

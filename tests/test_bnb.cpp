@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "test_helpers.hpp"
+
 namespace {
 
 using loftq::Codebook;
@@ -23,6 +25,7 @@ using loftq::io::BnbOptions;
 using loftq::io::Dtype;
 using loftq::io::FormatError;
 using loftq::io::TensorData;
+using loftq_test::invalid_argument_message;
 
 const std::string kName = "model.layers.0.self_attn.q_proj.weight";
 
@@ -111,16 +114,6 @@ void expect_format_error(const std::vector<TensorData>& tensors, const std::stri
   const std::string outcome = read_outcome(tensors);
   EXPECT_EQ(outcome.rfind("FormatError: ", 0), 0u) << outcome;
   EXPECT_NE(outcome.find(needle), std::string::npos) << outcome;
-}
-
-template <class F>
-std::string invalid_argument_message(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // ---- the dynamic map ----

@@ -221,11 +221,12 @@ inline Dtype dtype_of(BackboneFormat format) {
   }
 }
 
-/// Runs LoftQ on one target. `codebook` overrides target.codebook when given.
+/// Runs LoftQ on one target with `codebook`; puts ||W||_F^2 in *weight_norm2 when not null.
 inline Result run_target(const Checkpoint& checkpoint, const Target& target, const ConvertOptions& options,
-                         Codebook codebook, TargetReport& report) {
+                         Codebook codebook, TargetReport& report, double* weight_norm2 = nullptr) {
   const Checkpoint::Entry entry = checkpoint.at(target.name);
   const RowMatrixXf w = entry.file->read_matrix(*entry.info);
+  if (weight_norm2 != nullptr) *weight_norm2 = w.cast<double>().squaredNorm();
   Options lo;
   lo.rank = std::min<Eigen::Index>(options.rank, std::min(w.rows(), w.cols()));
   lo.iters = options.iters;
@@ -350,12 +351,11 @@ inline std::string choose_bits_by_budget(const Checkpoint& checkpoint, std::vect
   if (progress.begin) progress.begin("measure 2 and 4 bits", targets.size(), bytes);
   std::uint64_t done = 0;
   for (std::size_t i = 0; i < targets.size(); ++i) {
-    const Checkpoint::Entry entry = checkpoint.at(targets[i].name);
-    const double norm2 = entry.file->read_matrix(*entry.info).cast<double>().squaredNorm();
     double squared[2];
     for (int k = 0; k < 2; ++k) {
       TargetReport report;
-      const Result r = run_target(checkpoint, targets[i], options, k == 0 ? Codebook::nf2 : Codebook::nf4, report);
+      double norm2 = 0.0;
+      const Result r = run_target(checkpoint, targets[i], options, k == 0 ? Codebook::nf2 : Codebook::nf4, report, &norm2);
       squared[k] = r.error() * r.error() * (norm2 > 0.0 ? norm2 : 1.0);
     }
     const auto n = static_cast<double>(targets[i].info.elements());
