@@ -12,7 +12,7 @@
 #include <loftq/loftq.hpp>
 #include <loftq/lowrank.hpp>
 #include <loftq/matrix.hpp>
-#include <loftq/parallel.hpp>
+#include <loftq/threads.hpp>
 #include <loftq/quantized.hpp>
 #include <loftq/solver.hpp>
 #include <loftq/version.hpp>

@@ -5,7 +5,7 @@
 #include <loftq/quantized.hpp>
 #include <loftq/lowrank.hpp>
 #include <loftq/matrix.hpp>
-#include <loftq/parallel.hpp>
+#include <loftq/threads.hpp>
 #include <loftq/codebook.hpp>
 #include <loftq/io/bnb.hpp>
 #include <loftq/io/checkpoint.hpp>

@@ -15,5 +15,5 @@
 #include "blockwise.hpp"
 #include "kernels/dispatch.hpp"
 #include "lowrank.hpp"
-#include "parallel.hpp"
+#include "threads.hpp"
 #include "solver.hpp"

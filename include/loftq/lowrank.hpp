@@ -18,7 +18,7 @@
 #include "detail/checks.hpp"
 #include "detail/gemm.hpp"
 #include "detail/random.hpp"
-#include "parallel.hpp"
+#include "threads.hpp"
 
 namespace loftq {
 

@@ -21,7 +21,7 @@
 #include "detail/packing.hpp"
 #include "kernels/dispatch.hpp"
 #include "lowrank.hpp"
-#include "parallel.hpp"
+#include "threads.hpp"
 #include "quantized.hpp"
 
 namespace loftq {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "../matrix.hpp"
-#include "../parallel.hpp"
+#include "../threads.hpp"
 
 namespace loftq::detail {
 

@@ -9,7 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "../parallel.hpp"
+#include "../threads.hpp"
 
 namespace loftq::detail {
 

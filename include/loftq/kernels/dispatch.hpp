@@ -19,7 +19,7 @@
 #include "../detail/checks.hpp"
 #include "../detail/cpu.hpp"
 #include "../detail/packing.hpp"
-#include "../parallel.hpp"
+#include "../threads.hpp"
 #include "avx2.hpp"
 #include "avx512.hpp"
 #include "scalar.hpp"

@@ -1,4 +1,4 @@
-/// @file parallel.hpp
+/// @file threads.hpp
 /// Thread count of loftq's parallel passes, and the loop that runs them.
 ///
 /// Work is always split into the same pieces whatever the thread count, and each piece is
