@@ -13,7 +13,7 @@
 
 #include "codebook.hpp"
 #include "detail/checks.hpp"
-#include "detail/gemm.hpp"
+#include "detail/row_major.hpp"
 #include "detail/packing.hpp"
 #include "kernels/dispatch.hpp"
 #include "matrix.hpp"

@@ -3,10 +3,8 @@
 /// B = V_r sqrt(S_r); exact, or randomized (block Krylov, subspace iteration).
 #pragma once
 
-#include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <Eigen/Eigenvalues>
-#include <Eigen/QR>
 #include <Eigen/SVD>
 #include <algorithm>
 #include <cmath>
@@ -16,8 +14,11 @@
 #include <vector>
 
 #include "detail/checks.hpp"
-#include "detail/gemm.hpp"
+#include "detail/orthonormalization.hpp"
+#include "detail/pieced_products.hpp"
+#include "detail/row_major.hpp"
 #include "detail/random.hpp"
+#include "matrix.hpp"
 #include "threads.hpp"
 
 namespace loftq {
@@ -90,9 +91,11 @@ inline LowRankFactors empty_factors(Eigen::Index rows, Eigen::Index cols) {
   return f;
 }
 
-/// The exact rank-`rank` factors of E, by BDCSVD.
-inline LowRankFactors exact_svd(const Eigen::MatrixXf& E, Eigen::Index rank) {
-  const Eigen::BDCSVD<Eigen::MatrixXf> svd(E, Eigen::ComputeThinU | Eigen::ComputeThinV);
+/// The exact rank-`rank` factors of E, by BDCSVD of its column-major copy.
+template <class Scalar>
+LowRankFactors exact_svd(const RowMatrix<Scalar>& E, Eigen::Index rank) {
+  static_assert(std::is_same_v<Scalar, float>, "LowRankFactors hold float");
+  const Eigen::BDCSVD<Eigen::MatrixXf> svd(Eigen::MatrixXf(E), Eigen::ComputeThinU | Eigen::ComputeThinV);
   LowRankFactors f;
   f.singular_values = svd.singularValues().head(rank);
   const Eigen::VectorXf root = f.singular_values.cwiseSqrt();
@@ -101,51 +104,9 @@ inline LowRankFactors exact_svd(const Eigen::MatrixXf& E, Eigen::Index rank) {
   return f;
 }
 
-/// Y -= P (P^T Y), twice (classical Gram-Schmidt with reorthogonalization); P has orthonormal
-/// columns.
-inline void project_out(const Eigen::MatrixXf& P, Eigen::MatrixXf& Y) {
-  if (P.cols() == 0) return;
-  Eigen::MatrixXf correction;
-  for (int pass = 0; pass < 2; ++pass) {
-    const Eigen::MatrixXf C = cross_product(P, Y).cast<float>();
-    multiply_small(P, C, correction);
-    Y -= correction;
-  }
-}
-
-/// One CholeskyQR step, Y <- Y L^-T with L L^T = Y^T Y (in double); false, leaving Y alone, when
-/// the Cholesky factor fails or its diagonal spreads by more than max_spread.
-inline bool cholesky_qr_step(Eigen::MatrixXf& Y, double max_spread) {
-  const Eigen::LLT<Eigen::MatrixXd> llt(gram_in_double(Y));
-  if (llt.info() != Eigen::Success) return false;
-  const Eigen::VectorXd diagonal = llt.matrixL().toDenseMatrix().diagonal();
-  const double smallest = diagonal.minCoeff();
-  if (!(smallest > 0.0) || diagonal.maxCoeff() > max_spread * smallest) return false;
-  const Eigen::Index k = Y.cols();
-  const Eigen::MatrixXd inverse_transpose =
-      llt.matrixU().solve(Eigen::MatrixXd::Identity(k, k));  // U^-1 = L^-T
-  Eigen::MatrixXf orthonormal;
-  multiply_small(Y, inverse_transpose.cast<float>(), orthonormal);
-  Y = std::move(orthonormal);
-  return true;
-}
-
-/// Makes Y's columns orthonormal and orthogonal to P's (orthonormal) columns: Gram-Schmidt
-/// against P, then CholeskyQR2; when Y is too ill-conditioned for it, a Householder QR of [P, Y]
-/// in double, whose trailing columns are orthogonal to P whatever Y is.
-inline void orthonormalize(const Eigen::MatrixXf& P, Eigen::MatrixXf& Y) {
-  project_out(P, Y);
-  if (cholesky_qr_step(Y, 1e5) && cholesky_qr_step(Y, 10.0)) return;
-  Eigen::MatrixXd joined(Y.rows(), P.cols() + Y.cols());
-  if (P.cols() > 0) joined.leftCols(P.cols()) = P.cast<double>();  // P may be an empty 0 x 0 matrix
-  joined.rightCols(Y.cols()) = Y.cast<double>();
-  const Eigen::HouseholderQR<Eigen::MatrixXd> qr(joined);
-  const Eigen::MatrixXd thin = qr.householderQ() * Eigen::MatrixXd::Identity(joined.rows(), joined.cols());
-  Y = thin.rightCols(Y.cols()).cast<float>();
-}
-
 /// Appends the columns of `block` to `basis`.
-inline void append_columns(Eigen::MatrixXf& basis, const Eigen::MatrixXf& block) {
+template <class Scalar>
+void append_columns(Matrix<Scalar>& basis, const Matrix<Scalar>& block) {
   const Eigen::Index old = basis.cols();
   basis.conservativeResize(block.rows(), old + block.cols());
   basis.rightCols(block.cols()) = block;
@@ -153,7 +114,9 @@ inline void append_columns(Eigen::MatrixXf& basis, const Eigen::MatrixXf& block)
 
 /// Rayleigh-Ritz on the right: the best rank-`rank` factors of E P P^T, given P (orthonormal
 /// columns) and EP = E P. The small eigenproblem of (EP)^T EP = P^T E^T E P is solved in double.
-inline LowRankFactors rayleigh_ritz(const Eigen::MatrixXf& P, const Eigen::MatrixXf& EP, Eigen::Index rank) {
+template <class Scalar>
+LowRankFactors rayleigh_ritz(const Matrix<Scalar>& P, const Matrix<Scalar>& EP, Eigen::Index rank) {
+  static_assert(std::is_same_v<Scalar, float>, "LowRankFactors hold float");
   const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(cross_product(EP, EP));
   const Eigen::Index l = P.cols();
   Eigen::MatrixXd to_a(l, rank);  // W_r S_r^(-1/2)
@@ -169,14 +132,14 @@ inline LowRankFactors rayleigh_ritz(const Eigen::MatrixXf& P, const Eigen::Matri
     to_a.col(k) = root > 0.0 ? Eigen::VectorXd(eigen.eigenvectors().col(source) / root)
                              : Eigen::VectorXd::Zero(l);
   }
-  multiply_small(EP, to_a.cast<float>(), f.A);
-  multiply_small(P, to_b.cast<float>(), f.B);
+  multiply_small(EP, Matrix<Scalar>(to_a.cast<Scalar>()), f.A);
+  multiply_small(P, Matrix<Scalar>(to_b.cast<Scalar>()), f.B);
   return f;
 }
 
 /// The first sketch: the columns of `start` (at most `block`), then Gaussian columns.
-inline Eigen::MatrixXf initial_sketch(Eigen::Index cols, Eigen::Index block, const Eigen::MatrixXf* start,
-                                      std::uint64_t seed) {
+template <class Scalar>
+Matrix<Scalar> initial_sketch(Eigen::Index cols, Eigen::Index block, const Matrix<Scalar>* start, std::uint64_t seed) {
   const Eigen::Index given = start != nullptr ? std::min(start->cols(), block) : 0;
   Eigen::MatrixXf gaussian(cols, block - given);
   fill_gaussian(gaussian, seed, 0);
@@ -192,17 +155,18 @@ inline Eigen::MatrixXf initial_sketch(Eigen::Index cols, Eigen::Index block, con
 /// before it. block_krylov keeps all `depth` blocks (2 depth - 1 passes over E), subspace
 /// iteration only the last of power_iters + 1 (2 power_iters + 1 passes); Rayleigh-Ritz on the
 /// kept blocks P then needs E P, which the passes have made already.
-inline LowRankFactors randomized_svd(const RowMatrixXf& E, Eigen::Index rank, const SvdOptions& options,
-                                     const Eigen::MatrixXf* start) {
+template <class Scalar>
+LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
+                              const Matrix<Scalar>* start) {
   const Eigen::Index block = std::min<Eigen::Index>(rank + options.oversampling, std::min(E.rows(), E.cols()));
   const bool krylov = options.method == SvdMethod::block_krylov;
   const int blocks = krylov ? options.depth : options.power_iters + 1;
-  const Eigen::MatrixXf none;
-  Eigen::MatrixXf P = initial_sketch(E.cols(), block, start, options.seed);  // kept blocks
+  const Matrix<Scalar> none;
+  Matrix<Scalar> P = initial_sketch(E.cols(), block, start, options.seed);  // kept blocks
   orthonormalize(none, P);
-  Eigen::MatrixXf EP;  // E P
+  Matrix<Scalar> EP;  // E P
   multiply(E, P, EP);
-  Eigen::MatrixXf Y, Z;
+  Matrix<Scalar> Y, Z;
   for (int j = 1; j < blocks; ++j) {
     Y = EP.rightCols(block);
     orthonormalize(none, Y);
@@ -228,8 +192,9 @@ inline Eigen::Index sketch_columns(Eigen::Index rank, const SvdOptions& options)
 }
 
 /// truncated_svd() on a row-major matrix, inside the caller's ThreadScope.
-inline LowRankFactors truncated_svd_row_major(const RowMatrixXf& E, Eigen::Index rank, const SvdOptions& options,
-                                              const Eigen::MatrixXf* start) {
+template <class Scalar>
+LowRankFactors truncated_svd_row_major(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
+                                       const Matrix<Scalar>* start) {
   if (rank == 0) return empty_factors(E.rows(), E.cols());
   // A sketch as wide as E's smaller side holds no saving: compute the exact SVD.
   if (options.method == SvdMethod::exact || sketch_columns(rank, options) >= std::min(E.rows(), E.cols())) {
@@ -237,6 +202,12 @@ inline LowRankFactors truncated_svd_row_major(const RowMatrixXf& E, Eigen::Index
   }
   return randomized_svd(E, rank, options, start);
 }
+
+#ifdef LOFTQ_SEPARATE_COMPILATION
+// Instantiated once, in the source that includes <loftq/src.hpp>.
+extern template LowRankFactors truncated_svd_row_major<float>(const RowMatrix<float>& E, Eigen::Index rank,
+                                                              const SvdOptions& options, const Matrix<float>* start);
+#endif
 
 /// Checks the arguments of truncated_svd() and computes it.
 template <class Derived>

@@ -17,7 +17,8 @@
 #include "blockwise.hpp"
 #include "codebook.hpp"
 #include "detail/checks.hpp"
-#include "detail/gemm.hpp"
+#include "detail/pieced_products.hpp"
+#include "detail/row_major.hpp"
 #include "detail/packing.hpp"
 #include "kernels/dispatch.hpp"
 #include "lowrank.hpp"
@@ -106,8 +107,8 @@ inline Eigen::Index pass_piece_rows(Eigen::Index cols, int block_size) {
 /// [first, first + n) of the row-major matrix and l holds the same elements of A B^T (A with no
 /// columns stands for 0), formed piece by piece and never whole. Returns the sum, in piece
 /// order, of what piece returns.
-template <class Piece>
-double over_low_rank_pieces(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, Eigen::Index rows,
+template <class Scalar, class Piece>
+double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Eigen::Index rows,
                             Eigen::Index cols, int block_size, Piece&& piece) {
   const Eigen::Index piece_rows = std::min(rows, pass_piece_rows(cols, block_size));
   const Eigen::Index pieces = (rows + piece_rows - 1) / piece_rows;
@@ -115,7 +116,7 @@ double over_low_rank_pieces(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, 
   const std::ptrdiff_t team = std::min<std::ptrdiff_t>(threads(), pieces);
   // Each member of the team takes a fixed range of pieces and one buffer for their A B^T.
   parallel_for(team, [&](std::ptrdiff_t member) {
-    RowMatrixXf low_rank(piece_rows, cols);
+    RowMatrix<Scalar> low_rank(piece_rows, cols);
     for (std::ptrdiff_t p = member * pieces / team; p < (member + 1) * pieces / team; ++p) {
       const Eigen::Index first_row = p * piece_rows;
       const Eigen::Index count = std::min(piece_rows, rows - first_row);
@@ -150,9 +151,9 @@ inline double squared_norm(const float* x, std::size_t n) {
 
 /// Quantizes W - A B^T into `q` and writes residual = W - Q, in one pass over W. Returns
 /// ||W - Q||_F^2; adds ||W||_F^2 to *w_norm2 when it is not null.
-inline double quantize_pass(const float* w, const Eigen::MatrixXf& A, const Eigen::MatrixXf& B,
-                            const Options& options, QuantizedArrays& q, RowMatrixXf& residual,
-                            double* w_norm2 = nullptr) {
+template <class Scalar>
+double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
+                     QuantizedArrays& q, RowMatrix<Scalar>& residual, double* w_norm2 = nullptr) {
   std::vector<double> w_partial;  // ||W||^2 of each piece, by first element
   const std::size_t piece_elements =
       static_cast<std::size_t>(std::min(residual.rows(), pass_piece_rows(residual.cols(), options.block_size))) *
@@ -164,7 +165,7 @@ inline double quantize_pass(const float* w, const Eigen::MatrixXf& A, const Eige
   const Isa isa = active_isa();
   const double total = over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
                                             [&](std::size_t first, std::size_t n, const float* l) {
-    float* e = residual.data() + first;
+    Scalar* e = residual.data() + first;
     quantize_residual_run(isa, w + first, l, n, options.block_size, options.codebook, lookup,
                           q.codes.data() + first * bits / 8, q.scales.data() + first / block, e);
     if (w_norm2 != nullptr) w_partial[first / piece_elements] = squared_norm(w + first, n);
@@ -175,11 +176,12 @@ inline double quantize_pass(const float* w, const Eigen::MatrixXf& A, const Eige
 }
 
 /// ||residual - A B^T||_F^2, in one pass over residual.
-inline double squared_error(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, const Options& options,
-                            const RowMatrixXf& residual) {
+template <class Scalar>
+double squared_error(const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
+                     const RowMatrix<Scalar>& residual) {
   return over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
                               [&](std::size_t first, std::size_t n, const float* l) {
-    const float* e = residual.data() + first;
+    const Scalar* e = residual.data() + first;
     double sum = 0.0;
     for (std::size_t i = 0; i < n; ++i) {
       const double d = static_cast<double>(e[i]) - static_cast<double>(l[i]);
@@ -193,8 +195,9 @@ inline double squared_error(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, 
 /// ||E - A B^T||^2 = ||E||^2 - sum S^2 (A B^T = E V V^T, V orthonormal) where it keeps at least
 /// two thirds of its digits, that is, where the factors leave at least 1% of ||E||^2; else
 /// measured in a pass over E.
-inline double factor_squared_error(const LowRankFactors& factors, double residual_norm2, const Options& options,
-                                   const RowMatrixXf& residual) {
+template <class Scalar>
+double factor_squared_error(const LowRankFactors& factors, double residual_norm2, const Options& options,
+                            const RowMatrix<Scalar>& residual) {
   const double captured = factors.singular_values.cast<double>().squaredNorm();
   const double left = residual_norm2 - captured;
   if (left >= 0.01 * residual_norm2) return left;
@@ -202,7 +205,9 @@ inline double factor_squared_error(const LowRankFactors& factors, double residua
 }
 
 /// LoftQ on the row-major, finite W (rows x cols), inside the caller's ThreadScope.
-inline Result loftq_row_major(const float* w, Eigen::Index rows, Eigen::Index cols, const Options& options) {
+template <class Scalar>
+Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, const Options& options) {
+  static_assert(std::is_same_v<Scalar, float>, "loftq::Result holds float");
   const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
   const std::size_t blocks = (n + static_cast<std::size_t>(options.block_size) - 1) /
                              static_cast<std::size_t>(options.block_size);
@@ -212,18 +217,18 @@ inline Result loftq_row_major(const float* w, Eigen::Index rows, Eigen::Index co
   };
   QuantizedArrays current = arrays();  // Q_t
   QuantizedArrays best = arrays();     // the Q of least error so far
-  RowMatrixXf residual(rows, cols);     // W - Q_t
+  RowMatrix<Scalar> residual(rows, cols);  // W - Q_t
 
   double w_norm2 = 0.0;
   // Q_1 = q(W)
   double residual_norm2 =
-      quantize_pass(w, Eigen::MatrixXf(rows, 0), Eigen::MatrixXf(cols, 0), options, current, residual, &w_norm2);
+      quantize_pass(w, Matrix<Scalar>(rows, 0), Matrix<Scalar>(cols, 0), options, current, residual, &w_norm2);
   const double to_relative = w_norm2 > 0.0 ? 1.0 / std::sqrt(w_norm2) : 1.0;
   Result result;
   result.quantization_error = std::sqrt(residual_norm2) * to_relative;
   result.errors.reserve(static_cast<std::size_t>(options.iters));
   double least = std::numeric_limits<double>::infinity();
-  Eigen::MatrixXf previous_b;
+  Matrix<Scalar> previous_b;
   for (int t = 1; t <= options.iters; ++t) {
     const bool warm = options.warm_start && previous_b.cols() > 0;
     LowRankFactors factors = truncated_svd_row_major(residual, options.rank, svd_options_of(options, t, warm),
@@ -247,8 +252,9 @@ inline Result loftq_row_major(const float* w, Eigen::Index rows, Eigen::Index co
 }
 
 /// Largest |element| of the row-major W, found in parallel pieces.
-inline float max_abs(const RowMatrixXf& W) {
-  std::vector<float> partial(static_cast<std::size_t>((W.rows() + product_piece_rows - 1) / product_piece_rows));
+template <class Scalar>
+Scalar max_abs(const RowMatrix<Scalar>& W) {
+  std::vector<Scalar> partial(static_cast<std::size_t>((W.rows() + product_piece_rows - 1) / product_piece_rows));
   for_row_pieces(W.rows(), [&](Eigen::Index first, Eigen::Index count) {
     partial[static_cast<std::size_t>(first / product_piece_rows)] = W.middleRows(first, count).cwiseAbs().maxCoeff();
   });
@@ -261,15 +267,16 @@ inline float max_abs(const RowMatrixXf& W) {
 /// and Q's scales and A B^T are scaled back by 2^-k (A and B by 2^(-k/2) each, k even). A
 /// scale that then exceeds float's range is clamped just below its largest value, so that every
 /// dequantized value stays finite.
-inline Result loftq_in_range(const RowMatrixXf& W, const Options& options) {
-  const float largest = max_abs(W);
+template <class Scalar>
+Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options) {
+  const Scalar largest = max_abs(W);
   int exponent = 0;
   std::frexp(largest, &exponent);
   if (largest == 0.0f || (exponent >= -60 && exponent <= 60)) {
     return loftq_row_major(W.data(), W.rows(), W.cols(), options);
   }
   const int k = -(exponent & ~1);  // even, so that 2^(-k/2) is exact
-  const RowMatrixXf scaled = (W.cast<double>() * std::ldexp(1.0, k)).cast<float>();  // 2^k may not fit a float
+  const RowMatrix<Scalar> scaled = (W.template cast<double>() * std::ldexp(1.0, k)).template cast<Scalar>();  // 2^k may not fit a float
   Result r = loftq_row_major(scaled.data(), scaled.rows(), scaled.cols(), options);
   // 3 ulps below float's largest value: Int8 dequantizes 127 * (scale / 127), up to 2 ulps above scale.
   constexpr float largest_scale = 0x1.fffff8p127f;
@@ -281,6 +288,11 @@ inline Result loftq_in_range(const RowMatrixXf& W, const Options& options) {
   r.B *= std::ldexp(1.0f, -k / 2);
   return r;
 }
+
+#ifdef LOFTQ_SEPARATE_COMPILATION
+// Instantiated once, in the source that includes <loftq/src.hpp>.
+extern template Result loftq_in_range<float>(const RowMatrix<float>& W, const Options& options);
+#endif
 
 }  // namespace detail
 

@@ -1,4 +1,4 @@
-/// @file detail/gemm.hpp
+/// @file detail/pieced_products.hpp
 /// Matrix products split into fixed row pieces, run by parallel_for: each piece is one
 /// single-threaded Eigen product of the same shape whatever the thread count, and sums over
 /// pieces are added in piece order, so every result is independent of the thread count.
@@ -8,13 +8,19 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
-#include <type_traits>
 #include <vector>
 
-#include "../matrix.hpp"
 #include "../threads.hpp"
 
 namespace loftq::detail {
+
+/// Column-major dynamic matrix of Scalar.
+template <class Scalar>
+using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+
+/// Row-major dynamic matrix of Scalar.
+template <class Scalar>
+using RowMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 /// Rows per piece of the products below.
 inline constexpr Eigen::Index product_piece_rows = 256;
@@ -32,9 +38,10 @@ void for_row_pieces(Eigen::Index rows, Piece&& piece) {
 /// out = E * X, E rows x cols row-major, X cols x k; out is resized. Each piece is formed as
 /// X^T E_piece^T, so that Eigen reads E's rows as the columns of a column-major right-hand side
 /// instead of repacking them as a row-major left-hand side.
-inline void multiply(const RowMatrixXf& E, const Eigen::MatrixXf& X, Eigen::MatrixXf& out) {
-  const Eigen::MatrixXf x_transposed = X.transpose();
-  Eigen::MatrixXf out_transposed(X.cols(), E.rows());
+template <class Scalar>
+void multiply(const RowMatrix<Scalar>& E, const Matrix<Scalar>& X, Matrix<Scalar>& out) {
+  const Matrix<Scalar> x_transposed = X.transpose();
+  Matrix<Scalar> out_transposed(X.cols(), E.rows());
   for_row_pieces(E.rows(), [&](Eigen::Index first, Eigen::Index count) {
     out_transposed.middleCols(first, count).noalias() = x_transposed * E.middleRows(first, count).transpose();
   });
@@ -42,17 +49,11 @@ inline void multiply(const RowMatrixXf& E, const Eigen::MatrixXf& X, Eigen::Matr
 }
 
 /// out = E^T * Y, E rows x cols row-major, Y rows x k; out (cols x k) is resized.
-inline void multiply_transposed(const RowMatrixXf& E, const Eigen::MatrixXf& Y, Eigen::MatrixXf& out) {
+template <class Scalar>
+void multiply_transposed(const RowMatrix<Scalar>& E, const Matrix<Scalar>& Y, Matrix<Scalar>& out) {
   out.resize(E.cols(), Y.cols());
   for_row_pieces(E.cols(), [&](Eigen::Index first, Eigen::Index count) {
     out.middleRows(first, count).noalias() = E.middleCols(first, count).transpose() * Y;
-  });
-}
-
-/// out = A * B^T into a rows x cols row-major matrix that already has that shape.
-inline void multiply_outer(const Eigen::MatrixXf& A, const Eigen::MatrixXf& B, RowMatrixXf& out) {
-  for_row_pieces(A.rows(), [&](Eigen::Index first, Eigen::Index count) {
-    out.middleRows(first, count).noalias() = A.middleRows(first, count) * B.transpose();
   });
 }
 
@@ -73,59 +74,30 @@ Eigen::MatrixXd sum_over_pieces(Eigen::Index rows, Eigen::Index shape_rows, Eige
 }
 
 /// X^T * Y for X, Y with equal row counts: float products of row pieces, added in double.
-inline Eigen::MatrixXd cross_product(const Eigen::MatrixXf& X, const Eigen::MatrixXf& Y) {
+template <class Scalar>
+Eigen::MatrixXd cross_product(const Matrix<Scalar>& X, const Matrix<Scalar>& Y) {
   return sum_over_pieces(X.rows(), X.cols(), Y.cols(), [&](Eigen::Index first, Eigen::Index count) {
-    const Eigen::MatrixXf piece = X.middleRows(first, count).transpose() * Y.middleRows(first, count);
-    return Eigen::MatrixXd(piece.cast<double>());
+    const Matrix<Scalar> piece = X.middleRows(first, count).transpose() * Y.middleRows(first, count);
+    return Eigen::MatrixXd(piece.template cast<double>());
   });
 }
 
 /// X^T * X computed in double throughout: the Gram matrix of a Cholesky factorization.
-inline Eigen::MatrixXd gram_in_double(const Eigen::MatrixXf& X) {
+template <class Scalar>
+Eigen::MatrixXd gram_in_double(const Matrix<Scalar>& X) {
   return sum_over_pieces(X.rows(), X.cols(), X.cols(), [&](Eigen::Index first, Eigen::Index count) {
-    const Eigen::MatrixXd piece = X.middleRows(first, count).cast<double>();
+    const Eigen::MatrixXd piece = X.middleRows(first, count).template cast<double>();
     return Eigen::MatrixXd(piece.transpose() * piece);
   });
 }
 
 /// out = X * C for X rows x k and a small k x j matrix C; out is resized.
-inline void multiply_small(const Eigen::MatrixXf& X, const Eigen::MatrixXf& C, Eigen::MatrixXf& out) {
+template <class Scalar>
+void multiply_small(const Matrix<Scalar>& X, const Matrix<Scalar>& C, Matrix<Scalar>& out) {
   out.resize(X.rows(), C.cols());
   for_row_pieces(X.rows(), [&](Eigen::Index first, Eigen::Index count) {
     out.middleRows(first, count).noalias() = X.middleRows(first, count) * C;
   });
-}
-
-/// W in row-major order, copied in parallel pieces of 32 rows, tile by 32 x 32 tile: a tile
-/// reads 32 whole cache lines of W's columns and writes 32 of the copy's rows, so the copy
-/// neither strides across pages element by element nor leaves cache lines half used.
-inline RowMatrixXf row_major_copy(const Eigen::MatrixXf& W) {
-  RowMatrixXf out(W.rows(), W.cols());
-  constexpr Eigen::Index tile = 32;
-  parallel_for((W.rows() + tile - 1) / tile, [&](std::ptrdiff_t p) {
-    const Eigen::Index first = p * tile;
-    const Eigen::Index count = std::min(tile, W.rows() - first);
-    for (Eigen::Index col = 0; col < W.cols(); col += tile) {
-      const Eigen::Index width = std::min(tile, W.cols() - col);
-      out.block(first, col, count, width) = W.block(first, col, count, width);
-    }
-  });
-  return out;
-}
-
-/// use(M as a row-major float matrix): M itself when it is one, else a copy (made in parallel
-/// pieces for a column-major Eigen::MatrixXf).
-template <class Derived, class Use>
-decltype(auto) with_row_major(const Eigen::MatrixBase<Derived>& M, Use&& use) {
-  if constexpr (std::is_same_v<Derived, RowMatrixXf>) {
-    return use(M.derived());
-  } else if constexpr (std::is_same_v<Derived, Eigen::MatrixXf>) {
-    const RowMatrixXf copy = row_major_copy(M.derived());
-    return use(copy);
-  } else {
-    const RowMatrixXf copy = M;
-    return use(copy);
-  }
 }
 
 }  // namespace loftq::detail
