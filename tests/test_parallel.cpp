@@ -16,9 +16,17 @@ TEST(Parallel, SetThreadsTakesACountOrZeroForAll) {
 #endif
   loftq::set_threads(0);
   EXPECT_GE(loftq::threads(), 1);
+}
+
+TEST(Parallel, AFailedSetThreadsKeepsTheSetting) {
+  loftq::set_threads(3);
   EXPECT_NE(loftq_test::invalid_argument_message([] { loftq::set_threads(-1); }).find("threads = -1"),
             std::string::npos);
-  EXPECT_GE(loftq::threads(), 1);  // unchanged by the failed call
+  EXPECT_EQ(loftq::detail::thread_setting().load(), 3);
+#ifdef _OPENMP
+  EXPECT_EQ(loftq::threads(), 3);
+#endif
+  loftq::set_threads(0);
 }
 
 TEST(Parallel, ParallelForRunsEveryIndexOnce) {
