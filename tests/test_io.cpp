@@ -230,6 +230,8 @@ TEST(HalfFloats, ConvertEveryPatternExactlyAndRoundToNearestEven) {
     const float b = loftq::io::bf16_to_float(bits);
     if (!std::isnan(b)) {
       EXPECT_EQ(loftq::io::float_to_bf16(b), bits) << h;
+    } else {
+      EXPECT_TRUE(std::isnan(loftq::io::bf16_to_float(loftq::io::float_to_bf16(b)))) << h;
     }
   }
 #ifdef __FLT16_MAX__
@@ -250,6 +252,24 @@ TEST(HalfFloats, ConvertEveryPatternExactlyAndRoundToNearestEven) {
   EXPECT_EQ(loftq::io::float_to_bf16(1.0f + 3.0f / 256), 0x3F82);
   EXPECT_EQ(loftq::io::float_to_f16(65520.0f), 0x7C00);  // rounds past the largest half
   EXPECT_EQ(loftq::io::float_to_f16(65504.0f), 0x7BFF);
+  // Subnormal ties, as PyTorch 1.13 rounds them.
+  const auto bf16_of_bits = [](std::uint32_t u) {
+    float x;
+    std::memcpy(&x, &u, 4);
+    return loftq::io::float_to_bf16(x);
+  };
+  EXPECT_EQ(bf16_of_bits(0x00008000u), 0x0000);
+  EXPECT_EQ(bf16_of_bits(0x00018000u), 0x0002);
+  EXPECT_EQ(bf16_of_bits(0x80018001u), 0x8002);
+  EXPECT_EQ(loftq::io::float_to_f16(std::ldexp(1.0f, -25)), 0x0000);      // half the least subnormal
+  EXPECT_EQ(loftq::io::float_to_f16(std::ldexp(3.0f, -25)), 0x0002);      // 1.5 least subnormals
+  EXPECT_EQ(loftq::io::float_to_f16(std::ldexp(1.0f, -24)), 0x0001);
+  // NaN stays NaN (a quiet one, with its sign); infinity stays infinity.
+  EXPECT_EQ(loftq::io::float_to_f16(-std::numeric_limits<float>::quiet_NaN()), 0xFE00);
+  EXPECT_EQ(bf16_of_bits(0x7F810001u), 0x7FC0);
+  EXPECT_EQ(bf16_of_bits(0xFFC00000u), 0xFFC0);
+  EXPECT_EQ(loftq::io::float_to_bf16(-std::numeric_limits<float>::infinity()), 0xFF80);
+  EXPECT_EQ(loftq::io::float_to_f16(std::numeric_limits<float>::infinity()), 0x7C00);
 }
 
 /// A file holding three tensors of different dtypes.

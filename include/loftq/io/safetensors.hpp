@@ -70,71 +70,23 @@ inline Dtype dtype_from_name(std::string_view name, const std::string& what) {
   throw FormatError(what + ": unknown dtype \"" + std::string(name) + "\"");
 }
 
-/// bfloat16 bits to float (exact).
+/// bfloat16 bits to float (exact), through Eigen::bfloat16.
 inline float bf16_to_float(std::uint16_t bits) {
-  const std::uint32_t wide = static_cast<std::uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &wide, sizeof f);
-  return f;
+  return static_cast<float>(Eigen::numext::bit_cast<Eigen::bfloat16>(bits));
 }
 
-/// float to bfloat16 bits, rounding to nearest even; NaN stays a (quiet) NaN.
+/// float to bfloat16 bits through Eigen::bfloat16: rounds to nearest even, overflow gives
+/// infinity, a NaN gives the quiet NaN 0x7FC0 with the NaN's sign (0xFFC0).
 inline std::uint16_t float_to_bf16(float value) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x0040u);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<std::uint16_t>(bits >> 16);
+  return Eigen::numext::bit_cast<std::uint16_t>(Eigen::bfloat16(value));
 }
 
-/// IEEE float16 bits to float (exact).
-inline float f16_to_float(std::uint16_t h) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  const std::uint32_t exponent = (h >> 10) & 0x1Fu;
-  std::uint32_t mantissa = h & 0x3FFu;
-  std::uint32_t bits;
-  if (exponent == 0x1F) {
-    bits = sign | 0x7F800000u | (mantissa << 13);
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;
-  } else {  // subnormal: normalize
-    std::uint32_t e = 113;
-    while ((mantissa & 0x400u) == 0) {
-      mantissa <<= 1;
-      --e;
-    }
-    bits = sign | (e << 23) | ((mantissa & 0x3FFu) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+/// IEEE float16 bits to float (exact), through Eigen::half.
+inline float f16_to_float(std::uint16_t bits) { return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits)); }
 
-/// float to IEEE float16 bits, rounding to nearest even; overflow gives infinity, NaN stays NaN.
-inline std::uint16_t float_to_f16(float value) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
-  const std::uint32_t magnitude = bits & 0x7FFFFFFFu;
-  if (magnitude > 0x7F800000u) return static_cast<std::uint16_t>(sign | 0x7E00u);
-  if (magnitude >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // rounds past 65504
-  if (magnitude < 0x38800000u) {  // below 2^-14: subnormal or zero
-    if (magnitude < 0x33000000u) return sign;  // below half the least subnormal
-    const std::uint32_t exponent = magnitude >> 23;
-    const std::uint32_t mantissa = (magnitude & 0x7FFFFFu) | 0x800000u;
-    const std::uint32_t shift = 126 - exponent;  // to units of 2^-24
-    std::uint32_t half = mantissa >> shift;
-    const std::uint32_t rest = mantissa & ((1u << shift) - 1u);
-    const std::uint32_t midpoint = 1u << (shift - 1);
-    if (rest > midpoint || (rest == midpoint && (half & 1u) != 0)) ++half;
-    return static_cast<std::uint16_t>(sign | half);
-  }
-  std::uint32_t rounded = magnitude + 0xFFFu + ((magnitude >> 13) & 1u);
-  rounded -= 112u << 23;
-  return static_cast<std::uint16_t>(sign | (rounded >> 13));
-}
+/// float to IEEE float16 bits through Eigen::half: rounds to nearest even (subnormals too),
+/// overflow gives infinity, a NaN gives the quiet NaN 0x7E00 with the NaN's sign.
+inline std::uint16_t float_to_f16(float value) { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(value)); }
 
 /// One tensor of a safetensors file.
 struct TensorInfo {
