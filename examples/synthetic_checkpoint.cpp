@@ -69,12 +69,8 @@ int main(int argc, char** argv) {
       for (const auto& t : tensors) weight_map[t.name] = shard_name(s);
       loftq::io::write_safetensors(dir / shard_name(s), std::move(tensors));
     }
-    loftq::io::Json map = loftq::io::Json::object();
-    for (const auto& [name, file] : weight_map) map.set(name, file);
-    loftq::io::Json index = loftq::io::Json::object();
-    index.set("metadata", loftq::io::Json::object());
-    index.set("weight_map", std::move(map));
-    loftq::io::write_file_atomically(dir / "model.safetensors.index.json", index.dump(2) + "\n");
+    const loftq::io::Json index = {{"metadata", loftq::io::Json::object()}, {"weight_map", weight_map}};
+    loftq::io::write_file_atomically(dir / "model.safetensors.index.json", loftq::io::dump_json(index, 2) + "\n");
     loftq::io::write_file_atomically(dir / "config.json",
                                      "{\"model_type\": \"llama\", \"hidden_size\": " + std::to_string(hidden) +
                                          ", \"intermediate_size\": " + std::to_string(intermediate) +

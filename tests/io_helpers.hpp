@@ -1,4 +1,4 @@
-// Shared helpers of the I/O tests: scratch directories and raw file bytes.
+// Shared helpers of the I/O tests: scratch directories, raw file bytes and error messages.
 #pragma once
 
 #include <unistd.h>
@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <loftq/io/error.hpp>
 #include <string>
 
 namespace loftq_test {
@@ -46,6 +47,17 @@ inline std::string file_bytes(const std::filesystem::path& path) {
 inline void write_bytes(const std::filesystem::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// The message of the loftq::io::ArgumentError that f() throws, or "" when it throws none.
+template <class F>
+std::string argument_error_message(F&& f) {
+  try {
+    f();
+  } catch (const loftq::io::ArgumentError& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace loftq_test

@@ -10,6 +10,7 @@
 #include <loftq/io/bnb.hpp>
 #include <loftq/io/checkpoint.hpp>
 #include <loftq/io/convert.hpp>
+#include <loftq/io/error.hpp>
 #include <loftq/io/file.hpp>
 #include <loftq/io/json.hpp>
 #include <loftq/io/peft.hpp>

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "test_helpers.hpp"
+#include "io_helpers.hpp"
 
 namespace {
 
@@ -25,7 +25,7 @@ using loftq::io::BnbOptions;
 using loftq::io::Dtype;
 using loftq::io::FormatError;
 using loftq::io::TensorData;
-using loftq_test::invalid_argument_message;
+using loftq_test::argument_error_message;
 
 const std::string kName = "model.layers.0.self_attn.q_proj.weight";
 
@@ -203,13 +203,13 @@ TEST(BnbDoubleQuant, BlocksOf256) {
 }
 
 TEST(BnbDoubleQuant, RejectsBadAbsmax) {
-  EXPECT_NE(invalid_argument_message([] { loftq::io::bnb_double_quantize({}); }).find("empty"),
+  EXPECT_NE(argument_error_message([] { loftq::io::bnb_double_quantize({}); }).find("empty"),
             std::string::npos);
-  EXPECT_NE(invalid_argument_message([] {
+  EXPECT_NE(argument_error_message([] {
               loftq::io::bnb_double_quantize({1.0f, -1.0f});
             }).find("absmax[1]"),
             std::string::npos);
-  EXPECT_NE(invalid_argument_message([] {
+  EXPECT_NE(argument_error_message([] {
               loftq::io::bnb_double_quantize({std::nanf("")});
             }).find("absmax[0]"),
             std::string::npos);
@@ -497,7 +497,7 @@ TEST(BnbRoundTrip, AcceptsAnyBitsandbytesNestedBlockAndPadNibble) {
 TEST(BnbErrors, WrongCodebookBlockSizeDtypeOrName) {
   const auto message = [](const QuantizedMatrix& q, BnbOptions options = {},
                           std::string name = kName) {
-    return invalid_argument_message([&] { loftq::io::bnb_tensors(name, q, options); });
+    return argument_error_message([&] { loftq::io::bnb_tensors(name, q, options); });
   };
   EXPECT_NE(message(quantized(4, 16, Codebook::int8)).find("int8"), std::string::npos);
   EXPECT_NE(message(quantized(4, 16, Codebook::nf2)).find("nf2"), std::string::npos);
@@ -513,11 +513,11 @@ TEST(BnbErrors, WrongCodebookBlockSizeDtypeOrName) {
   EXPECT_NE(message(quantized(4, 16), wide).find("float64"), std::string::npos);
   EXPECT_NE(message(quantized(4, 16), {}, "").find("weight_name"), std::string::npos);
   EXPECT_NE(message(QuantizedMatrix()).find("empty"), std::string::npos);
-  EXPECT_NE(invalid_argument_message([] {
+  EXPECT_NE(argument_error_message([] {
               loftq::io::bnb_tensor_layout(kName, 4, 16, Codebook::nf4, 0);
             }).find("block_size = 0"),
             std::string::npos);
-  EXPECT_NE(invalid_argument_message([] {
+  EXPECT_NE(argument_error_message([] {
               loftq::io::read_bnb("", std::vector<TensorData>{});
             }).find("weight_name"),
             std::string::npos);
@@ -620,7 +620,7 @@ TEST(BnbErrors, BadNestedFields) {
       {head + R"(32, "nested_dtype": "float32", "nested_offset": 0.5})", "nested_blocksize 32"},
       {head + R"(256, "nested_dtype": "float32", "nested_offset": "0.5"})", "nested_offset"},
       {head + R"(256, "nested_dtype": "float32", "nested_offset": 1e39})", "not a finite float32"},
-      {head + R"(256, "nested_dtype": "float32", "nested_offset": 1e999})", "not a finite float32"},
+      {head + R"(256, "nested_dtype": "float32", "nested_offset": 1e999})", "number overflow"},
       // Without nested keys, the U8 absmax does not fit.
       {R"({"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [5, 7]})",
        "dtype U8, expected F32"},

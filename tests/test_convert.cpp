@@ -80,12 +80,8 @@ void write_model(const fs::path& dir) {
   for (auto& [shard, tensors] : shards) {
     loftq::io::write_safetensors(dir / ("model-0000" + std::to_string(shard) + "-of-00002.safetensors"), std::move(tensors));
   }
-  loftq::io::Json map = loftq::io::Json::object();
-  for (const auto& [name, file] : weight_map) map.set(name, file);
-  loftq::io::Json index = loftq::io::Json::object();
-  index.set("metadata", loftq::io::Json::object());
-  index.set("weight_map", std::move(map));
-  loftq::io::write_file_atomically(dir / "model.safetensors.index.json", index.dump(2));
+  const loftq::io::Json index = {{"metadata", loftq::io::Json::object()}, {"weight_map", weight_map}};
+  loftq::io::write_file_atomically(dir / "model.safetensors.index.json", loftq::io::dump_json(index, 2));
   loftq::io::write_file_atomically(dir / "config.json", R"({"model_type": "llama", "hidden_size": 256})");
   loftq::io::write_file_atomically(dir / "tokenizer.json", R"({"version": "1.0"})");
 }
@@ -147,10 +143,10 @@ TEST_F(Convert, WritesBackboneAndAdapterThatReproduceW) {
   const loftq::io::Checkpoint in(model()), result(o);
   const SafetensorsReader adapter(o / "loftq_init" / "adapter_model.safetensors");
   const loftq::io::Json config = loftq::io::parse_json(file_bytes(o / "loftq_init" / "adapter_config.json"));
-  EXPECT_EQ(config.at("r").as_u64(), 8u);
-  EXPECT_EQ(config.at("lora_alpha").as_double(), 8.0);
+  EXPECT_EQ(config.at("r").get<std::uint64_t>(), 8u);
+  EXPECT_EQ(config.at("lora_alpha").get<double>(), 8.0);
   std::set<std::string> modules;
-  for (const auto& m : config.at("target_modules").elements()) modules.insert(m.as_string());
+  for (const auto& m : config.at("target_modules")) modules.insert(m.get<std::string>());
   EXPECT_EQ(modules, (std::set<std::string>{"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"}));
   ASSERT_EQ(result.tensors().size(), in.tensors().size());
   for (const auto& [file, t] : in.tensors()) {
@@ -205,7 +201,7 @@ TEST_F(Convert, SixteenBitQRequantizesToTheSameCodesAsTheBitsandbytesExport) {
     }
   }
   const loftq::io::Json config = loftq::io::parse_json(file_bytes(out("bnb") / "config.json"));
-  EXPECT_EQ(config.at("quantization_config").at("bnb_4bit_quant_type").as_string(), "nf4");
+  EXPECT_EQ(config.at("quantization_config").at("bnb_4bit_quant_type").get<std::string>(), "nf4");
 }
 
 TEST_F(Convert, MixedPrecisionAndBitsBudgetChooseBitsPerTarget) {
@@ -214,12 +210,12 @@ TEST_F(Convert, MixedPrecisionAndBitsBudgetChooseBitsPerTarget) {
   mixed.report = out("mixed.json");
   loftq::io::convert(mixed);
   const loftq::io::Json report = loftq::io::parse_json(file_bytes(out("mixed.json")));
-  ASSERT_EQ(report.at("targets").elements().size(), 14u);
-  for (const loftq::io::Json& t : report.at("targets").elements()) {
-    const bool first_block = t.at("name").as_string().find("layers.0.") != std::string::npos;
-    EXPECT_EQ(t.at("bits").as_u64(), first_block ? 4u : 2u);
-    EXPECT_EQ(t.at("loftq_errors").elements().size(), 2u);
-    EXPECT_GT(t.at("qlora_error").as_double(), 0.0);
+  ASSERT_EQ(report.at("targets").size(), 14u);
+  for (const loftq::io::Json& t : report.at("targets")) {
+    const bool first_block = t.at("name").get<std::string>().find("layers.0.") != std::string::npos;
+    EXPECT_EQ(t.at("bits").get<std::uint64_t>(), first_block ? 4u : 2u);
+    EXPECT_EQ(t.at("loftq_errors").size(), 2u);
+    EXPECT_GT(t.at("qlora_error").get<double>(), 0.0);
   }
 
   loftq::io::ConvertOptions budget = options_for(model(), out("budget"));
@@ -252,7 +248,7 @@ TEST_F(Convert, ShardsMergeToTheSameBytesAsOneRun) {
   }
   loftq::io::ConvertOptions merge = options_for(model(), out("merged"));
   merge.merge = {out("shard0"), out("shard1")};
-  EXPECT_THROW(loftq::io::convert(merge), std::invalid_argument);  // shard 2 missing
+  EXPECT_THROW(loftq::io::convert(merge), loftq::io::ArgumentError);  // shard 2 missing
   EXPECT_FALSE(fs::exists(out("merged")));
   merge.merge.push_back(out("shard2"));
   loftq::io::convert(merge);
@@ -262,7 +258,7 @@ TEST_F(Convert, ShardsMergeToTheSameBytesAsOneRun) {
   EXPECT_EQ(whole, merged);
   merge.rank = 4;
   merge.output = out("merged-other");
-  EXPECT_THROW(loftq::io::convert(merge), std::invalid_argument);  // other settings
+  EXPECT_THROW(loftq::io::convert(merge), loftq::io::ArgumentError);  // other settings
 }
 
 TEST_F(Convert, OutputBytesDoNotDependOnThreadsOrInstructionSet) {
@@ -289,19 +285,19 @@ TEST_F(Convert, OutputBytesDoNotDependOnThreadsOrInstructionSet) {
 TEST_F(Convert, FailuresLeaveNoOutput) {
   loftq::io::ConvertOptions o = options_for(model(), out("fail"));
   o.target_modules = "nothing_matches";
-  EXPECT_THROW(loftq::io::convert(o), std::invalid_argument);
+  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
   o.target_modules = "all-linear";
   o.format = loftq::io::BackboneFormat::bnb_nf4;
   o.bits = 2;
-  EXPECT_THROW(loftq::io::convert(o), std::invalid_argument);
+  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
   o = options_for(model(), model() / "inside");
-  EXPECT_THROW(loftq::io::convert(o), std::invalid_argument);
+  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
   for (const auto& e : fs::directory_iterator(scratch_->path())) {
     EXPECT_EQ(e.path().filename().string().find("fail"), std::string::npos) << e.path();
   }
   fs::create_directories(out("exists"));
   o = options_for(model(), out("exists"));
-  EXPECT_THROW(loftq::io::convert(o), std::invalid_argument);
+  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
   EXPECT_TRUE(fs::is_empty(out("exists")));
 }
 
@@ -373,7 +369,7 @@ TEST_F(Convert, HostileInputsFailCleanly) {
     EXPECT_ANY_THROW(loftq::io::convert(options_for(dir / input, dir / "out"))) << input;
     EXPECT_FALSE(fs::exists(dir / "out")) << input;
   }
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "nan", dir / "out")), std::invalid_argument);
+  EXPECT_THROW(loftq::io::convert(options_for(dir / "nan", dir / "out")), loftq::io::ArgumentError);
   EXPECT_THROW(loftq::io::convert(options_for(dir / "int8", dir / "out")), loftq::io::FormatError);
   EXPECT_THROW(loftq::io::convert(options_for(dir / "header", dir / "out")), loftq::io::FormatError);
   EXPECT_THROW(loftq::io::convert(options_for(dir / "huge", dir / "out")), loftq::io::FormatError);
@@ -425,9 +421,9 @@ TEST_F(Convert, ToolConvertsAndPrintsProgressAndSummary) {
   EXPECT_NE(stderr_text.find("LoftQ [8/8"), std::string::npos) << stderr_text;  // plain lines: not a terminal
   EXPECT_NE(stdout_text.find("| nf4      |       8 |"), std::string::npos) << stdout_text;
   const loftq::io::Json config = loftq::io::parse_json(file_bytes(out("cli") / "loftq_init" / "adapter_config.json"));
-  EXPECT_EQ(config.at("lora_alpha").as_double(), 8.0);
-  EXPECT_EQ(config.at("target_modules").elements()[0].as_string(), ".*self_attn.*");
-  EXPECT_EQ(loftq::io::parse_json(file_bytes(out("cli.json"))).at("targets").elements().size(), 8u);
+  EXPECT_EQ(config.at("lora_alpha").get<double>(), 8.0);
+  EXPECT_EQ(config.at("target_modules")[0].get<std::string>(), ".*self_attn.*");
+  EXPECT_EQ(loftq::io::parse_json(file_bytes(out("cli.json"))).at("targets").size(), 8u);
   EXPECT_EQ(run_tool(args, stdout_text, stderr_text), 2);  // the output exists now
   EXPECT_NE(stderr_text.find("--overwrite"), std::string::npos);
   EXPECT_EQ(run_tool(args + " --overwrite", stdout_text, stderr_text), 0) << stderr_text;

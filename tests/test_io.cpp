@@ -1,70 +1,221 @@
-// JSON, safetensors reader and writer, sharded checkpoints and PEFT adapters.
+// JSON, errors, safetensors reader and writer, sharded checkpoints and PEFT adapters.
 #include <gtest/gtest.h>
 
+#include <clocale>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <loftq/blockwise.hpp>
+#include <loftq/io/bnb.hpp>
 #include <loftq/io/checkpoint.hpp>
+#include <loftq/io/error.hpp>
 #include <loftq/io/json.hpp>
 #include <loftq/io/peft.hpp>
 #include <loftq/io/safetensors.hpp>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "io_helpers.hpp"
 
 namespace {
 
+using loftq::io::ArgumentError;
 using loftq::io::Dtype;
+using loftq::io::dump_json;
+using loftq::io::FileError;
 using loftq::io::FormatError;
 using loftq::io::Json;
+using loftq::io::json_at;
+using loftq::io::json_number;
+using loftq::io::json_string;
+using loftq::io::json_u64;
 using loftq::io::parse_json;
 using loftq::io::SafetensorsReader;
 using loftq_test::file_bytes;
 using loftq_test::ScratchDir;
 using loftq_test::write_bytes;
 
-TEST(Json, ParsesAndDumpsLikePython) {
-  const Json j = parse_json(R"( {"a": [1, -2.5e3, 0, "x\u00e9\n"], "b": {"c": null, "d": true}} )");
-  EXPECT_EQ(j.dump(), R"({"a": [1, -2.5e3, 0, "xé\n"], "b": {"c": null, "d": true}})");
-  EXPECT_EQ(j.at("a").elements()[0].as_u64(), 1u);
-  EXPECT_DOUBLE_EQ(j.at("a").elements()[1].as_double(), -2500.0);
-  EXPECT_TRUE(j.at("b").at("d").as_bool());
-  EXPECT_EQ(parse_json(j.dump(2)).dump(), j.dump());
+TEST(Json, ParsesAndDumps) {
+  const Json j = parse_json(R"( {"b": {"d": true, "c": null}, "a": [1, -2.5e3, 0, "x\u00e9\n"]} )");
+  EXPECT_EQ(dump_json(j), R"({"a":[1,-2500.0,0,"xé\n"],"b":{"c":null,"d":true}})");  // keys sorted
+  EXPECT_EQ(json_u64(j["a"][0], "a[0]"), 1u);
+  EXPECT_EQ(json_number(j["a"][1], "a[1]"), -2500.0);
+  EXPECT_TRUE(j["b"]["d"].get<bool>());
+  EXPECT_EQ(json_string(j["a"][3], "a[3]"), "x\xc3\xa9\n");
+  EXPECT_EQ(parse_json(dump_json(j, 2)), j);
+  EXPECT_EQ(dump_json(parse_json("[]"), 2), "[]");
+  const loftq::io::OrderedJson ordered = {{"b", 1}, {"a", 2}};
+  EXPECT_EQ(dump_json(ordered), R"({"b":1,"a":2})");
 }
 
 TEST(Json, KeepsSixtyFourBitIntegersExact) {
-  const Json j = parse_json("[18446744073709551615, 9007199254740993]");
-  EXPECT_EQ(j.elements()[0].as_u64(), 18446744073709551615ull);
-  EXPECT_EQ(j.elements()[1].as_u64(), 9007199254740993ull);
-  EXPECT_THROW(parse_json("18446744073709551616").as_u64(), FormatError);
-  EXPECT_THROW(parse_json("-1").as_u64(), FormatError);
-  EXPECT_THROW(parse_json("1.5").as_u64(), FormatError);
+  const Json j = parse_json("[18446744073709551615, 9007199254740993, -9223372036854775808]");
+  EXPECT_EQ(json_u64(j[0], "j[0]"), 18446744073709551615ull);
+  EXPECT_EQ(json_u64(j[1], "j[1]"), 9007199254740993ull);
+  EXPECT_EQ(j[2].get<std::int64_t>(), std::numeric_limits<std::int64_t>::min());
+  EXPECT_EQ(dump_json(j), "[18446744073709551615,9007199254740993,-9223372036854775808]");
+  // Beyond 64 bits a number parses (as a double), but no integer is read from it; nor from a
+  // negative number, a fraction or an exponent, even one with an integer value.
+  for (const char* text : {"18446744073709551616", "-1", "1.5", "1.0", "1e3", "\"1\"", "true", "null", "[1]"}) {
+    const Json value = parse_json(text);
+    try {
+      json_u64(value, "offset");
+      ADD_FAILURE() << text;
+    } catch (const FormatError& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("offset is ", 0), 0u) << e.what();
+      EXPECT_NE(std::string(e.what()).find("not an integer in [0, 2^64)"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Json, RejectsMalformedDocuments) {
-  for (const char* bad : {"", "{", "[1,]", "{\"a\" 1}", "{\"a\": 1,}", "01", "1.", "-", "tru", "\"abc",
-                          "\"\\x\"", "\"\\ud800\"", "\"a\x01\"", "{\"a\": 1, \"a\": 2}", "[1] 2", "\"\xff\"",
-                          "\"\xc0\x80\"", "\"\xed\xa0\x80\""}) {
+  for (const char* bad : {"", " ", "{", "[1,]", "{\"a\" 1}", "{\"a\": 1,}", "01", "1.", "-", "+1", ".5", "tru",
+                          "\"abc", "\"\\x\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"a\x01\"",
+                          "{\"a\": 1, \"a\": 2}", "[{\"a\": {\"b\": 1, \"b\": 1}}]", "[1] 2", "\"\xff\"",
+                          "\"\xc0\x80\"", "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"", "\"\xe2\x82\"", "NaN",
+                          "Infinity", "1e400", "-1e400", "[1] // comment", "/* c */ [1]", "\xEF\xBB\xBF[1]",
+                          "{1: 2}", "[1\v]", "'a'"}) {
     EXPECT_THROW(parse_json(bad), FormatError) << bad;
   }
-  std::string deep(65, '[');
-  deep += std::string(65, ']');
-  EXPECT_THROW(parse_json(deep), FormatError);
-  std::string fine(64, '[');
-  fine += std::string(64, ']');
-  EXPECT_NO_THROW(parse_json(fine));
-  EXPECT_THROW(Json(std::nan("")), std::invalid_argument);
+  EXPECT_THROW(parse_json(std::string("[1]\0", 4)), FormatError);
+  EXPECT_THROW(parse_json(std::string("{}\0{", 4)), FormatError);
+  EXPECT_THROW(parse_json(std::string("\"a\0\"", 4)), FormatError);
+  EXPECT_EQ(json_string(parse_json("\"a\\u0000\""), "s"), std::string("a\0", 2));
+  try {
+    parse_json("{\"k\": 1, \"k\": 2}", "doc.json");
+    ADD_FAILURE();
+  } catch (const FormatError& e) {
+    EXPECT_EQ(std::string(e.what()), "doc.json: invalid JSON: duplicate key \"k\"");
+  }
+  try {
+    parse_json("[1, tru]", "doc.json");
+    ADD_FAILURE();
+  } catch (const FormatError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("doc.json: invalid JSON: at byte ", 0), 0u) << e.what();
+  }
+  // 64 levels of nesting parse, 65 do not.
+  EXPECT_EQ(loftq::io::json_max_depth, 64u);
+  for (const char* open : {"[", "{\"k\": "}) {
+    const std::string close = open[0] == '[' ? "]" : "}";
+    std::string fine;
+    for (int i = 0; i < 64; ++i) fine += open;
+    fine += "0";
+    for (int i = 0; i < 64; ++i) fine += close;
+    EXPECT_NO_THROW(parse_json(fine));
+    EXPECT_THROW(parse_json(open + fine + close), FormatError);
+  }
+  // At most json_max_values values: the array counts as one.
   std::string many = "[0";
-  for (std::size_t i = 2; i < loftq::io::JsonParser::max_values; ++i) many += ",0";
-  EXPECT_NO_THROW(parse_json(many + "]"));  // the array and max_values - 1 zeros
+  for (std::size_t i = 2; i < loftq::io::json_max_values; ++i) many += ",0";
+  EXPECT_EQ(parse_json(many + "]").size(), loftq::io::json_max_values - 1);
   EXPECT_THROW(parse_json(many + ",0]"), FormatError);
+  EXPECT_THROW(parse_json(many + ",[]]"), FormatError);
+}
+
+TEST(Json, WriterRefusesWhatJsonCannotHold) {
+  EXPECT_THROW(dump_json(Json{{"a", {1.0, std::nan("")}}}), loftq::io::ArgumentError);
+  EXPECT_THROW(dump_json(Json(std::numeric_limits<double>::infinity())), loftq::io::ArgumentError);
+  try {
+    dump_json(Json{{"a", {{"b", std::nan("")}}}});
+    ADD_FAILURE();
+  } catch (const loftq::io::ArgumentError& e) {
+    EXPECT_NE(std::string(e.what()).find("/a/b"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(dump_json(Json("\xff")), loftq::io::ArgumentError);
+  EXPECT_THROW(dump_json(loftq::io::OrderedJson{{"\xc0\x80", 1}}), loftq::io::ArgumentError);
 }
 
 TEST(Json, EscapesControlCharactersAndQuotes) {
   const Json j(std::string("a\"b\\c\x01"));
-  EXPECT_EQ(j.dump(), "\"a\\\"b\\\\c\\u0001\"");
-  EXPECT_EQ(parse_json(j.dump()).as_string(), j.as_string());
+  EXPECT_EQ(dump_json(j), "\"a\\\"b\\\\c\\u0001\"");
+  EXPECT_EQ(parse_json(dump_json(j)), j);
+}
+
+TEST(Json, AccessorsNameTheDocumentAndTheValue) {
+  const Json j = parse_json(R"({"n": 1.5, "s": "x", "o": {}})");
+  EXPECT_EQ(&json_at(j, "s", "doc"), &j["s"]);
+  const auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const FormatError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no FormatError");
+  };
+  EXPECT_EQ(message([&] { json_at(j, "m", "doc"); }), "doc has no member \"m\"");
+  EXPECT_EQ(message([&] { json_at(j["s"], "m", "doc: s"); }), "doc: s is not a JSON object");
+  EXPECT_EQ(message([&] { json_string(j["n"], "doc: n"); }), "doc: n is 1.5, not a string");
+  EXPECT_EQ(message([&] { json_number(j["s"], "doc: s"); }), "doc: s is \"x\", not a number");
+  EXPECT_EQ(message([&] { json_u64(j["o"], "doc: o"); }), "doc: o is {}, not an integer in [0, 2^64)");
+  const Json wide = std::string(100, 'y');
+  EXPECT_EQ(message([&] { json_u64(wide, "w"); }), "w is \"" + std::string(36, 'y') + "..., not an integer in [0, 2^64)");
+}
+
+/// Sets the C locale for the life of the object, then restores the previous one.
+class CLocale {
+ public:
+  explicit CLocale(const char* name) : previous_(std::setlocale(LC_ALL, nullptr)) {
+    ok_ = std::setlocale(LC_ALL, name) != nullptr;
+  }
+  CLocale(const CLocale&) = delete;
+  CLocale& operator=(const CLocale&) = delete;
+  ~CLocale() { std::setlocale(LC_ALL, previous_.c_str()); }
+  bool ok() const { return ok_; }
+
+ private:
+  std::string previous_;
+  bool ok_ = false;
+};
+
+TEST(Json, ParsesAndWritesTheSameUnderACommaDecimalLocale) {
+  ScratchDir dir;
+  {
+    const CLocale german("de_DE.UTF-8");
+    ASSERT_TRUE(german.ok()) << "the locale de_DE.UTF-8 is missing; generate it with\n"
+                                "  apt-get install -y locales && localedef -i de_DE -f UTF-8 de_DE.UTF-8";
+    ASSERT_STREQ(std::localeconv()->decimal_point, ",");
+    const Json j = parse_json(R"({"x": 0.5, "y": [1234.25, -2.5e-3, 1E2]})");
+    EXPECT_EQ(j["x"].get<double>(), 0.5);
+    EXPECT_EQ(j["y"][0].get<double>(), 1234.25);
+    EXPECT_EQ(j["y"][1].get<double>(), -2.5e-3);
+    EXPECT_EQ(j["y"][2].get<double>(), 100.0);
+    EXPECT_EQ(dump_json(j), R"({"x":0.5,"y":[1234.25,-0.0025,100.0]})");
+
+    // A safetensors file with fractional metadata, a PEFT config with a fractional alpha and a
+    // bitsandbytes quant state with its nested_offset, written and read back.
+    const float w[2] = {0.5f, -1.25f};
+    std::vector<loftq::io::TensorSource> tensors;
+    tensors.push_back(source_of(loftq::io::float_tensor("w", w, {2}, Dtype::bf16)));
+    loftq::io::write_safetensors(dir / "x.safetensors", std::move(tensors), {{"format", "pt"}, {"report", dump_json(j)}});
+    const SafetensorsReader r(dir / "x.safetensors");
+    EXPECT_EQ(r.read_floats(r.at("w")), (std::vector<float>{0.5f, -1.25f}));
+    ASSERT_EQ(r.metadata().size(), 2u);
+    EXPECT_EQ(parse_json(r.metadata()[1].second), j);
+
+    loftq::io::AdapterConfig config;
+    config.rank = 4;
+    config.lora_alpha = 0.75;
+    const std::string text = loftq::io::adapter_config_json(config);
+    EXPECT_NE(text.find("\"lora_alpha\": 0.75"), std::string::npos) << text;
+    EXPECT_EQ(parse_json(text)["lora_alpha"].get<double>(), 0.75);
+
+    const Eigen::MatrixXf m = Eigen::MatrixXf::Random(8, 64) * 0.3f;
+    const loftq::QuantizedMatrix q = loftq::quantize(m, loftq::Codebook::nf4, 64);
+    loftq::io::BnbOptions options;
+    options.double_quant = true;
+    const std::vector<loftq::io::TensorData> bnb = loftq::io::bnb_tensors("m", q, options);
+    const std::string state(bnb.back().bytes.begin(), bnb.back().bytes.end());
+    EXPECT_NE(state.find("\"nested_offset\": "), std::string::npos) << state;
+    EXPECT_EQ(state.find(','), state.find(", ")) << state;  // separators only, no decimal comma
+    const loftq::QuantizedMatrix back = loftq::io::read_bnb("m", bnb);
+    EXPECT_EQ(back.codes(), q.codes());
+    const float offset = loftq::io::bnb_double_quantize(q.scales()).offset;
+    EXPECT_EQ(static_cast<float>(json_number(parse_json(state)["nested_offset"], "offset")), offset);
+  }
+  EXPECT_STREQ(std::localeconv()->decimal_point, ".");
 }
 
 TEST(HalfFloats, ConvertEveryPatternExactlyAndRoundToNearestEven) {
@@ -79,6 +230,8 @@ TEST(HalfFloats, ConvertEveryPatternExactlyAndRoundToNearestEven) {
     const float b = loftq::io::bf16_to_float(bits);
     if (!std::isnan(b)) {
       EXPECT_EQ(loftq::io::float_to_bf16(b), bits) << h;
+    } else {
+      EXPECT_TRUE(std::isnan(loftq::io::bf16_to_float(loftq::io::float_to_bf16(b)))) << h;
     }
   }
 #ifdef __FLT16_MAX__
@@ -99,6 +252,24 @@ TEST(HalfFloats, ConvertEveryPatternExactlyAndRoundToNearestEven) {
   EXPECT_EQ(loftq::io::float_to_bf16(1.0f + 3.0f / 256), 0x3F82);
   EXPECT_EQ(loftq::io::float_to_f16(65520.0f), 0x7C00);  // rounds past the largest half
   EXPECT_EQ(loftq::io::float_to_f16(65504.0f), 0x7BFF);
+  // Subnormal ties, as PyTorch 1.13 rounds them.
+  const auto bf16_of_bits = [](std::uint32_t u) {
+    float x;
+    std::memcpy(&x, &u, 4);
+    return loftq::io::float_to_bf16(x);
+  };
+  EXPECT_EQ(bf16_of_bits(0x00008000u), 0x0000);
+  EXPECT_EQ(bf16_of_bits(0x00018000u), 0x0002);
+  EXPECT_EQ(bf16_of_bits(0x80018001u), 0x8002);
+  EXPECT_EQ(loftq::io::float_to_f16(std::ldexp(1.0f, -25)), 0x0000);      // half the least subnormal
+  EXPECT_EQ(loftq::io::float_to_f16(std::ldexp(3.0f, -25)), 0x0002);      // 1.5 least subnormals
+  EXPECT_EQ(loftq::io::float_to_f16(std::ldexp(1.0f, -24)), 0x0001);
+  // NaN stays NaN (a quiet one, with its sign); infinity stays infinity.
+  EXPECT_EQ(loftq::io::float_to_f16(-std::numeric_limits<float>::quiet_NaN()), 0xFE00);
+  EXPECT_EQ(bf16_of_bits(0x7F810001u), 0x7FC0);
+  EXPECT_EQ(bf16_of_bits(0xFFC00000u), 0xFFC0);
+  EXPECT_EQ(loftq::io::float_to_bf16(-std::numeric_limits<float>::infinity()), 0xFF80);
+  EXPECT_EQ(loftq::io::float_to_f16(std::numeric_limits<float>::infinity()), 0x7C00);
 }
 
 /// A file holding three tensors of different dtypes.
@@ -140,8 +311,8 @@ TEST(Safetensors, WriterRoundTripsThroughTheReader) {
   EXPECT_EQ(m.rows(), 2);
   EXPECT_EQ(m.cols(), 6);
   EXPECT_EQ(r.read_raw(r.at("d.u8")), (std::vector<std::uint8_t>{1, 2, 3}));
-  EXPECT_THROW(r.read_floats(r.at("d.u8")), std::invalid_argument);
-  EXPECT_THROW(r.at("missing"), std::invalid_argument);
+  EXPECT_THROW(r.read_floats(r.at("d.u8")), ArgumentError);
+  EXPECT_THROW(r.at("missing"), ArgumentError);
   EXPECT_EQ(r.find("missing"), nullptr);
 }
 
@@ -150,10 +321,13 @@ TEST(Safetensors, WriterRefusesBadTensorsAndLeavesNoFile) {
   std::vector<loftq::io::TensorSource> twins;
   twins.push_back(source_of(loftq::io::TensorData{"x", Dtype::u8, {1}, {1}}));
   twins.push_back(source_of(loftq::io::TensorData{"x", Dtype::u8, {1}, {2}}));
-  EXPECT_THROW(loftq::io::write_safetensors(dir / "a.safetensors", std::move(twins)), std::invalid_argument);
+  EXPECT_THROW(loftq::io::write_safetensors(dir / "a.safetensors", std::move(twins)), ArgumentError);
   std::vector<loftq::io::TensorSource> short_one;
   short_one.push_back(source_of(loftq::io::TensorData{"x", Dtype::f32, {2}, {1, 2, 3}}));
-  EXPECT_THROW(loftq::io::write_safetensors(dir / "b.safetensors", std::move(short_one)), std::runtime_error);
+  EXPECT_THROW(loftq::io::write_safetensors(dir / "b.safetensors", std::move(short_one)), ArgumentError);
+  std::vector<loftq::io::TensorSource> not_utf8;
+  not_utf8.push_back(source_of(loftq::io::TensorData{"\xff", Dtype::u8, {1}, {1}}));
+  EXPECT_THROW(loftq::io::write_safetensors(dir / "d.safetensors", std::move(not_utf8)), ArgumentError);
   std::vector<loftq::io::TensorSource> throwing;
   throwing.push_back({"x", Dtype::u8, {4}, [](const loftq::io::TensorSource::Emit&) { throw std::runtime_error("boom"); }});
   EXPECT_THROW(loftq::io::write_safetensors(dir / "c.safetensors", std::move(throwing)), std::runtime_error);
@@ -201,8 +375,8 @@ TEST(Safetensors, ReaderRejectsMalformedFiles) {
     write_bytes(dir / "bad", bytes);
     EXPECT_THROW(SafetensorsReader(dir / "bad"), FormatError) << name;
   }
-  EXPECT_THROW(SafetensorsReader(dir / "does-not-exist"), std::system_error);
-  EXPECT_THROW(SafetensorsReader(dir.path()), std::invalid_argument);  // a directory
+  EXPECT_THROW(SafetensorsReader(dir / "does-not-exist"), FileError);
+  EXPECT_THROW(SafetensorsReader(dir.path()), FileError);  // a directory
 }
 
 TEST(Safetensors, ReaderReportsTruncationWhenReadingData) {
@@ -210,7 +384,7 @@ TEST(Safetensors, ReaderReportsTruncationWhenReadingData) {
   write_sample(dir / "x.safetensors");
   const SafetensorsReader r(dir / "x.safetensors");
   std::filesystem::resize_file(dir / "x.safetensors", std::filesystem::file_size(dir / "x.safetensors") - 2);
-  EXPECT_THROW(r.read_raw(r.at("d.u8")), std::runtime_error);
+  EXPECT_THROW(r.read_raw(r.at("d.u8")), FormatError);
 }
 
 /// A two-shard checkpoint with an index.
@@ -233,8 +407,8 @@ TEST(Checkpoint, ReadsShardsThroughTheIndex) {
   EXPECT_EQ(c.file_names(), (std::vector<std::string>{"m-1.safetensors", "m-2.safetensors"}));
   ASSERT_EQ(c.tensors().size(), 2u);
   EXPECT_EQ(c.at("y").file->read_floats(*c.at("y").info), (std::vector<float>{1, 2, 3, 4}));
-  EXPECT_EQ(c.index_metadata().at("total_size").as_u64(), 24u);
-  EXPECT_THROW(c.at("z"), std::invalid_argument);
+  EXPECT_EQ(json_u64(c.index_metadata()["total_size"], "total_size"), 24u);
+  EXPECT_THROW(c.at("z"), ArgumentError);
 }
 
 TEST(Checkpoint, RejectsInconsistentIndexes) {
@@ -245,10 +419,10 @@ TEST(Checkpoint, RejectsInconsistentIndexes) {
     ScratchDir dir;
     write_sharded(dir.path());
     loftq::io::write_file_atomically(dir / "model.safetensors.index.json", index);
-    EXPECT_ANY_THROW(loftq::io::Checkpoint{dir.path()}) << index;
+    EXPECT_THROW(loftq::io::Checkpoint{dir.path()}, loftq::io::Error) << index;
   }
   ScratchDir empty;
-  EXPECT_THROW(loftq::io::Checkpoint{empty.path()}, std::invalid_argument);
+  EXPECT_THROW(loftq::io::Checkpoint{empty.path()}, FormatError);
 }
 
 TEST(Peft, AdapterUndoesTheLoraScaling) {
@@ -271,17 +445,17 @@ TEST(Peft, AdapterUndoesTheLoraScaling) {
   EXPECT_LT((product - f.A * f.B.transpose()).norm(), 1e-5f);
 
   const Json json = parse_json(loftq::io::adapter_config_json(config));
-  EXPECT_EQ(json.at("peft_type").as_string(), "LORA");
-  EXPECT_EQ(json.at("r").as_u64(), 2u);
-  EXPECT_EQ(json.at("lora_alpha").as_double(), 8.0);
-  EXPECT_EQ(json.at("target_modules").elements()[0].as_string(), "q_proj");
-  EXPECT_EQ(json.at("bias").as_string(), "none");
-  EXPECT_TRUE(json.at("init_lora_weights").as_bool());
+  EXPECT_EQ(json.at("peft_type"), "LORA");
+  EXPECT_EQ(json.at("r"), 2);
+  EXPECT_EQ(json.at("lora_alpha"), 8.0);
+  EXPECT_EQ(json.at("target_modules"), Json::array({"q_proj"}));
+  EXPECT_EQ(json.at("bias"), "none");
+  EXPECT_EQ(json.at("init_lora_weights"), true);
 
   config.lora_alpha = 0.0;  // means r: scaling 1
-  EXPECT_EQ(parse_json(loftq::io::adapter_config_json(config)).at("lora_alpha").as_double(), 2.0);
+  EXPECT_EQ(parse_json(loftq::io::adapter_config_json(config)).at("lora_alpha"), 2.0);
   f.B = Eigen::MatrixXf::Random(3, 1);
-  EXPECT_THROW(loftq::io::adapter_tensors(config, f), std::invalid_argument);
+  EXPECT_THROW(loftq::io::adapter_tensors(config, f), ArgumentError);
 }
 
 TEST(Peft, WritesTheAdapterDirectory) {
@@ -292,7 +466,75 @@ TEST(Peft, WritesTheAdapterDirectory) {
   loftq::io::write_adapter(dir / "adapter", config, {{"m.q", Eigen::MatrixXf::Ones(2, 1), Eigen::MatrixXf::Ones(3, 1)}});
   const SafetensorsReader r(dir / "adapter" / "adapter_model.safetensors");
   EXPECT_EQ(r.tensors().size(), 2u);
-  EXPECT_EQ(parse_json(file_bytes(dir / "adapter" / "adapter_config.json")).at("target_modules").as_string(), "all-linear");
+  EXPECT_EQ(parse_json(file_bytes(dir / "adapter" / "adapter_config.json")).at("target_modules"), "all-linear");
+}
+
+/// The kind of io::Error that f() throws: "FormatError", "FileError", "ArgumentError", "Error", or
+/// what went wrong instead.
+template <class F>
+std::string io_error_kind(F&& f) {
+  try {
+    f();
+  } catch (const loftq::io::Error& e) {
+    if (std::string(e.what()).empty()) return "empty message";
+    if (dynamic_cast<const FormatError*>(&e) != nullptr) return "FormatError";
+    if (dynamic_cast<const FileError*>(&e) != nullptr) return "FileError";
+    if (dynamic_cast<const ArgumentError*>(&e) != nullptr) return "ArgumentError";
+    return "Error";
+  } catch (const std::exception& e) {
+    return std::string("not an io::Error: ") + e.what();
+  }
+  return "nothing thrown";
+}
+
+TEST(IoErrors, EveryKindOfFailureIsAnIoError) {
+  ScratchDir dir;
+  write_sample(dir / "x.safetensors");
+  const SafetensorsReader r(dir / "x.safetensors");
+  write_bytes(dir / "bad.safetensors", raw_file("{\"a\": 1}", 0));
+  write_bytes(dir / "file", "x");
+  const float one = 1.0f;
+  const std::vector<std::pair<std::string, std::function<void()>>> failures = {
+      {"FormatError", [&] { SafetensorsReader{dir / "bad.safetensors"}; }},
+      {"FormatError", [] { parse_json("{"); }},
+      {"FormatError", [] { loftq::io::parse_safetensors_index("{\"weight_map\": {}}", "index"); }},
+      {"FormatError", [] { json_u64(Json(-1), "n"); }},
+      {"FormatError", [&] { loftq::io::read_small_file(dir / "x.safetensors", 10); }},
+      {"FormatError", [&] { loftq::io::Checkpoint{dir.path()}; }},
+      {"FormatError", [] { loftq::io::read_bnb("w", std::vector<loftq::io::TensorData>{}); }},
+      {"FileError", [&] { SafetensorsReader{dir / "missing"}; }},
+      {"FileError", [&] { SafetensorsReader{dir.path()}; }},
+      {"FileError", [&] { loftq::io::write_file_atomically(dir / "no-such-dir" / "f", "x"); }},
+      {"FileError", [&] { loftq::io::write_adapter(dir / "file" / "adapter", {}, {}); }},
+      {"ArgumentError", [&] { r.at("missing"); }},
+      {"ArgumentError", [&] { r.read_floats(r.at("d.u8")); }},
+      {"ArgumentError", [&] { r.read_bytes(r.at("d.u8"), 2, nullptr, 2); }},
+      {"ArgumentError", [&] { loftq::io::float_tensor("t", &one, {1}, Dtype::i8); }},
+      {"ArgumentError", [] { dump_json(Json(std::nan(""))); }},
+      {"ArgumentError", [] { loftq::io::bnb_double_quantize({}); }},
+      {"ArgumentError", [] { loftq::io::bnb_tensor_layout("w", 0, 4, loftq::Codebook::nf4, 64); }},
+      {"ArgumentError", [] { loftq::io::read_bnb("", std::vector<loftq::io::TensorData>{}); }},
+  };
+  for (std::size_t i = 0; i < failures.size(); ++i) EXPECT_EQ(io_error_kind(failures[i].second), failures[i].first) << "case " << i;
+  try {
+    SafetensorsReader{dir / "missing"};
+  } catch (const FileError& e) {
+    EXPECT_EQ(e.path(), dir / "missing");
+    EXPECT_EQ(e.code(), std::errc::no_such_file_or_directory);
+    EXPECT_NE(std::string(e.what()).find((dir / "missing").string()), std::string::npos) << e.what();
+  }
+}
+
+TEST(Safetensors, LargeHeadersRoundTrip) {
+  ScratchDir dir;
+  std::vector<loftq::io::TensorSource> tensors;
+  for (int i = 0; i < 50000; ++i) {
+    tensors.push_back(source_of(loftq::io::TensorData{"t." + std::to_string(i), Dtype::u8, {1}, {static_cast<std::uint8_t>(i)}}));
+  }
+  loftq::io::write_safetensors(dir / "many.safetensors", std::move(tensors));
+  const SafetensorsReader r(dir / "many.safetensors");
+  ASSERT_EQ(r.tensors().size(), 50000u);
+  EXPECT_EQ(r.read_raw(r.at("t.12345")), (std::vector<std::uint8_t>{static_cast<std::uint8_t>(12345)}));
 }
 
 }  // namespace

@@ -14,16 +14,16 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
 #include <vector>
 
 #include "../codebook.hpp"
-#include "../detail/checks.hpp"
 #include "../kernels/scalar.hpp"
 #include "../quantized.hpp"
+#include "error.hpp"
 #include "json.hpp"
 #include "safetensors.hpp"
 
@@ -85,23 +85,26 @@ inline bool bnb_dtype_supported(std::string_view dtype) {
   return dtype == "bfloat16" || dtype == "float16" || dtype == "float32";
 }
 
-/// Throws std::invalid_argument unless bitsandbytes can write this weight.
+/// Throws ArgumentError("loftq: <message>").
+[[noreturn]] inline void bnb_fail(const std::string& message) { throw ArgumentError("loftq: " + message); }
+
+/// Throws ArgumentError unless bitsandbytes can write this weight.
 inline void bnb_check_arguments(const std::string& weight_name, Eigen::Index rows,
                                 Eigen::Index cols, Codebook codebook, int block_size,
                                 const BnbOptions& options) {
-  if (weight_name.empty()) loftq::detail::fail("weight_name is empty");
-  loftq::detail::check_not_empty("bitsandbytes weight", rows, cols);
+  if (weight_name.empty()) bnb_fail("weight_name is empty");
+  if (rows <= 0 || cols <= 0) {
+    bnb_fail("bitsandbytes weight is empty (" + std::to_string(rows) + " x " + std::to_string(cols) + ")");
+  }
   if (codebook != Codebook::nf4 && codebook != Codebook::fp4) {
-    loftq::detail::fail("codebook = " + std::string(name_of(codebook)) +
-                        " has no bitsandbytes 4-bit layout (nf4 or fp4)");
+    bnb_fail("codebook = " + std::string(name_of(codebook)) + " has no bitsandbytes 4-bit layout (nf4 or fp4)");
   }
   if (block_size < 1 || !bnb_is_one_of(static_cast<std::uint64_t>(block_size), bnb_block_sizes)) {
-    loftq::detail::fail("block_size = " + std::to_string(block_size) +
-                        " is not supported by bitsandbytes (32, 64, 128, ..., 4096)");
+    bnb_fail("block_size = " + std::to_string(block_size) +
+             " is not supported by bitsandbytes (32, 64, 128, ..., 4096)");
   }
   if (!bnb_dtype_supported(options.dtype)) {
-    loftq::detail::fail("dtype = \"" + options.dtype +
-                        "\" is not supported (bfloat16, float16 or float32)");
+    bnb_fail("dtype = \"" + options.dtype + "\" is not supported (bfloat16, float16 or float32)");
   }
 }
 
@@ -140,30 +143,44 @@ inline std::string bnb_quant_state_name(const std::string& weight_name, Codebook
   return weight_name + ".quant_state.bitsandbytes__" + std::string(name_of(codebook));
 }
 
-/// The quant state's JSON: bitsandbytes' keys in its order, Python json.dumps separators.
+/// `value` as Python's json.dumps writes it, with ", " and ": " separators (bitsandbytes'
+/// quant state is written so); strings and numbers as nlohmann/json writes them.
+inline std::string bnb_python_dumps(const OrderedJson& value) {
+  if (!value.is_structured()) return dump_json(value);
+  const bool object = value.is_object();
+  std::string text(1, object ? '{' : '[');
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    if (it != value.begin()) text += ", ";
+    if (object) text += dump_json(OrderedJson(it.key())) + ": ";
+    text += bnb_python_dumps(*it);
+  }
+  return text + (object ? '}' : ']');
+}
+
+/// The quant state's JSON: bitsandbytes' keys in its order (QuantState.as_dict), Python
+/// json.dumps separators.
 inline std::string bnb_quant_state_text(Eigen::Index rows, Eigen::Index cols, Codebook codebook,
                                         int block_size, const BnbOptions& options, float offset) {
-  Json state = Json::object();
-  state.set("quant_type", std::string(name_of(codebook)));
-  state.set("blocksize", block_size);
-  state.set("dtype", options.dtype);
-  Json shape = Json::array();
-  shape.push_back(Json(static_cast<long long>(rows)));
-  shape.push_back(Json(static_cast<long long>(cols)));
-  state.set("shape", std::move(shape));
+  OrderedJson state = {{"quant_type", std::string(name_of(codebook))},
+                       {"blocksize", block_size},
+                       {"dtype", options.dtype},
+                       {"shape", {rows, cols}}};
   if (options.double_quant) {
-    state.set("nested_blocksize", bnb_nested_block_size);
-    state.set("nested_dtype", "float32");
-    // Fixed width, unlike Python's repr: "%.9e" (to_chars, so no locale) of an offset >= 0 (a
-    // mean of absmax) is always d.ddddddddde±XX, 15 characters, so the tensor's length depends
-    // only on the shape and a caller can write a file's header before the data. 10 significant
-    // digits read back the same float32.
-    char text[32];
-    const std::to_chars_result end = std::to_chars(
-        text, text + sizeof text, static_cast<double>(offset), std::chars_format::scientific, 9);
-    state.set("nested_offset", Json::number_text(std::string(text, end.ptr)));
+    state["nested_blocksize"] = bnb_nested_block_size;
+    state["nested_dtype"] = "float32";
   }
-  return state.dump();
+  std::string text = bnb_python_dumps(state);
+  if (options.double_quant) {
+    // nested_offset, last, in fixed width unlike Python's repr: "%.9e" (to_chars, so no locale)
+    // of an offset >= 0 (a mean of absmax) is always d.ddddddddde±XX, 15 characters, so the
+    // tensor's length depends only on the shape and a caller can write a file's header before
+    // the data. 10 significant digits read back the same float32.
+    char number[32];
+    const std::to_chars_result end = std::to_chars(
+        number, number + sizeof number, static_cast<double>(offset), std::chars_format::scientific, 9);
+    text.insert(text.size() - 1, ", \"nested_offset\": " + std::string(number, end.ptr));
+  }
+  return text;
 }
 
 /// Throws FormatError unless `tensor` exists with this dtype and shape and holds exactly the
@@ -200,22 +217,6 @@ struct BnbQuantState {
   float offset = 0.0f;             ///< nested_offset.
 };
 
-/// A quant-state member as an integer; throws FormatError naming it otherwise.
-inline std::uint64_t bnb_state_u64(const Json& value, const std::string& where) {
-  if (!value.is_number()) throw FormatError(where + " is not a number");
-  try {
-    return value.as_u64();
-  } catch (const FormatError& e) {
-    throw FormatError(where + ": " + e.what());
-  }
-}
-
-/// A quant-state member as a string; throws FormatError naming it otherwise.
-inline const std::string& bnb_state_string(const Json& value, const std::string& where) {
-  if (!value.is_string()) throw FormatError(where + " is not a string");
-  return value.as_string();
-}
-
 /// The fields of a quant state of `codebook`; throws FormatError for anything bitsandbytes would
 /// not have written.
 inline BnbQuantState bnb_parse_quant_state(const Json& state, Codebook codebook,
@@ -224,73 +225,61 @@ inline BnbQuantState bnb_parse_quant_state(const Json& state, Codebook codebook,
   static constexpr std::string_view known[] = {"quant_type",   "blocksize",        "dtype",
                                                "shape",        "nested_blocksize", "nested_dtype",
                                                "nested_offset"};
-  for (const Json::Member& entry : state.members()) {
-    if (std::find(std::begin(known), std::end(known), entry.first) == std::end(known)) {
-      throw FormatError(what + ": quant state has an unknown key \"" + entry.first + "\"");
+  for (const auto& entry : state.items()) {
+    if (std::find(std::begin(known), std::end(known), entry.key()) == std::end(known)) {
+      throw FormatError(what + ": quant state has an unknown key \"" + entry.key() + "\"");
     }
   }
-  const auto member = [&](std::string_view key) -> const Json& {
-    const Json* value = state.find(key);
-    if (value == nullptr) {
-      throw FormatError(what + ": quant state has no \"" + std::string(key) + "\"");
-    }
+  const auto member = [&](const std::string& key) -> const Json& {
+    const auto value = state.find(key);
+    if (value == state.end()) throw FormatError(what + ": quant state has no \"" + key + "\"");
     return *value;
   };
   const std::string where = what + ": quant state ";
-  const std::string& quant_type = bnb_state_string(member("quant_type"), where + "quant_type");
+  const std::string& quant_type = json_string(member("quant_type"), where + "quant_type");
   if (quant_type != name_of(codebook)) {
     throw FormatError(where + "quant_type \"" + quant_type + "\" does not match its tensor's __" +
                       std::string(name_of(codebook)));
   }
   BnbQuantState s;
-  s.block_size = bnb_state_u64(member("blocksize"), where + "blocksize");
+  s.block_size = json_u64(member("blocksize"), where + "blocksize");
   if (!bnb_is_one_of(s.block_size, bnb_block_sizes)) {
     throw FormatError(where + "blocksize " + std::to_string(s.block_size) +
                       " is not a bitsandbytes block size");
   }
-  const std::string& dtype = bnb_state_string(member("dtype"), where + "dtype");
+  const std::string& dtype = json_string(member("dtype"), where + "dtype");
   if (!bnb_dtype_supported(dtype)) {
     throw FormatError(where + "dtype \"" + dtype + "\" is not bfloat16, float16 or float32");
   }
   const Json& shape = member("shape");
-  if (!shape.is_array() || shape.elements().size() != 2) {
-    throw FormatError(where + "shape is not [rows, cols]");
-  }
-  s.rows = bnb_state_u64(shape.elements()[0], where + "shape[0]");
-  s.cols = bnb_state_u64(shape.elements()[1], where + "shape[1]");
+  if (!shape.is_array() || shape.size() != 2) throw FormatError(where + "shape is not [rows, cols]");
+  s.rows = json_u64(shape[0], where + "shape[0]");
+  s.cols = json_u64(shape[1], where + "shape[1]");
   constexpr auto max_index = static_cast<std::uint64_t>(std::numeric_limits<Eigen::Index>::max());
   if (s.rows == 0 || s.cols == 0 || s.rows > max_index || s.cols > max_index) {
     throw FormatError(where + "shape [" + std::to_string(s.rows) + ", " + std::to_string(s.cols) +
                       "] is not a non-empty matrix");
   }
-  const int nested_keys = (state.find("nested_blocksize") != nullptr) +
-                          (state.find("nested_dtype") != nullptr) +
-                          (state.find("nested_offset") != nullptr);
+  const auto nested_keys = state.count("nested_blocksize") + state.count("nested_dtype") + state.count("nested_offset");
   if (nested_keys != 0 && nested_keys != 3) {
     throw FormatError(where +
                       "has some but not all of nested_blocksize, nested_dtype and nested_offset");
   }
   s.nested = nested_keys == 3;
   if (!s.nested) return s;
-  s.nested_block = bnb_state_u64(member("nested_blocksize"), where + "nested_blocksize");
+  s.nested_block = json_u64(member("nested_blocksize"), where + "nested_blocksize");
   if (!bnb_is_one_of(s.nested_block, bnb_nested_block_sizes)) {
     throw FormatError(where + "nested_blocksize " + std::to_string(s.nested_block) +
                       " is not a bitsandbytes 8-bit block size");
   }
-  const std::string& nested_dtype =
-      bnb_state_string(member("nested_dtype"), where + "nested_dtype");
+  const std::string& nested_dtype = json_string(member("nested_dtype"), where + "nested_dtype");
   if (nested_dtype != "float32") {
     throw FormatError(where + "nested_dtype \"" + nested_dtype + "\" is not float32");
   }
   const Json& offset = member("nested_offset");
-  if (!offset.is_number()) throw FormatError(where + "nested_offset is not a number");
-  const std::string& text = offset.number_text();
-  double value = 0.0;
-  const std::from_chars_result parsed =
-      std::from_chars(text.data(), text.data() + text.size(), value);
-  if (parsed.ec != std::errc() || parsed.ptr != text.data() + text.size() ||
-      !(std::fabs(value) <= static_cast<double>(std::numeric_limits<float>::max()))) {
-    throw FormatError(where + "nested_offset " + text + " is not a finite float32");
+  const double value = json_number(offset, where + "nested_offset");
+  if (!(std::fabs(value) <= static_cast<double>(std::numeric_limits<float>::max()))) {
+    throw FormatError(where + "nested_offset " + dump_json(offset) + " is not a finite float32");
   }
   s.offset = static_cast<float>(value);
   return s;
@@ -351,15 +340,15 @@ inline std::uint8_t bnb_dynamic_code(float x) {
 /// absmax, summed in double and rounded once to float32 (bitsandbytes' float32 CUDA mean may
 /// differ in the last bit); x = absmax - offset in float32; in blocks of 256, absmax2 = max |x|
 /// and code = bnb_dynamic_code(x * (1 / absmax2)), or 0 when absmax2 = 0, as bitsandbytes gets
-/// it (0 times 1/0 is NaN). Throws std::invalid_argument for an empty absmax or a value that is
-/// not finite and >= 0.
+/// it (0 times 1/0 is NaN). Throws ArgumentError for an empty absmax or a value that is not
+/// finite and >= 0.
 inline BnbDoubleQuant bnb_double_quantize(const std::vector<float>& absmax) {
-  if (absmax.empty()) loftq::detail::fail("absmax is empty");
+  if (absmax.empty()) detail::bnb_fail("absmax is empty");
   double sum = 0.0;
   for (std::size_t b = 0; b < absmax.size(); ++b) {
     if (!std::isfinite(absmax[b]) || absmax[b] < 0.0f) {
-      loftq::detail::fail("absmax[" + std::to_string(b) + "] = " + std::to_string(absmax[b]) +
-                          " is not a finite value >= 0");
+      detail::bnb_fail("absmax[" + std::to_string(b) + "] = " + std::to_string(absmax[b]) +
+                       " is not a finite value >= 0");
     }
     sum += static_cast<double>(absmax[b]);
   }
@@ -387,8 +376,8 @@ inline BnbDoubleQuant bnb_double_quantize(const std::vector<float>& absmax) {
 /// The tensors bnb_tensors() writes for a rows x cols matrix, in its order, with their names,
 /// dtypes and shapes and empty bytes; a tensor's size is dtype_size(dtype) times the product of
 /// its shape. None depends on the matrix's values, so a caller can write a file's header before
-/// the data exist. Throws std::invalid_argument for an empty name or shape, a codebook other than
-/// NF4 and FP4, a block size not in bnb_block_sizes, or an unsupported options.dtype.
+/// the data exist. Throws ArgumentError for an empty name or shape, a codebook other than NF4
+/// and FP4, a block size not in bnb_block_sizes, or an unsupported options.dtype.
 inline std::vector<TensorData> bnb_tensor_layout(const std::string& weight_name, Eigen::Index rows,
                                                  Eigen::Index cols, Codebook codebook,
                                                  int block_size, const BnbOptions& options = {}) {
@@ -396,8 +385,8 @@ inline std::vector<TensorData> bnb_tensor_layout(const std::string& weight_name,
   std::uint64_t n = 0;
   if (!detail::multiply_checked(static_cast<std::uint64_t>(rows), static_cast<std::uint64_t>(cols),
                                 n)) {
-    loftq::detail::fail("bitsandbytes weight has too many elements (" + std::to_string(rows) +
-                        " x " + std::to_string(cols) + ")");
+    detail::bnb_fail("bitsandbytes weight has too many elements (" + std::to_string(rows) + " x " +
+                     std::to_string(cols) + ")");
   }
   const std::uint64_t blocks = detail::bnb_ceil_div(n, static_cast<std::uint64_t>(block_size));
   std::vector<TensorData> tensors;
@@ -464,7 +453,7 @@ inline std::vector<TensorData> bnb_tensors(const std::string& weight_name, const
 /// bitsandbytes) and restores each absmax as bitsandbytes does, map[code] * absmax2 + offset in
 /// float32, but 0 where that is below 0 (possible only within the 8-bit error of 0; QuantizedMatrix
 /// holds absmax >= 0). The pad nibble of an odd count is set to 0. The dtype is not kept. Throws
-/// std::invalid_argument for an empty weight_name and FormatError, naming the weight, tensor and
+/// ArgumentError for an empty weight_name and FormatError, naming the weight, tensor and
 /// fault, for: a missing tensor, or quant states for both nf4 and fp4; a quant state that is not
 /// UTF-8 JSON, or has an unknown, missing or mistyped key, a quant_type other than its name's,
 /// an unsupported blocksize, dtype, nested_blocksize or nested_dtype, or a shape that is not two
@@ -472,7 +461,7 @@ inline std::vector<TensorData> bnb_tensors(const std::string& weight_name, const
 /// count differs from the layout; a quant_map other than the codebook's table; a negative or
 /// non-finite absmax or nested absmax, a non-finite nested map value or restored absmax.
 inline QuantizedMatrix read_bnb(const std::string& weight_name, const BnbLookup& find) {
-  if (weight_name.empty()) loftq::detail::fail("weight_name is empty");
+  if (weight_name.empty()) detail::bnb_fail("weight_name is empty");
   const std::string what = "bitsandbytes weight \"" + weight_name + "\"";
   const std::string nf4_name = detail::bnb_quant_state_name(weight_name, Codebook::nf4);
   const std::string fp4_name = detail::bnb_quant_state_name(weight_name, Codebook::fp4);
@@ -564,9 +553,13 @@ inline QuantizedMatrix read_bnb(const std::string& weight_name, const BnbLookup&
 
   std::vector<std::uint8_t> codes = weight->bytes;
   if (n % 2 != 0) codes.back() = static_cast<std::uint8_t>(codes.back() & 0xF0u);
-  return QuantizedMatrix(static_cast<Eigen::Index>(s.rows), static_cast<Eigen::Index>(s.cols),
-                         static_cast<int>(s.block_size), codebook, std::move(codes),
-                         std::move(scales));
+  try {
+    return QuantizedMatrix(static_cast<Eigen::Index>(s.rows), static_cast<Eigen::Index>(s.cols),
+                           static_cast<int>(s.block_size), codebook, std::move(codes),
+                           std::move(scales));
+  } catch (const std::invalid_argument& e) {  // the core's own checks, which those above cover
+    throw FormatError(what + ": " + e.what());
+  }
 }
 
 /// read_bnb() with the tensors of `tensors`, looked up by name (the first of a name).

@@ -6,13 +6,14 @@
 #include <cstddef>
 #include <filesystem>
 #include <map>
-#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "error.hpp"
 #include "json.hpp"
 #include "safetensors.hpp"
 
@@ -36,12 +37,12 @@ inline SafetensorsIndex parse_safetensors_index(std::string_view text, const std
   const Json json = parse_json(text, what);
   if (!json.is_object()) throw FormatError(what + ": not a JSON object");
   SafetensorsIndex index;
-  if (const Json* metadata = json.find("metadata")) index.metadata = *metadata;
-  const Json* map = json.find("weight_map");
-  if (map == nullptr || !map->is_object()) throw FormatError(what + ": no weight_map object");
-  for (const auto& [tensor, file] : map->members()) {
-    if (!file.is_string()) throw FormatError(what + ": weight_map entry \"" + tensor + "\" is not a string");
-    const std::string& name = file.as_string();
+  if (const auto metadata = json.find("metadata"); metadata != json.end()) index.metadata = *metadata;
+  const auto map = json.find("weight_map");
+  if (map == json.end() || !map->is_object()) throw FormatError(what + ": no weight_map object");
+  for (const auto& entry : map->items()) {
+    const std::string& tensor = entry.key();
+    const std::string& name = json_string(entry.value(), what + ": weight_map entry \"" + tensor + "\"");
     if (name.empty() || name.find_first_of(std::string("/\0", 2)) != std::string::npos || name == "." || name == "..") {
       throw FormatError(what + ": weight_map entry \"" + tensor + "\" names \"" + name +
                         "\", not a file in the model directory");
@@ -66,17 +67,18 @@ class Checkpoint {
   /// model.safetensors. Throws FormatError for a malformed index (not a JSON object with a
   /// weight_map of tensor name to a plain file name in `dir`), for a shard that is malformed, a
   /// tensor the index maps to a file that lacks it, a tensor in a shard the index does not map
-  /// there, or one name in two files; std::invalid_argument when `dir` holds neither file.
+  /// there, or one name in two files, or when `dir` holds neither file; FileError when a file
+  /// cannot be read.
   explicit Checkpoint(std::filesystem::path dir) : dir_(std::move(dir)) {
     const std::filesystem::path index = dir_ / index_file_name;
     const std::filesystem::path single = dir_ / single_file_name;
-    if (std::filesystem::exists(index)) {
+    if (exists(index)) {
       sharded_ = true;
       open_index(index);
-    } else if (std::filesystem::exists(single)) {
+    } else if (exists(single)) {
       open_file(single_file_name);
     } else {
-      throw std::invalid_argument(dir_.string() + " holds neither " + index_file_name + " nor " + single_file_name);
+      throw FormatError(dir_.string() + " holds neither " + index_file_name + " nor " + single_file_name);
     }
   }
 
@@ -90,12 +92,12 @@ class Checkpoint {
     for (const auto& f : files_) names.push_back(f.first);
     return names;
   }
-  /// The opened file `name` (relative).
+  /// The opened file `name` (relative); throws ArgumentError when there is none.
   const SafetensorsReader& file(const std::string& name) const {
     for (const auto& f : files_) {
       if (f.first == name) return f.second;
     }
-    throw std::invalid_argument(dir_.string() + " has no file " + name);
+    throw ArgumentError(dir_.string() + " has no file " + name);
   }
   /// Every tensor, file by file (in file_names() order), each file's in data order.
   std::vector<std::pair<std::string, const TensorInfo*>> tensors() const {
@@ -105,10 +107,10 @@ class Checkpoint {
     }
     return all;
   }
-  /// The tensor `name`; throws std::invalid_argument when no file holds it.
+  /// The tensor `name`; throws ArgumentError when no file holds it.
   Entry at(const std::string& name) const {
     const auto it = where_.find(name);
-    if (it == where_.end()) throw std::invalid_argument(dir_.string() + " has no tensor \"" + name + "\"");
+    if (it == where_.end()) throw ArgumentError(dir_.string() + " has no tensor \"" + name + "\"");
     const SafetensorsReader& reader = files_[it->second].second;
     return {&reader, reader.find(name)};
   }
@@ -116,6 +118,13 @@ class Checkpoint {
   const Json& index_metadata() const { return index_metadata_; }
 
  private:
+  static bool exists(const std::filesystem::path& path) {
+    std::error_code code;
+    const bool found = std::filesystem::exists(path, code);
+    if (code) throw detail::file_error("cannot look for", path, code);
+    return found;
+  }
+
   void open_index(const std::filesystem::path& index) {
     const std::string what = index.string();
     SafetensorsIndex parsed = parse_safetensors_index(read_small_file(index), what);

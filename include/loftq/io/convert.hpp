@@ -30,6 +30,7 @@
 #include "../solver.hpp"
 #include "bnb.hpp"
 #include "checkpoint.hpp"
+#include "error.hpp"
 #include "file.hpp"
 #include "json.hpp"
 #include "peft.hpp"
@@ -143,43 +144,43 @@ inline Codebook codebook_of_bits(const ConvertOptions& options, int bits) {
   return codebook_for_bits(bits);
 }
 
-/// Throws std::invalid_argument for options that cannot work together or are out of range.
+/// Throws ArgumentError for options that cannot work together or are out of range.
 inline void check_convert_options(const ConvertOptions& options) {
-  if (options.input.empty()) throw std::invalid_argument("--input is required");
-  if (options.output.empty()) throw std::invalid_argument("--output is required");
+  if (options.input.empty()) throw ArgumentError("--input is required");
+  if (options.output.empty()) throw ArgumentError("--output is required");
   if (options.bits != 2 && options.bits != 4 && options.bits != 8) {
-    throw std::invalid_argument("--bits " + std::to_string(options.bits) + " is not 2, 4 or 8");
+    throw ArgumentError("--bits " + std::to_string(options.bits) + " is not 2, 4 or 8");
   }
   if (options.codebook && bits_of(*options.codebook) != options.bits) {
-    throw std::invalid_argument("--codebook " + std::string(name_of(*options.codebook)) + " has " +
+    throw ArgumentError("--codebook " + std::string(name_of(*options.codebook)) + " has " +
                                 std::to_string(bits_of(*options.codebook)) + " bits, --bits is " +
                                 std::to_string(options.bits));
   }
-  if (options.rank < 1) throw std::invalid_argument("--rank " + std::to_string(options.rank) + " must be >= 1");
-  if (options.iters < 1) throw std::invalid_argument("--iters " + std::to_string(options.iters) + " must be >= 1");
-  loftq::detail::check_block_size(options.block_size);
-  if (options.mixed && options.bits_budget) throw std::invalid_argument("--mixed and --bits-budget exclude each other");
+  if (options.rank < 1) throw ArgumentError("--rank " + std::to_string(options.rank) + " must be >= 1");
+  if (options.iters < 1) throw ArgumentError("--iters " + std::to_string(options.iters) + " must be >= 1");
+  if (options.block_size < 1) throw ArgumentError("--block-size " + std::to_string(options.block_size) + " must be >= 1");
+  if (options.mixed && options.bits_budget) throw ArgumentError("--mixed and --bits-budget exclude each other");
   if (options.mixed) {
     for (int b : {options.mixed->high_bits, options.mixed->low_bits}) {
-      if (b != 2 && b != 4 && b != 8) throw std::invalid_argument("--mixed bits " + std::to_string(b) + " is not 2, 4 or 8");
+      if (b != 2 && b != 4 && b != 8) throw ArgumentError("--mixed bits " + std::to_string(b) + " is not 2, 4 or 8");
     }
-    if (options.mixed->blocks < 0) throw std::invalid_argument("--mixed block count must be >= 0");
+    if (options.mixed->blocks < 0) throw ArgumentError("--mixed block count must be >= 0");
   }
   if (options.bits_budget && !(*options.bits_budget >= 2.0 && *options.bits_budget <= 4.0)) {
-    throw std::invalid_argument("--bits-budget " + std::to_string(*options.bits_budget) + " is not in [2, 4]");
+    throw ArgumentError("--bits-budget " + std::to_string(*options.bits_budget) + " is not in [2, 4]");
   }
   if (options.bits_budget && options.shard_count > 0) {
-    throw std::invalid_argument("--bits-budget needs every target's errors: it cannot run with --shard");
+    throw ArgumentError("--bits-budget needs every target's errors: it cannot run with --shard");
   }
   if (options.shard_count < 0 || (options.shard_count > 0 && (options.shard_index < 0 || options.shard_index >= options.shard_count))) {
-    throw std::invalid_argument("--shard " + std::to_string(options.shard_index) + "/" + std::to_string(options.shard_count) +
+    throw ArgumentError("--shard " + std::to_string(options.shard_index) + "/" + std::to_string(options.shard_count) +
                                 " needs 0 <= I < N");
   }
-  if (options.shard_count > 0 && !options.merge.empty()) throw std::invalid_argument("--shard and --merge exclude each other");
+  if (options.shard_count > 0 && !options.merge.empty()) throw ArgumentError("--shard and --merge exclude each other");
   if (!(options.lora_alpha >= 0.0) || !std::isfinite(options.lora_alpha)) {
-    throw std::invalid_argument("--lora-alpha " + std::to_string(options.lora_alpha) + " must be > 0");
+    throw ArgumentError("--lora-alpha " + std::to_string(options.lora_alpha) + " must be > 0");
   }
-  if (options.threads < 0) throw std::invalid_argument("--threads " + std::to_string(options.threads) + " must be >= 0");
+  if (options.threads < 0) throw ArgumentError("--threads " + std::to_string(options.threads) + " must be >= 0");
 }
 
 /// The targets of `checkpoint` under the options, sorted by name, without codebooks chosen.
@@ -189,7 +190,7 @@ inline std::vector<Target> select_targets(const Checkpoint& checkpoint, const Co
     try {
       pattern.emplace(options.target_modules);
     } catch (const std::regex_error& e) {
-      throw std::invalid_argument("--target-modules \"" + options.target_modules + "\" is not a valid regex: " + e.what());
+      throw ArgumentError("--target-modules \"" + options.target_modules + "\" is not a valid regex: " + e.what());
     }
   }
   std::vector<Target> targets;
@@ -206,7 +207,7 @@ inline std::vector<Target> select_targets(const Checkpoint& checkpoint, const Co
     targets.push_back({info->name, file, *info, Codebook::nf4});
   }
   if (targets.empty()) {
-    throw std::invalid_argument("no tensor of " + options.input.string() + " matches --target-modules " + options.target_modules);
+    throw ArgumentError("no tensor of " + options.input.string() + " matches --target-modules " + options.target_modules);
   }
   std::sort(targets.begin(), targets.end(), [](const Target& a, const Target& b) { return a.name < b.name; });
   return targets;
@@ -248,47 +249,43 @@ inline Result run_target(const Checkpoint& checkpoint, const Target& target, con
 
 /// The report of one target as JSON.
 inline Json report_json(const TargetReport& r) {
-  Json j = Json::object();
-  j.set("name", r.name);
-  Json shape = Json::array();
-  for (std::uint64_t d : r.shape) shape.push_back(Json(static_cast<unsigned long long>(d)));
-  j.set("shape", std::move(shape));
-  j.set("bits", r.bits);
-  j.set("codebook", r.codebook);
-  j.set("qlora_error", r.qlora_error);
-  Json errors = Json::array();
-  for (double e : r.loftq_errors) errors.push_back(e);
-  j.set("loftq_errors", std::move(errors));
-  j.set("iteration", r.iteration);
-  j.set("seconds", r.seconds);
-  return j;
+  return {{"name", r.name},
+          {"shape", r.shape},
+          {"bits", r.bits},
+          {"codebook", r.codebook},
+          {"qlora_error", r.qlora_error},
+          {"loftq_errors", r.loftq_errors},
+          {"iteration", r.iteration},
+          {"seconds", r.seconds}};
 }
 
-/// The TargetReport stored by report_json().
-inline TargetReport report_from_json(const Json& j) {
+/// The TargetReport stored by report_json(); `what` names it in errors.
+inline TargetReport report_from_json(const Json& j, const std::string& what) {
   TargetReport r;
-  r.name = j.at("name").as_string();
-  for (const Json& d : j.at("shape").elements()) r.shape.push_back(d.as_u64());
-  r.bits = static_cast<int>(j.at("bits").as_u64());
-  r.codebook = j.at("codebook").as_string();
-  r.qlora_error = j.at("qlora_error").as_double();
-  for (const Json& e : j.at("loftq_errors").elements()) r.loftq_errors.push_back(e.as_double());
-  r.iteration = static_cast<int>(j.at("iteration").as_u64());
-  r.seconds = j.at("seconds").as_double();
+  r.name = json_string(json_at(j, "name", what), what + ": name");
+  const Json& shape = json_at(j, "shape", what);
+  if (!shape.is_array()) throw FormatError(what + ": shape is not an array");
+  for (const Json& d : shape) r.shape.push_back(json_u64(d, what + ": shape"));
+  r.bits = static_cast<int>(json_u64(json_at(j, "bits", what), what + ": bits"));
+  r.codebook = json_string(json_at(j, "codebook", what), what + ": codebook");
+  r.qlora_error = json_number(json_at(j, "qlora_error", what), what + ": qlora_error");
+  const Json& errors = json_at(j, "loftq_errors", what);
+  if (!errors.is_array()) throw FormatError(what + ": loftq_errors is not an array");
+  for (const Json& e : errors) r.loftq_errors.push_back(json_number(e, what + ": loftq_errors"));
+  r.iteration = static_cast<int>(json_u64(json_at(j, "iteration", what), what + ": iteration"));
+  r.seconds = json_number(json_at(j, "seconds", what), what + ": seconds");
   return r;
 }
 
 /// The settings that shards must share to be merged, as JSON.
 inline Json settings_json(const ConvertOptions& options) {
-  Json j = Json::object();
-  j.set("rank", static_cast<long long>(options.rank));
-  j.set("iters", options.iters);
-  j.set("block_size", options.block_size);
-  j.set("lora_alpha", options.lora_alpha);
-  j.set("format", static_cast<int>(options.format));
-  j.set("double_quant", options.double_quant);
-  j.set("target_modules", options.target_modules);
-  return j;
+  return {{"rank", options.rank},
+          {"iters", options.iters},
+          {"block_size", options.block_size},
+          {"lora_alpha", options.lora_alpha},
+          {"format", static_cast<int>(options.format)},
+          {"double_quant", options.double_quant},
+          {"target_modules", options.target_modules}};
 }
 
 /// The backbone tensors that replace `target` in the output.
@@ -326,7 +323,7 @@ inline std::vector<TargetReport> compute_targets(const Checkpoint& checkpoint, c
     for (TensorData& d : backbone_tensors(t, r, options)) tensors.push_back(source_of(std::move(d)));
     for (TensorData& d : adapter_tensors(adapter, {module_of(t.name), r.A, r.B})) tensors.push_back(source_of(std::move(d)));
     write_safetensors(work / work_file_name(t.name), std::move(tensors),
-                      {{"format", "pt"}, {"loftq_report", report_json(report).dump()}});
+                      {{"format", "pt"}, {"loftq_report", dump_json(report_json(report))}});
     reports.push_back(std::move(report));
     done += t.info.bytes();
     if (progress.step) progress.step(t.name, done);
@@ -394,15 +391,13 @@ inline void copy_small_files(const ConvertOptions& options, const std::filesyste
     if (name == "config.json" && options.format == BackboneFormat::bnb_nf4) {
       Json config = parse_json(read_small_file(entry.path()), entry.path().string());
       if (!config.is_object()) throw FormatError(entry.path().string() + ": not a JSON object");
-      Json q = Json::object();
-      q.set("quant_method", "bitsandbytes");
-      q.set("load_in_4bit", true);
-      q.set("load_in_8bit", false);
-      q.set("bnb_4bit_quant_type", "nf4");
-      q.set("bnb_4bit_use_double_quant", options.double_quant);
-      q.set("bnb_4bit_compute_dtype", "bfloat16");
-      config.set("quantization_config", std::move(q));
-      write_file_atomically(out / name, config.dump(2) + "\n");
+      config["quantization_config"] = {{"quant_method", "bitsandbytes"},
+                                       {"load_in_4bit", true},
+                                       {"load_in_8bit", false},
+                                       {"bnb_4bit_quant_type", "nf4"},
+                                       {"bnb_4bit_use_double_quant", options.double_quant},
+                                       {"bnb_4bit_compute_dtype", "bfloat16"}};
+      write_file_atomically(out / name, dump_json(config, 2) + "\n");
       continue;
     }
     std::filesystem::copy_file(entry.path(), out / name);
@@ -423,16 +418,16 @@ inline std::vector<TargetReport> assemble(const Checkpoint& checkpoint, const st
     std::optional<std::filesystem::path> found;
     for (const auto& dir : work_dirs) {
       if (std::filesystem::exists(dir / work_file_name(t.name))) {
-        if (found) throw std::invalid_argument("target " + t.name + " is in two shard directories");
+        if (found) throw ArgumentError("target " + t.name + " is in two shard directories");
         found = dir / work_file_name(t.name);
       }
     }
-    if (!found) throw std::invalid_argument("no shard directory holds target " + t.name);
+    if (!found) throw ArgumentError("no shard directory holds target " + t.name);
     SafetensorsReader reader(*found);
     const auto meta = std::find_if(reader.metadata().begin(), reader.metadata().end(),
                                    [](const auto& m) { return m.first == "loftq_report"; });
     if (meta == reader.metadata().end()) throw FormatError(found->string() + ": no loftq_report metadata");
-    reports.push_back(report_from_json(parse_json(meta->second, found->string())));
+    reports.push_back(report_from_json(parse_json(meta->second, found->string()), found->string() + ": loftq_report"));
     work.emplace(t.name, std::move(reader));
   }
   std::set<std::string> target_names;
@@ -460,7 +455,7 @@ inline std::vector<TargetReport> assemble(const Checkpoint& checkpoint, const st
       }
     }
     for (const TensorSource& t : tensors) {
-      weight_map.set(t.name, file);
+      weight_map[t.name] = file;
       std::uint64_t n = dtype_size(t.dtype);
       for (std::uint64_t d : t.shape) n *= d;
       total_size += n;
@@ -472,12 +467,8 @@ inline std::vector<TargetReport> assemble(const Checkpoint& checkpoint, const st
     if (progress.step) progress.step(file + " (" + std::to_string(count) + " tensors)", done);
   }
   if (checkpoint.sharded()) {
-    Json index = Json::object();
-    Json metadata = Json::object();
-    metadata.set("total_size", static_cast<unsigned long long>(total_size));
-    index.set("metadata", std::move(metadata));
-    index.set("weight_map", std::move(weight_map));
-    write_file_atomically(out / index_file_name, index.dump(2) + "\n");
+    const Json index = {{"metadata", {{"total_size", total_size}}}, {"weight_map", std::move(weight_map)}};
+    write_file_atomically(out / index_file_name, dump_json(index, 2) + "\n");
     summary.files.push_back(index_file_name);
   }
   // The adapter: every target's lora_A and lora_B, streamed from the work files.
@@ -542,21 +533,21 @@ class DirectoryGuard {
 /// weight of the model in options.input, the backbone and the PEFT adapter (in loftq_init/)
 /// written to options.output. The output appears only when complete: work happens in a
 /// temporary directory beside it, renamed at the end, and removed on any failure; the input is
-/// only read. Throws std::invalid_argument for bad options, a missing input, no matching target
-/// or an existing output without overwrite; FormatError for malformed input files;
-/// std::system_error when files cannot be written.
-inline ConvertSummary convert(const ConvertOptions& options, const ConvertProgress& progress = {}) {
+/// only read. Throws ArgumentError for bad options, a missing input, no matching target, an
+/// existing output without overwrite or a weight the solver refuses (e.g. a NaN); FormatError
+/// for malformed input files; FileError when files cannot be read or written.
+inline ConvertSummary convert(const ConvertOptions& options, const ConvertProgress& progress = {}) try {
   namespace fs = std::filesystem;
   detail::check_convert_options(options);
-  if (!fs::is_directory(options.input)) throw std::invalid_argument("--input " + options.input.string() + " is not a directory");
+  if (!fs::is_directory(options.input)) throw ArgumentError("--input " + options.input.string() + " is not a directory");
   const fs::path output = fs::absolute(options.output).lexically_normal();
   if (fs::exists(output) && !options.overwrite) {
-    throw std::invalid_argument("--output " + output.string() + " exists (add --overwrite to replace it)");
+    throw ArgumentError("--output " + output.string() + " exists (add --overwrite to replace it)");
   }
   const fs::path input = fs::weakly_canonical(options.input);
   const fs::path resolved = fs::weakly_canonical(output);
   if (std::mismatch(input.begin(), input.end(), resolved.begin(), resolved.end()).first == input.end()) {
-    throw std::invalid_argument("--output " + output.string() + " must not be the input directory or inside it");
+    throw ArgumentError("--output " + output.string() + " must not be the input directory or inside it");
   }
   const Checkpoint checkpoint(options.input);
   std::vector<detail::Target> targets = detail::select_targets(checkpoint, options);
@@ -572,10 +563,10 @@ inline ConvertSummary convert(const ConvertOptions& options, const ConvertProgre
   if (options.format == BackboneFormat::bnb_nf4) {
     for (const detail::Target& t : targets) {
       if (t.codebook != Codebook::nf4 && t.codebook != Codebook::fp4) {
-        throw std::invalid_argument("--format bnb-nf4 stores only NF4 or FP4; target " + t.name + " is " +
+        throw ArgumentError("--format bnb-nf4 stores only NF4 or FP4; target " + t.name + " is " +
                                     std::string(name_of(t.codebook)));
       }
-      if (t.info.shape.size() != 2) throw std::invalid_argument("--format bnb-nf4 needs 2-D targets; " + t.name + " is not");
+      if (t.info.shape.size() != 2) throw ArgumentError("--format bnb-nf4 needs 2-D targets; " + t.name + " is not");
     }
   }
   const AdapterConfig adapter = detail::adapter_config_of(options, targets);
@@ -591,10 +582,9 @@ inline ConvertSummary convert(const ConvertOptions& options, const ConvertProgre
       if (static_cast<int>(k % static_cast<std::size_t>(options.shard_count)) == options.shard_index) mine.push_back(targets[k]);
     }
     summary.targets = detail::compute_targets(checkpoint, mine, options, adapter, staging, progress);
-    Json manifest = Json::object();
-    manifest.set("shard", std::to_string(options.shard_index) + "/" + std::to_string(options.shard_count));
-    manifest.set("settings", detail::settings_json(options));
-    write_file_atomically(staging / detail::manifest_name, manifest.dump(2) + "\n");
+    const Json manifest = {{"shard", std::to_string(options.shard_index) + "/" + std::to_string(options.shard_count)},
+                           {"settings", detail::settings_json(options)}};
+    write_file_atomically(staging / detail::manifest_name, dump_json(manifest, 2) + "\n");
     for (const detail::Target& t : mine) summary.files.push_back(detail::work_file_name(t.name));
   } else {
     std::vector<fs::path> work_dirs = options.merge;
@@ -605,12 +595,13 @@ inline ConvertSummary convert(const ConvertOptions& options, const ConvertProgre
       detail::compute_targets(checkpoint, targets, options, adapter, work, progress);
       work_dirs = {work};
     } else {
-      const std::string settings = detail::settings_json(options).dump();
+      const std::string settings = dump_json(detail::settings_json(options));
       for (const fs::path& dir : options.merge) {
-        const Json manifest = parse_json(read_small_file(dir / detail::manifest_name), (dir / detail::manifest_name).string());
-        if (manifest.at("settings").dump() != settings) {
-          throw std::invalid_argument("shard " + dir.string() + " was made with other settings: " +
-                                      manifest.at("settings").dump() + ", this merge has " + settings);
+        const std::string what = (dir / detail::manifest_name).string();
+        const std::string made = dump_json(json_at(parse_json(read_small_file(dir / detail::manifest_name), what), "settings", what));
+        if (made != settings) {
+          throw ArgumentError("shard " + dir.string() + " was made with other settings: " +
+                                      made + ", this merge has " + settings);
         }
       }
     }
@@ -618,17 +609,19 @@ inline ConvertSummary convert(const ConvertOptions& options, const ConvertProgre
     if (options.merge.empty()) fs::remove_all(work);
   }
   if (!options.report.empty()) {
-    Json report = Json::object();
-    Json list = Json::array();
-    for (const TargetReport& r : summary.targets) list.push_back(detail::report_json(r));
-    report.set("targets", std::move(list));
-    if (!summary.budget_note.empty()) report.set("bits_budget", summary.budget_note);
-    write_file_atomically(options.report, report.dump(2) + "\n");
+    Json report = {{"targets", Json::array()}};
+    for (const TargetReport& r : summary.targets) report["targets"].push_back(detail::report_json(r));
+    if (!summary.budget_note.empty()) report["bits_budget"] = summary.budget_note;
+    write_file_atomically(options.report, dump_json(report, 2) + "\n");
   }
   if (fs::exists(output)) fs::remove_all(output);
   fs::rename(staging, output);
   guard.release();
   return summary;
+} catch (const std::filesystem::filesystem_error& e) {
+  throw FileError(e.what(), e.path1(), e.code());
+} catch (const std::invalid_argument& e) {  // the solver's argument checks
+  throw ArgumentError(e.what());
 }
 
 }  // namespace loftq::io

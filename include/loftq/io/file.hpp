@@ -13,20 +13,21 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
 
+#include "error.hpp"
+
 namespace loftq::io {
 
 namespace detail {
 
-/// A std::system_error for errno, naming the operation and the path.
-inline std::system_error os_error(const std::string& operation, const std::filesystem::path& path, int code = errno) {
-  return std::system_error(code, std::generic_category(), operation + " " + path.string());
+/// The FileError of errno (or `code`), naming the operation and the path.
+inline FileError os_error(const std::string& operation, const std::filesystem::path& path, int code = errno) {
+  return file_error(operation, path, std::error_code(code, std::generic_category()));
 }
 
 /// A unique name beside `path` for its temporary: "<name>.partial-<pid>-<counter>".
@@ -42,8 +43,7 @@ inline std::filesystem::path temporary_beside(const std::filesystem::path& path)
 /// may be read from several threads.
 class InputFile {
  public:
-  /// Opens `path`; throws std::system_error when it cannot, std::invalid_argument when it is
-  /// not a regular file.
+  /// Opens `path`; throws FileError when it cannot or when it is not a regular file.
   explicit InputFile(std::filesystem::path path) : path_(std::move(path)) {
     fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) throw detail::os_error("cannot open", path_);
@@ -55,7 +55,7 @@ class InputFile {
     }
     if (!S_ISREG(st.st_mode)) {
       ::close(fd_);
-      throw std::invalid_argument(path_.string() + " is not a regular file");
+      throw detail::os_error("not a regular file:", path_, S_ISDIR(st.st_mode) ? EISDIR : EINVAL);
     }
     size_ = static_cast<std::uint64_t>(st.st_size);
   }
@@ -83,8 +83,8 @@ class InputFile {
   /// Its size in bytes when opened.
   std::uint64_t size() const { return size_; }
 
-  /// Reads n bytes at `offset` into dst; throws std::system_error on a read error and
-  /// std::runtime_error when the file ends first.
+  /// Reads n bytes at `offset` into dst; throws FileError on a read error and FormatError when
+  /// the file ends first (it was truncated after opening).
   void read(std::uint64_t offset, void* dst, std::size_t n) const {
     auto* out = static_cast<unsigned char*>(dst);
     while (n > 0) {
@@ -93,7 +93,7 @@ class InputFile {
         if (errno == EINTR) continue;
         throw detail::os_error("cannot read", path_);
       }
-      if (got == 0) throw std::runtime_error(path_.string() + ": file ended early (truncated?)");
+      if (got == 0) throw FormatError(path_.string() + ": file ended early (truncated?)");
       out += got;
       offset += static_cast<std::uint64_t>(got);
       n -= static_cast<std::size_t>(got);
@@ -111,7 +111,7 @@ class InputFile {
 /// failed write leaves nothing behind and never a partial file at the path.
 class AtomicFile {
  public:
-  /// Creates the temporary for `path`; throws std::system_error when it cannot.
+  /// Creates the temporary for `path`; throws FileError when it cannot.
   explicit AtomicFile(std::filesystem::path path)
       : path_(std::move(path)), temporary_(detail::temporary_beside(path_)) {
     fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -125,7 +125,7 @@ class AtomicFile {
     if (!committed_) ::unlink(temporary_.c_str());
   }
 
-  /// Appends n bytes; throws std::system_error on a write error (a full disk, a file size limit).
+  /// Appends n bytes; throws FileError on a write error (a full disk, a file size limit).
   void write(const void* data, std::size_t n) {
     const auto* bytes = static_cast<const unsigned char*>(data);
     if (buffer_.size() + n > buffer_bytes) flush();
@@ -141,7 +141,8 @@ class AtomicFile {
   /// Bytes appended so far.
   std::uint64_t written() const { return written_; }
 
-  /// Flushes, syncs and renames the temporary to the path, replacing any file there.
+  /// Flushes, syncs and renames the temporary to the path, replacing any file there; throws
+  /// FileError when one of these fails.
   void commit() {
     flush();
     if (::fsync(fd_) != 0) throw detail::os_error("cannot sync", temporary_);
@@ -179,19 +180,20 @@ class AtomicFile {
   std::uint64_t written_ = 0;
 };
 
-/// Writes `text` to `path` atomically (temporary file, then rename).
+/// Writes `text` to `path` atomically (temporary file, then rename); throws FileError when it
+/// cannot.
 inline void write_file_atomically(const std::filesystem::path& path, std::string_view text) {
   AtomicFile file(path);
   file.write(text);
   file.commit();
 }
 
-/// The whole content of a (small) file; throws std::system_error or std::runtime_error when it
-/// cannot be read, std::invalid_argument when it is larger than max_bytes.
+/// The whole content of a (small) file; throws FileError or FormatError when it cannot be read
+/// (as InputFile does), FormatError when it is larger than max_bytes.
 inline std::string read_small_file(const std::filesystem::path& path, std::uint64_t max_bytes = 100'000'000) {
   const InputFile file(path);
   if (file.size() > max_bytes) {
-    throw std::invalid_argument(path.string() + " is " + std::to_string(file.size()) + " bytes, more than " +
+    throw FormatError(path.string() + " is " + std::to_string(file.size()) + " bytes, more than " +
                                 std::to_string(max_bytes));
   }
   std::string text(static_cast<std::size_t>(file.size()), '\0');

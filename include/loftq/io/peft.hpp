@@ -6,12 +6,13 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <filesystem>
-#include <stdexcept>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
 #include "../matrix.hpp"
+#include "error.hpp"
 #include "file.hpp"
 #include "json.hpp"
 #include "safetensors.hpp"
@@ -42,39 +43,36 @@ struct AdapterFactors {
 /// Key prefix PEFT gives a module's adapter weights.
 inline std::string peft_key(const std::string& module) { return "base_model.model." + module; }
 
-/// The adapter_config.json text of `config`.
+/// The adapter_config.json text of `config`, keys sorted as PEFT writes them. Throws
+/// ArgumentError for a lora_alpha that is not finite or a string that is not UTF-8.
 inline std::string adapter_config_json(const AdapterConfig& config) {
-  Json modules = Json::array();
-  for (const std::string& m : config.target_modules) modules.push_back(m);
-  Json json = Json::object();
-  json.set("peft_type", "LORA");
-  json.set("task_type", config.task_type);
-  json.set("base_model_name_or_path", config.base_model_name_or_path);
-  json.set("r", config.rank);
-  json.set("lora_alpha", config.alpha());
-  json.set("lora_dropout", 0.0);
-  json.set("target_modules", config.target_modules.size() == 1 && config.target_modules[0] == "all-linear"
-                                 ? Json(config.target_modules[0])
-                                 : std::move(modules));
-  json.set("bias", "none");
-  json.set("init_lora_weights", true);
-  json.set("fan_in_fan_out", false);
-  json.set("inference_mode", true);
-  return json.dump(2) + "\n";
+  const bool all_linear = config.target_modules.size() == 1 && config.target_modules[0] == "all-linear";
+  const Json json = {{"peft_type", "LORA"},
+                     {"task_type", config.task_type},
+                     {"base_model_name_or_path", config.base_model_name_or_path},
+                     {"r", config.rank},
+                     {"lora_alpha", config.alpha()},
+                     {"lora_dropout", 0.0},
+                     {"target_modules", all_linear ? Json(config.target_modules[0]) : Json(config.target_modules)},
+                     {"bias", "none"},
+                     {"init_lora_weights", true},
+                     {"fan_in_fan_out", false},
+                     {"inference_mode", true}};
+  return dump_json(json, 2) + "\n";
 }
 
 /// The adapter tensors of `factors` in float32: lora_A.weight = B^T / sqrt(s) (r x in) and
 /// lora_B.weight = A / sqrt(s) (out x r) with s = config.scaling(), so that
-/// s * lora_B * lora_A = A B^T. Throws std::invalid_argument when A and B do not have
-/// config.rank columns, or for a scaling that is not positive and finite.
+/// s * lora_B * lora_A = A B^T. Throws ArgumentError when A and B do not have config.rank
+/// columns, or for a scaling that is not positive and finite.
 inline std::vector<TensorData> adapter_tensors(const AdapterConfig& config, const AdapterFactors& factors) {
   const double s = config.scaling();
   if (!(s > 0.0) || !std::isfinite(s)) {
-    throw std::invalid_argument("lora_alpha = " + std::to_string(config.lora_alpha) + " gives scaling " +
+    throw ArgumentError("lora_alpha = " + std::to_string(config.lora_alpha) + " gives scaling " +
                                 std::to_string(s) + ", needs a positive finite value");
   }
   if (factors.A.cols() != config.rank || factors.B.cols() != config.rank) {
-    throw std::invalid_argument("adapter for " + factors.module + ": A and B have " + std::to_string(factors.A.cols()) +
+    throw ArgumentError("adapter for " + factors.module + ": A and B have " + std::to_string(factors.A.cols()) +
                                 " and " + std::to_string(factors.B.cols()) + " columns, rank is " +
                                 std::to_string(config.rank));
   }
@@ -91,13 +89,16 @@ inline std::vector<TensorData> adapter_tensors(const AdapterConfig& config, cons
 
 /// Writes the adapter directory `dir` (created when missing): adapter_config.json and
 /// adapter_model.safetensors with every module's lora_A and lora_B, each file written atomically.
+/// Throws as adapter_tensors() and write_safetensors(), FileError when `dir` cannot be created.
 inline void write_adapter(const std::filesystem::path& dir, const AdapterConfig& config,
                           const std::vector<AdapterFactors>& modules) {
   std::vector<TensorSource> tensors;
   for (const AdapterFactors& m : modules) {
     for (TensorData& t : adapter_tensors(config, m)) tensors.push_back(source_of(std::move(t)));
   }
-  std::filesystem::create_directories(dir);
+  std::error_code code;
+  std::filesystem::create_directories(dir, code);
+  if (code) throw detail::file_error("cannot create", dir, code);
   write_safetensors(dir / "adapter_model.safetensors", std::move(tensors));
   write_file_atomically(dir / "adapter_config.json", adapter_config_json(config));
 }

@@ -13,7 +13,6 @@
 #include <functional>
 #include <limits>
 #include <memory>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -21,6 +20,7 @@
 #include <vector>
 
 #include "../matrix.hpp"
+#include "error.hpp"
 #include "file.hpp"
 #include "json.hpp"
 
@@ -70,71 +70,23 @@ inline Dtype dtype_from_name(std::string_view name, const std::string& what) {
   throw FormatError(what + ": unknown dtype \"" + std::string(name) + "\"");
 }
 
-/// bfloat16 bits to float (exact).
+/// bfloat16 bits to float (exact), through Eigen::bfloat16.
 inline float bf16_to_float(std::uint16_t bits) {
-  const std::uint32_t wide = static_cast<std::uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &wide, sizeof f);
-  return f;
+  return static_cast<float>(Eigen::numext::bit_cast<Eigen::bfloat16>(bits));
 }
 
-/// float to bfloat16 bits, rounding to nearest even; NaN stays a (quiet) NaN.
+/// float to bfloat16 bits through Eigen::bfloat16: rounds to nearest even, overflow gives
+/// infinity, a NaN gives the quiet NaN 0x7FC0 with the NaN's sign (0xFFC0).
 inline std::uint16_t float_to_bf16(float value) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<std::uint16_t>((bits >> 16) | 0x0040u);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<std::uint16_t>(bits >> 16);
+  return Eigen::numext::bit_cast<std::uint16_t>(Eigen::bfloat16(value));
 }
 
-/// IEEE float16 bits to float (exact).
-inline float f16_to_float(std::uint16_t h) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  const std::uint32_t exponent = (h >> 10) & 0x1Fu;
-  std::uint32_t mantissa = h & 0x3FFu;
-  std::uint32_t bits;
-  if (exponent == 0x1F) {
-    bits = sign | 0x7F800000u | (mantissa << 13);
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;
-  } else {  // subnormal: normalize
-    std::uint32_t e = 113;
-    while ((mantissa & 0x400u) == 0) {
-      mantissa <<= 1;
-      --e;
-    }
-    bits = sign | (e << 23) | ((mantissa & 0x3FFu) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+/// IEEE float16 bits to float (exact), through Eigen::half.
+inline float f16_to_float(std::uint16_t bits) { return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits)); }
 
-/// float to IEEE float16 bits, rounding to nearest even; overflow gives infinity, NaN stays NaN.
-inline std::uint16_t float_to_f16(float value) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
-  const std::uint32_t magnitude = bits & 0x7FFFFFFFu;
-  if (magnitude > 0x7F800000u) return static_cast<std::uint16_t>(sign | 0x7E00u);
-  if (magnitude >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // rounds past 65504
-  if (magnitude < 0x38800000u) {  // below 2^-14: subnormal or zero
-    if (magnitude < 0x33000000u) return sign;  // below half the least subnormal
-    const std::uint32_t exponent = magnitude >> 23;
-    const std::uint32_t mantissa = (magnitude & 0x7FFFFFu) | 0x800000u;
-    const std::uint32_t shift = 126 - exponent;  // to units of 2^-24
-    std::uint32_t half = mantissa >> shift;
-    const std::uint32_t rest = mantissa & ((1u << shift) - 1u);
-    const std::uint32_t midpoint = 1u << (shift - 1);
-    if (rest > midpoint || (rest == midpoint && (half & 1u) != 0)) ++half;
-    return static_cast<std::uint16_t>(sign | half);
-  }
-  std::uint32_t rounded = magnitude + 0xFFFu + ((magnitude >> 13) & 1u);
-  rounded -= 112u << 23;
-  return static_cast<std::uint16_t>(sign | (rounded >> 13));
-}
+/// float to IEEE float16 bits through Eigen::half: rounds to nearest even (subnormals too),
+/// overflow gives infinity, a NaN gives the quiet NaN 0x7E00 with the NaN's sign.
+inline std::uint16_t float_to_f16(float value) { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(value)); }
 
 /// One tensor of a safetensors file.
 struct TensorInfo {
@@ -158,7 +110,7 @@ struct TensorInfo {
 struct SafetensorsHeader {
   std::uint64_t data_offset = 0;                                 ///< File offset of the data buffer.
   std::vector<TensorInfo> tensors;                               ///< Tensors, in the order of their data.
-  std::vector<std::pair<std::string, std::string>> metadata;     ///< __metadata__ entries, in order.
+  std::vector<std::pair<std::string, std::string>> metadata;     ///< __metadata__ entries, by key.
 };
 
 /// Largest safetensors header accepted, as in the reference implementation.
@@ -181,19 +133,6 @@ inline std::uint64_t safetensors_header_length(const unsigned char* first, std::
   return length;
 }
 
-namespace detail {
-
-/// A JSON number as a u64; FormatError naming `where` otherwise.
-inline std::uint64_t checked_u64(const Json& value, const std::string& where) {
-  if (!value.is_number()) throw FormatError(where + " holds a non-number");
-  try {
-    return value.as_u64();
-  } catch (const FormatError& e) {
-    throw FormatError(where + ": " + e.what());
-  }
-}
-}  // namespace detail
-
 /// Validates `header` (the JSON text after the 8-byte length) of a file of file_size bytes. Throws
 /// FormatError, naming `what`, for a header that is not a UTF-8 JSON object starting with '{',
 /// an unknown dtype, a bad shape or offsets, a byte count that overflows or does not match its
@@ -206,32 +145,32 @@ inline SafetensorsHeader parse_safetensors_header(std::string_view header, std::
   SafetensorsHeader result;
   result.data_offset = 8 + header.size();
   if (!json.is_object()) throw FormatError(what + ": header is not a JSON object");
-  for (const auto& [name, entry] : json.members()) {
+  for (const auto& member : json.items()) {
+    const std::string& name = member.key();
+    const Json& entry = member.value();
     const std::string where = what + ": tensor \"" + name + "\"";
     if (name == "__metadata__") {
       if (!entry.is_object()) throw FormatError(what + ": __metadata__ is not an object");
-      for (const auto& [key, value] : entry.members()) {
-        if (!value.is_string()) throw FormatError(what + ": __metadata__ value of \"" + key + "\" is not a string");
-        result.metadata.emplace_back(key, value.as_string());
+      for (const auto& item : entry.items()) {
+        result.metadata.emplace_back(item.key(),
+                                     json_string(item.value(), what + ": __metadata__ value of \"" + item.key() + "\""));
       }
       continue;
     }
     if (!entry.is_object()) throw FormatError(where + " is not an object");
     TensorInfo info;
     info.name = name;
-    const Json* dtype = entry.find("dtype");
-    const Json* shape = entry.find("shape");
-    const Json* offsets = entry.find("data_offsets");
-    if (dtype == nullptr || shape == nullptr || offsets == nullptr) {
+    const auto dtype = entry.find("dtype");
+    const auto shape = entry.find("shape");
+    const auto offsets = entry.find("data_offsets");
+    if (dtype == entry.end() || shape == entry.end() || offsets == entry.end()) {
       throw FormatError(where + " needs dtype, shape and data_offsets");
     }
-    if (!dtype->is_string()) throw FormatError(where + ": dtype is not a string");
-    info.dtype = dtype_from_name(dtype->as_string(), where);
+    info.dtype = dtype_from_name(json_string(*dtype, where + ": dtype"), where);
     if (!shape->is_array()) throw FormatError(where + ": shape is not an array");
     std::uint64_t elements = 1;
-    for (const Json& d : shape->elements()) {
-      if (!d.is_number()) throw FormatError(where + ": shape holds a non-number");
-      info.shape.push_back(detail::checked_u64(d, where + ": shape"));
+    for (const Json& d : *shape) {
+      info.shape.push_back(json_u64(d, where + ": shape[" + std::to_string(info.shape.size()) + "]"));
       if (!detail::multiply_checked(elements, info.shape.back(), elements)) {
         throw FormatError(where + ": shape's element count overflows");
       }
@@ -240,11 +179,9 @@ inline SafetensorsHeader parse_safetensors_header(std::string_view header, std::
     if (!detail::multiply_checked(elements, dtype_size(info.dtype), bytes)) {
       throw FormatError(where + ": byte count overflows");
     }
-    if (!offsets->is_array() || offsets->elements().size() != 2) {
-      throw FormatError(where + ": data_offsets is not a pair");
-    }
-    info.begin = detail::checked_u64(offsets->elements()[0], where + ": data_offsets");
-    info.end = detail::checked_u64(offsets->elements()[1], where + ": data_offsets");
+    if (!offsets->is_array() || offsets->size() != 2) throw FormatError(where + ": data_offsets is not a pair");
+    info.begin = json_u64((*offsets)[0], where + ": data_offsets[0]");
+    info.end = json_u64((*offsets)[1], where + ": data_offsets[1]");
     if (info.end < info.begin) throw FormatError(where + ": data_offsets end before they begin");
     if (info.end - info.begin != bytes) {
       throw FormatError(where + ": data_offsets span " + std::to_string(info.end - info.begin) + " bytes, its " +
@@ -276,7 +213,7 @@ inline SafetensorsHeader parse_safetensors_header(std::string_view header, std::
 class SafetensorsReader {
  public:
   /// Opens and validates `path`: throws FormatError as safetensors_header_length() and
-  /// parse_safetensors_header() do, std::system_error when it cannot be opened or read.
+  /// parse_safetensors_header() do, FileError when it cannot be opened or read.
   explicit SafetensorsReader(std::filesystem::path path) : file_(std::move(path)) {
     const std::string what = file_.path().string();
     unsigned char length[8] = {};
@@ -298,17 +235,19 @@ class SafetensorsReader {
     const auto it = index_.find(std::string(name));
     return it == index_.end() ? nullptr : &header_.tensors[it->second];
   }
-  /// The tensor named `name`; throws std::invalid_argument naming it and the file when absent.
+  /// The tensor named `name`; throws ArgumentError naming it and the file when absent.
   const TensorInfo& at(std::string_view name) const {
     const TensorInfo* info = find(name);
-    if (info == nullptr) throw std::invalid_argument(path().string() + " has no tensor \"" + std::string(name) + "\"");
+    if (info == nullptr) throw ArgumentError(path().string() + " has no tensor \"" + std::string(name) + "\"");
     return *info;
   }
 
-  /// Reads n bytes of `tensor`'s data from byte `offset` of it into dst.
+  /// Reads n bytes of `tensor`'s data from byte `offset` of it into dst; throws ArgumentError for
+  /// bytes past the tensor's end, and as InputFile::read().
   void read_bytes(const TensorInfo& tensor, std::uint64_t offset, void* dst, std::size_t n) const {
     if (offset > tensor.bytes() || n > tensor.bytes() - offset) {
-      throw std::out_of_range(path().string() + ": read past the end of tensor " + tensor.name);
+      throw ArgumentError(path().string() + ": " + std::to_string(n) + " bytes from byte " + std::to_string(offset) +
+                          " run past the end of tensor " + tensor.name);
     }
     file_.read(header_.data_offset + tensor.begin + offset, dst, n);
   }
@@ -318,8 +257,8 @@ class SafetensorsReader {
     read_bytes(tensor, 0, bytes.data(), bytes.size());
     return bytes;
   }
-  /// The elements of an F32, F16 or BF16 tensor as float32, row-major; throws
-  /// std::invalid_argument for another dtype.
+  /// The elements of an F32, F16 or BF16 tensor as float32, row-major; throws ArgumentError for
+  /// another dtype.
   std::vector<float> read_floats(const TensorInfo& tensor) const {
     std::vector<float> out(static_cast<std::size_t>(tensor.elements()));
     read_floats_into(tensor, out.data());
@@ -327,9 +266,9 @@ class SafetensorsReader {
   }
   /// read_floats() as a matrix of shape[0] rows and the product of the other dimensions as
   /// columns (a convolution kernel (c_out, c_in, k, k) becomes c_out x c_in k k, as in the
-  /// LoftQ paper); a 1-D tensor is one row. Throws std::invalid_argument for a scalar.
+  /// LoftQ paper); a 1-D tensor is one row. Throws ArgumentError for a scalar.
   RowMatrixXf read_matrix(const TensorInfo& tensor) const {
-    if (tensor.shape.empty()) throw std::invalid_argument(path().string() + ": tensor " + tensor.name + " is a scalar");
+    if (tensor.shape.empty()) throw ArgumentError(path().string() + ": tensor " + tensor.name + " is a scalar");
     const std::uint64_t rows = tensor.shape.size() == 1 ? 1 : tensor.shape[0];
     const std::uint64_t cols = rows == 0 ? 0 : tensor.elements() / rows;
     RowMatrixXf out(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
@@ -345,8 +284,8 @@ class SafetensorsReader {
       return;
     }
     if (tensor.dtype != Dtype::f16 && tensor.dtype != Dtype::bf16) {
-      throw std::invalid_argument(path().string() + ": tensor " + tensor.name + " has dtype " +
-                                  std::string(dtype_name(tensor.dtype)) + ", not F32, F16 or BF16");
+      throw ArgumentError(path().string() + ": tensor " + tensor.name + " has dtype " +
+                          std::string(dtype_name(tensor.dtype)) + ", not F32, F16 or BF16");
     }
     constexpr std::size_t chunk = std::size_t{1} << 16;
     std::vector<std::uint16_t> halves(std::min(n, chunk));
@@ -406,7 +345,7 @@ inline TensorSource copied_tensor(const SafetensorsReader& file, const TensorInf
 }
 
 /// A float32 tensor of a row-major matrix, stored as `dtype` (F32, F16 or BF16, rounded to
-/// nearest even); throws std::invalid_argument for another dtype.
+/// nearest even); throws ArgumentError for another dtype.
 inline TensorData float_tensor(std::string name, const float* data, std::vector<std::uint64_t> shape, Dtype dtype) {
   TensorData t{std::move(name), dtype, std::move(shape), {}};
   std::uint64_t n = 1;
@@ -422,7 +361,7 @@ inline TensorData float_tensor(std::string name, const float* data, std::vector<
       std::memcpy(t.bytes.data() + 2 * i, &h, 2);
     }
   } else {
-    throw std::invalid_argument("float_tensor: dtype " + std::string(dtype_name(dtype)) + " is not F32, F16 or BF16");
+    throw ArgumentError("float_tensor: dtype " + std::string(dtype_name(dtype)) + " is not F32, F16 or BF16");
   }
   return t;
 }
@@ -438,10 +377,10 @@ inline void sort_for_alignment(std::vector<TensorSource>& tensors) {
 
 /// Writes a safetensors file at `path` atomically (temporary file, then rename): header with
 /// `metadata` (default {"format": "pt"}) padded with spaces to a multiple of 8 bytes, then the
-/// tensors in sort_for_alignment() order, each produced by its source. Throws
-/// std::invalid_argument for a duplicate or reserved name or a byte-count overflow,
-/// std::runtime_error when a producer emits the wrong number of bytes, std::system_error when
-/// the file cannot be written; in every case no file is left at `path`.
+/// tensors in sort_for_alignment() order, each produced by its source. Throws ArgumentError for
+/// a duplicate or reserved name, a name or metadata that is not UTF-8, a byte-count overflow or
+/// a producer that emits the wrong number of bytes, FileError when the file cannot be written,
+/// and whatever a producer throws; in every case no file is left at `path`.
 inline void write_safetensors(const std::filesystem::path& path, std::vector<TensorSource> tensors,
                               const std::vector<std::pair<std::string, std::string>>& metadata = {{"format", "pt"}}) {
   sort_for_alignment(tensors);
@@ -449,39 +388,30 @@ inline void write_safetensors(const std::filesystem::path& path, std::vector<Ten
   for (const TensorSource& t : tensors) names.emplace_back(t.name);
   std::sort(names.begin(), names.end());
   if (const auto twin = std::adjacent_find(names.begin(), names.end()); twin != names.end()) {
-    throw std::invalid_argument("write_safetensors: duplicate tensor name \"" + std::string(*twin) + "\"");
+    throw ArgumentError("write_safetensors: duplicate tensor name \"" + std::string(*twin) + "\"");
   }
   Json header = Json::object();
   if (!metadata.empty()) {
-    Json meta = Json::object();
-    for (const auto& [key, value] : metadata) meta.set(key, value);
-    header.set("__metadata__", std::move(meta));
+    Json& meta = header["__metadata__"] = Json::object();
+    for (const auto& [key, value] : metadata) meta[key] = value;
   }
   std::vector<std::uint64_t> sizes;
   std::uint64_t offset = 0;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const TensorSource& t = tensors[i];
-    if (t.name == "__metadata__") throw std::invalid_argument("write_safetensors: tensor name __metadata__ is reserved");
+    if (t.name == "__metadata__") throw ArgumentError("write_safetensors: tensor name __metadata__ is reserved");
     std::uint64_t bytes = dtype_size(t.dtype);
-    Json shape = Json::array();
     for (std::uint64_t d : t.shape) {
       if (!detail::multiply_checked(bytes, d, bytes)) {
-        throw std::invalid_argument("write_safetensors: tensor \"" + t.name + "\" is too large");
+        throw ArgumentError("write_safetensors: tensor \"" + t.name + "\" is too large");
       }
-      shape.push_back(Json(static_cast<unsigned long long>(d)));
     }
-    Json entry = Json::object();
-    entry.set("dtype", std::string(dtype_name(t.dtype)));
-    entry.set("shape", std::move(shape));
-    Json offsets = Json::array();
-    offsets.push_back(Json(static_cast<unsigned long long>(offset)));
-    offsets.push_back(Json(static_cast<unsigned long long>(offset + bytes)));
-    entry.set("data_offsets", std::move(offsets));
-    header.set(t.name, std::move(entry));
+    header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))},
+                     {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     sizes.push_back(bytes);
     offset += bytes;
   }
-  std::string text = header.dump();
+  std::string text = dump_json(header);
   text.append((8 - (text.size() % 8)) % 8, ' ');
   AtomicFile file(path);
   unsigned char length[8];
@@ -492,7 +422,7 @@ inline void write_safetensors(const std::filesystem::path& path, std::vector<Ten
     const std::uint64_t before = file.written();
     tensors[i].write([&](const void* data, std::size_t bytes) { file.write(data, bytes); });
     if (file.written() - before != sizes[i]) {
-      throw std::runtime_error("write_safetensors: tensor \"" + tensors[i].name + "\" produced " +
+      throw ArgumentError("write_safetensors: tensor \"" + tensors[i].name + "\" produced " +
                                std::to_string(file.written() - before) + " bytes, expected " +
                                std::to_string(sizes[i]));
     }
