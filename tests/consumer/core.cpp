@@ -1,5 +1,12 @@
-// The pinned public API, compiled from outside the project.
+// The pinned public API, compiled from outside the project against the core alone.
 #include <loftq/loftq.hpp>
+
+#ifdef NLOHMANN_JSON_VERSION_MAJOR
+#error "the core pulled in nlohmann/json"
+#endif
+#if defined(LOFTQ_CONSUMER_CORE_ONLY) && __has_include(<loftq/io/error.hpp>)
+#error "an I/O header is on the include path of a core-only consumer"
+#endif
 
 #include <cstdio>
 
