@@ -174,8 +174,9 @@ TEST(Json, ParsesAndWritesTheSameUnderACommaDecimalLocale) {
   ScratchDir dir;
   {
     const CLocale german("de_DE.UTF-8");
-    ASSERT_TRUE(german.ok()) << "the locale de_DE.UTF-8 is missing; generate it with\n"
-                                "  apt-get install -y locales && localedef -i de_DE -f UTF-8 de_DE.UTF-8";
+    ASSERT_TRUE(german.ok()) << "the locale de_DE.UTF-8 is missing: ctest compiles it into the build "
+                                "directory (test locale_de_DE, LOCPATH) from Debian's `locales` package; "
+                                "by hand: localedef -i de_DE -f UTF-8 de_DE.UTF-8";
     ASSERT_STREQ(std::localeconv()->decimal_point, ",");
     const Json j = parse_json(R"({"x": 0.5, "y": [1234.25, -2.5e-3, 1E2]})");
     EXPECT_EQ(j["x"].get<double>(), 0.5);
