@@ -82,7 +82,7 @@ std::vector<float> tricky_input(std::size_t n, int block_size, Codebook codebook
   std::uniform_int_distribution<int> kind_of(0, 6);
   std::uniform_int_distribution<int> exponent(-20, 20);
   std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
-  const auto quantizer = loftq::kernels::make_lookup_quantizer(loftq::table_of(codebook));
+  const auto quantizer = loftq::detail::kernels::make_lookup_quantizer(loftq::table_of(codebook));
   const int midpoints = std::max(1, quantizer.levels - 1);
   std::vector<float> x(n);
   const auto block = static_cast<std::size_t>(block_size);

@@ -19,7 +19,7 @@
 #include "detail/checks.hpp"
 #include "detail/gemm.hpp"
 #include "detail/packing.hpp"
-#include "kernels/dispatch.hpp"
+#include "kernels/passes.hpp"
 #include "lowrank.hpp"
 #include "threads.hpp"
 #include "quantized.hpp"

@@ -1,7 +1,7 @@
 /// @file kernels/avx2.hpp
 /// AVX2 kernels of blockwise quantization, equal bit for bit to kernels/scalar.hpp. They are
 /// compiled for AVX2 and FMA whatever the build flags, and run only on CPUs that have them
-/// (see kernels/dispatch.hpp).
+/// (see isa.hpp).
 ///
 /// The kernels walk an array in groups of 16 elements from element 0, so every group starts a
 /// byte of the packed codes for 2-, 4- and 8-bit codes; a group inside one block uses that
@@ -29,7 +29,7 @@
 /// Compiles a function for AVX2 and FMA.
 #define LOFTQ_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
-namespace loftq::kernels::avx2 {
+namespace loftq::detail::kernels::avx2 {
 
 /// Elements per group, the kernels' unit of work: 4, 8 or 16 whole bytes of codes.
 inline constexpr std::size_t group = 16;
@@ -561,6 +561,6 @@ LOFTQ_TARGET_AVX2 inline void quantize_residual(const float* w, const float* low
   quantize_book<true>(w, low_rank, n, block_size, book, lookup, packed, scales, residual);
 }
 
-}  // namespace loftq::kernels::avx2
+}  // namespace loftq::detail::kernels::avx2
 
 #endif  // LOFTQ_X86_KERNELS

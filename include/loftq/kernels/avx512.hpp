@@ -1,7 +1,7 @@
 /// @file kernels/avx512.hpp
 /// AVX-512 kernels of blockwise quantization, equal bit for bit to kernels/scalar.hpp. They are
 /// compiled for AVX-512 F, BW, DQ and VL whatever the build flags, and run only on CPUs that
-/// have them (see kernels/dispatch.hpp). They walk an array in groups of 16 elements, one
+/// have them (see isa.hpp). They walk an array in groups of 16 elements, one
 /// vector each, as the AVX2 kernels do (see kernels/avx2.hpp).
 #pragma once
 
@@ -34,7 +34,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
-namespace loftq::kernels::avx512 {
+namespace loftq::detail::kernels::avx512 {
 
 using avx2::group;
 using avx2::span;
@@ -523,7 +523,7 @@ LOFTQ_TARGET_AVX512 inline void quantize_residual(const float* w, const float* l
   quantize_book<true>(w, low_rank, n, block_size, book, lookup, packed, scales, residual);
 }
 
-}  // namespace loftq::kernels::avx512
+}  // namespace loftq::detail::kernels::avx512
 
 #if !defined(__clang__)
 #pragma GCC diagnostic pop

@@ -13,7 +13,7 @@
 #include "../codebook.hpp"
 #include "../detail/packing.hpp"
 
-namespace loftq::kernels {
+namespace loftq::detail::kernels {
 
 /// What quantizing to a lookup codebook needs: the float32 midpoints of the sorted table and
 /// the code of each interval between them.
@@ -44,11 +44,6 @@ inline float lookup_multiplier(float absmax) { return 1.0f / std::max(absmax, 1e
 
 /// What Int8 multiplies a block by: 127 / absmax (inf for a zero block).
 inline float int8_multiplier(float absmax) { return 127.0f / absmax; }
-
-/// The multiplier of a block of `codebook`: int8_multiplier() for Int8, else lookup_multiplier().
-inline float quantize_multiplier(Codebook codebook, float absmax) {
-  return is_linear(codebook) ? int8_multiplier(absmax) : lookup_multiplier(absmax);
-}
 
 /// The factor of a block's dequantized values: absmax, or absmax / 127 for Int8.
 inline float dequantize_factor(Codebook codebook, float absmax) {
@@ -280,4 +275,4 @@ inline void dequantize_tail(const std::uint8_t* packed, const float* scales, std
 }
 
 }  // namespace scalar
-}  // namespace loftq::kernels
+}  // namespace loftq::detail::kernels
