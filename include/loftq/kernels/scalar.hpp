@@ -1,5 +1,7 @@
 /// @file kernels/scalar.hpp
 /// Portable kernels of blockwise quantization; every other path must equal these bit for bit.
+/// Also what every instruction set's kernels share: the lookup quantizer of a codebook, the block
+/// multipliers and factors, the block cursor and the scalar tails of the vector kernels.
 /// No expression here can be contracted into an FMA: each result is one rounding.
 #pragma once
 
@@ -8,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 
 #include "../codebook.hpp"
@@ -18,9 +21,9 @@ namespace loftq::detail::kernels {
 /// What quantizing to a lookup codebook needs: the float32 midpoints of the sorted table and
 /// the code of each interval between them.
 struct LookupQuantizer {
-  std::array<float, 255> midpoints{};  ///< (s[k] + s[k+1]) / 2 of the sorted values s.
+  std::array<float, 255> midpoints{};     ///< (s[k] + s[k+1]) / 2 of the sorted values s.
   std::array<std::uint8_t, 256> codes{};  ///< codes[k]: code of s[k].
-  int levels = 0;                          ///< Table size, 2^bits.
+  int levels = 0;                         ///< Table size, 2^bits.
 };
 
 /// Builds the LookupQuantizer of a table. Equal values (0 and -0 in FP4) keep their code order,
@@ -50,6 +53,16 @@ inline float dequantize_factor(Codebook codebook, float absmax) {
   return is_linear(codebook) ? absmax / 127.0f : absmax;
 }
 
+/// The midpoints of `lookup` padded with +inf to N entries (N >= levels - 1), the search table of
+/// a vector kernel.
+template <std::size_t N>
+std::array<float, N> padded_midpoints(const LookupQuantizer& lookup) {
+  std::array<float, N> mid{};
+  mid.fill(std::numeric_limits<float>::infinity());
+  std::copy(lookup.midpoints.begin(), lookup.midpoints.begin() + (lookup.levels - 1), mid.begin());
+  return mid;
+}
+
 /// The lookup code of x in a block of multiplier inv: clamp(x * inv, -1, 1), then the number of
 /// midpoints strictly below it, mapped to its code. A NaN gets the code of the lowest level.
 inline std::uint8_t lookup_code(float x, float inv, const LookupQuantizer& q) {
@@ -76,6 +89,14 @@ inline float unfused(float x) {
 #endif
   return x;
 }
+
+/// Elements per group of the vector kernels, their unit of work: from element 0 every group
+/// starts a byte of 2-, 4- and 8-bit codes.
+inline constexpr std::size_t group = 16;
+
+/// Elements per pass of the vector kernels' quantize(): the maxima of the blocks of a pass are
+/// taken first, then its codes, so the second read of the input comes from the cache.
+inline constexpr std::size_t span = 2048;
 
 /// The block of the current element as a kernel walks an array of n elements, cut in blocks of
 /// `block` elements, in ascending order.
