@@ -35,8 +35,9 @@ inline LookupQuantizer make_lookup_quantizer(CodebookTable table) {
   std::iota(order.begin(), order.begin() + table.size, 0);
   std::stable_sort(order.begin(), order.begin() + table.size,
                    [&](int a, int b) { return table.values[a] < table.values[b]; });
-  for (int k = 0; k < table.size; ++k) q.codes[k] = static_cast<std::uint8_t>(order[k]);
-  for (int k = 0; k + 1 < table.size; ++k) {
+  const auto levels = static_cast<std::size_t>(table.size);
+  for (std::size_t k = 0; k < levels; ++k) q.codes[k] = static_cast<std::uint8_t>(order[k]);
+  for (std::size_t k = 0; k + 1 < levels; ++k) {
     q.midpoints[k] = (table.values[order[k]] + table.values[order[k + 1]]) / 2.0f;
   }
   return q;
