@@ -9,7 +9,7 @@
 #include <loftq/io/json.hpp>
 #include <loftq/io/peft.hpp>
 #include <loftq/io/safetensors.hpp>
-#include <loftq/kernels/dispatch.hpp>
+#include <loftq/isa.hpp>
 #include <loftq/loftq.hpp>
 #include <loftq/lowrank.hpp>
 #include <loftq/matrix.hpp>

@@ -15,7 +15,7 @@
 #include <loftq/io/json.hpp>
 #include <loftq/io/peft.hpp>
 #include <loftq/io/safetensors.hpp>
-#include <loftq/kernels/dispatch.hpp>
+#include <loftq/isa.hpp>
 #include <loftq/blockwise.hpp>
 
 int odr_b() {

@@ -100,12 +100,12 @@ TEST(Codebook, BadNamesAndBitsThrow) {
 }
 
 TEST(Codebook, LookupQuantizerSortsStablyAndTakesFloatMidpoints) {
-  const auto fp4 = loftq::kernels::make_lookup_quantizer(loftq::table_of(Codebook::fp4));
+  const auto fp4 = loftq::detail::kernels::make_lookup_quantizer(loftq::table_of(Codebook::fp4));
   ASSERT_EQ(fp4.levels, 16);
   // Sorted: -1 (11), -2/3 (10), -1/2 (13), -1/3 (12), -1/4 (15), -1/6 (14), -1/192 (9), +0 (0), -0 (8), ...
   const std::uint8_t order[16] = {11, 10, 13, 12, 15, 14, 9, 0, 8, 1, 6, 7, 4, 5, 2, 3};
   for (int k = 0; k < 16; ++k) EXPECT_EQ(fp4.codes[static_cast<std::size_t>(k)], order[k]) << k;
-  const auto nf4 = loftq::kernels::make_lookup_quantizer(loftq::table_of(Codebook::nf4));
+  const auto nf4 = loftq::detail::kernels::make_lookup_quantizer(loftq::table_of(Codebook::nf4));
   const float* v = loftq::table_of(Codebook::nf4).values;
   for (int k = 0; k < 15; ++k) {
     EXPECT_EQ(nf4.codes[static_cast<std::size_t>(k)], k);

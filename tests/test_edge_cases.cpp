@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <loftq/loftq.hpp>
 #include <string>
@@ -53,35 +54,67 @@ TEST(EdgeCases, ScalingByAPowerOfTwoScalesTheResultExactly) {
   }
 }
 
-TEST(EdgeCases, NoNaNLeavesTheSolverOnAnyIsaForFiniteInput) {
-  for (const loftq::Isa isa : {loftq::Isa::scalar, loftq::Isa::avx2, loftq::Isa::avx512}) {
-    if (!loftq::isa_supported(isa)) continue;
-    loftq::force_isa(isa);
-    for (const Case& c : cases()) {
-      for (const loftq::Codebook book : {loftq::Codebook::nf4, loftq::Codebook::nf2, loftq::Codebook::int8}) {
-        loftq::Options options;
-        options.rank = c.rank;
-        options.iters = 3;
-        options.codebook = book;
-        options.block_size = c.block_size;
-        const std::string where = c.name + ", " + std::string(loftq::name_of(book)) + ", " + std::string(loftq::name_of(isa));
-        loftq::Result r;
-        try {
-          r = loftq::loftq(c.w, options);
-        } catch (const std::exception& e) {
-          ADD_FAILURE() << where << ": " << e.what();
-          continue;
-        }
-        EXPECT_TRUE(all_finite(r.Q.dequantize())) << where;
-        EXPECT_TRUE(all_finite(r.A)) << where;
-        EXPECT_TRUE(all_finite(r.B)) << where;
-        EXPECT_TRUE(std::isfinite(r.quantization_error)) << where;
-        for (double e : r.errors) EXPECT_TRUE(std::isfinite(e)) << where;
-        EXPECT_LE(r.error(), r.quantization_error * (1 + 1e-6) + 1e-12) << where;
-      }
+/// loftq() on the instruction set GetParam(): skipped, with the reason, when this CPU lacks it.
+class IsaEdgeCases : public ::testing::TestWithParam<loftq::Isa> {
+ protected:
+  void SetUp() override {
+    if (!loftq::isa_supported(GetParam())) {
+      GTEST_SKIP() << "this CPU lacks " << loftq::name_of(GetParam());
     }
   }
-  loftq::reset_isa();
+  void TearDown() override { loftq::reset_isa(); }
+};
+
+/// The test's name suffix of an instruction set: "scalar", "avx2" or "avx512".
+std::string isa_name(const ::testing::TestParamInfo<loftq::Isa>& isa) {
+  return std::string(loftq::name_of(isa.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryIsa, IsaEdgeCases,
+                         ::testing::Values(loftq::Isa::scalar, loftq::Isa::avx2, loftq::Isa::avx512),
+                         isa_name);
+
+/// True when a and b hold the same floats, bit for bit.
+bool same_bits(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() &&
+         std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(float)) == 0;
+}
+
+TEST_P(IsaEdgeCases, NoNaNLeavesTheSolverForFiniteInputAndTheResultIsTheScalarOne) {
+  const loftq::Isa isa = GetParam();
+  for (const Case& c : cases()) {
+    for (const loftq::Codebook book : {loftq::Codebook::nf4, loftq::Codebook::nf2, loftq::Codebook::int8}) {
+      loftq::Options options;
+      options.rank = c.rank;
+      options.iters = 3;
+      options.codebook = book;
+      options.block_size = c.block_size;
+      const std::string where = c.name + ", " + std::string(loftq::name_of(book)) + ", " + std::string(loftq::name_of(isa));
+      loftq::Result r;
+      loftq::Result ref;
+      try {
+        loftq::force_isa(loftq::Isa::scalar);
+        ref = loftq::loftq(c.w, options);
+        loftq::force_isa(isa);
+        r = loftq::loftq(c.w, options);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << where << ": " << e.what();
+        continue;
+      }
+      EXPECT_TRUE(all_finite(r.Q.dequantize())) << where;
+      EXPECT_TRUE(all_finite(r.A)) << where;
+      EXPECT_TRUE(all_finite(r.B)) << where;
+      EXPECT_TRUE(std::isfinite(r.quantization_error)) << where;
+      for (double e : r.errors) EXPECT_TRUE(std::isfinite(e)) << where;
+      EXPECT_LE(r.error(), r.quantization_error * (1 + 1e-6) + 1e-12) << where;
+      EXPECT_EQ(r.Q.codes(), ref.Q.codes()) << where;
+      EXPECT_TRUE(same_bits(r.Q.dequantize(), ref.Q.dequantize())) << where;
+      EXPECT_TRUE(same_bits(r.A, ref.A)) << where;
+      EXPECT_TRUE(same_bits(r.B, ref.B)) << where;
+      EXPECT_EQ(r.errors, ref.errors) << where;
+      EXPECT_EQ(r.iteration, ref.iteration) << where;
+    }
+  }
 }
 
 TEST(EdgeCases, FullRankIsReconstructed) {

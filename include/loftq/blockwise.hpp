@@ -15,7 +15,7 @@
 #include "detail/checks.hpp"
 #include "detail/row_major.hpp"
 #include "detail/packing.hpp"
-#include "kernels/dispatch.hpp"
+#include "kernels/passes.hpp"
 #include "matrix.hpp"
 #include "quantized.hpp"
 

@@ -13,7 +13,7 @@
 #include "matrix.hpp"
 #include "quantized.hpp"
 #include "blockwise.hpp"
-#include "kernels/dispatch.hpp"
+#include "isa.hpp"
 #include "lowrank.hpp"
 #include "threads.hpp"
 #include "solver.hpp"

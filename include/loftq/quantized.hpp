@@ -13,7 +13,7 @@
 #include "codebook.hpp"
 #include "detail/checks.hpp"
 #include "detail/packing.hpp"
-#include "kernels/dispatch.hpp"
+#include "kernels/passes.hpp"
 
 namespace loftq {
 

@@ -20,7 +20,7 @@
 #include "detail/pieced_products.hpp"
 #include "detail/row_major.hpp"
 #include "detail/packing.hpp"
-#include "kernels/dispatch.hpp"
+#include "kernels/passes.hpp"
 #include "lowrank.hpp"
 #include "threads.hpp"
 #include "quantized.hpp"

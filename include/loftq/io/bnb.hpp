@@ -542,7 +542,7 @@ inline QuantizedMatrix read_bnb(const std::string& weight_name, const BnbLookup&
     scales.resize(absmax->bytes.size());
     for (std::size_t b = 0; b < scales.size(); ++b) {
       const float value =
-          kernels::unfused(code_map[absmax->bytes[b]] * absmax2[b / s.nested_block]) + s.offset;
+          loftq::detail::kernels::unfused(code_map[absmax->bytes[b]] * absmax2[b / s.nested_block]) + s.offset;
       if (!std::isfinite(value)) {
         throw FormatError(what + ": restored absmax[" + std::to_string(b) +
                           "] = " + std::to_string(value) + " is not finite");

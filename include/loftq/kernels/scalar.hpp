@@ -1,5 +1,7 @@
 /// @file kernels/scalar.hpp
 /// Portable kernels of blockwise quantization; every other path must equal these bit for bit.
+/// Also what every instruction set's kernels share: the lookup quantizer of a codebook, the block
+/// multipliers and factors, the block cursor and the scalar tails of the vector kernels.
 /// No expression here can be contracted into an FMA: each result is one rounding.
 #pragma once
 
@@ -8,19 +10,20 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 
 #include "../codebook.hpp"
 #include "../detail/packing.hpp"
 
-namespace loftq::kernels {
+namespace loftq::detail::kernels {
 
 /// What quantizing to a lookup codebook needs: the float32 midpoints of the sorted table and
 /// the code of each interval between them.
 struct LookupQuantizer {
-  std::array<float, 255> midpoints{};  ///< (s[k] + s[k+1]) / 2 of the sorted values s.
+  std::array<float, 255> midpoints{};     ///< (s[k] + s[k+1]) / 2 of the sorted values s.
   std::array<std::uint8_t, 256> codes{};  ///< codes[k]: code of s[k].
-  int levels = 0;                          ///< Table size, 2^bits.
+  int levels = 0;                         ///< Table size, 2^bits.
 };
 
 /// Builds the LookupQuantizer of a table. Equal values (0 and -0 in FP4) keep their code order,
@@ -32,8 +35,9 @@ inline LookupQuantizer make_lookup_quantizer(CodebookTable table) {
   std::iota(order.begin(), order.begin() + table.size, 0);
   std::stable_sort(order.begin(), order.begin() + table.size,
                    [&](int a, int b) { return table.values[a] < table.values[b]; });
-  for (int k = 0; k < table.size; ++k) q.codes[k] = static_cast<std::uint8_t>(order[k]);
-  for (int k = 0; k + 1 < table.size; ++k) {
+  const auto levels = static_cast<std::size_t>(table.size);
+  for (std::size_t k = 0; k < levels; ++k) q.codes[k] = static_cast<std::uint8_t>(order[k]);
+  for (std::size_t k = 0; k + 1 < levels; ++k) {
     q.midpoints[k] = (table.values[order[k]] + table.values[order[k + 1]]) / 2.0f;
   }
   return q;
@@ -45,14 +49,19 @@ inline float lookup_multiplier(float absmax) { return 1.0f / std::max(absmax, 1e
 /// What Int8 multiplies a block by: 127 / absmax (inf for a zero block).
 inline float int8_multiplier(float absmax) { return 127.0f / absmax; }
 
-/// The multiplier of a block of `codebook`: int8_multiplier() for Int8, else lookup_multiplier().
-inline float quantize_multiplier(Codebook codebook, float absmax) {
-  return is_linear(codebook) ? int8_multiplier(absmax) : lookup_multiplier(absmax);
-}
-
 /// The factor of a block's dequantized values: absmax, or absmax / 127 for Int8.
 inline float dequantize_factor(Codebook codebook, float absmax) {
   return is_linear(codebook) ? absmax / 127.0f : absmax;
+}
+
+/// The midpoints of `lookup` padded with +inf to N entries (N >= levels - 1), the search table of
+/// a vector kernel.
+template <std::size_t N>
+std::array<float, N> padded_midpoints(const LookupQuantizer& lookup) {
+  std::array<float, N> mid{};
+  mid.fill(std::numeric_limits<float>::infinity());
+  std::copy(lookup.midpoints.begin(), lookup.midpoints.begin() + (lookup.levels - 1), mid.begin());
+  return mid;
 }
 
 /// The lookup code of x in a block of multiplier inv: clamp(x * inv, -1, 1), then the number of
@@ -81,6 +90,14 @@ inline float unfused(float x) {
 #endif
   return x;
 }
+
+/// Elements per group of the vector kernels, their unit of work: from element 0 every group
+/// starts a byte of 2-, 4- and 8-bit codes.
+inline constexpr std::size_t group = 16;
+
+/// Elements per pass of the vector kernels' quantize(): the maxima of the blocks of a pass are
+/// taken first, then its codes, so the second read of the input comes from the cache.
+inline constexpr std::size_t span = 2048;
 
 /// The block of the current element as a kernel walks an array of n elements, cut in blocks of
 /// `block` elements, in ascending order.
@@ -280,4 +297,4 @@ inline void dequantize_tail(const std::uint8_t* packed, const float* scales, std
 }
 
 }  // namespace scalar
-}  // namespace loftq::kernels
+}  // namespace loftq::detail::kernels
