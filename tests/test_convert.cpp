@@ -1,4 +1,4 @@
-// loftq::io::convert and the loftq-convert tool, end to end on a small synthetic Llama-shaped
+// The engine of loftq-convert (loftq_convert::convert) and the tool, end to end on a small synthetic Llama-shaped
 // checkpoint (2 blocks, hidden 256, BF16, sharded in two files).
 #include <gtest/gtest.h>
 
@@ -10,7 +10,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
-#include <loftq/io/convert.hpp>
 #include <loftq/loftq.hpp>
 #include <map>
 #include <random>
@@ -18,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "engine.hpp"
 #include "io_helpers.hpp"
 
 namespace {
@@ -96,8 +96,8 @@ std::map<std::string, std::string> tree_bytes(const fs::path& dir) {
 }
 
 /// Options for a conversion of `input` into `output`, rank 8, one LoftQ step.
-loftq::io::ConvertOptions options_for(const fs::path& input, const fs::path& output) {
-  loftq::io::ConvertOptions o;
+loftq_convert::ConvertOptions options_for(const fs::path& input, const fs::path& output) {
+  loftq_convert::ConvertOptions o;
   o.input = input;
   o.output = output;
   o.rank = 8;
@@ -130,7 +130,7 @@ ScratchDir* Convert::scratch_ = nullptr;
 std::map<std::string, std::string>* Convert::input_bytes_ = nullptr;
 
 TEST_F(Convert, WritesBackboneAndAdapterThatReproduceW) {
-  const loftq::io::ConvertSummary summary = loftq::io::convert(options_for(model(), out("bf16")));
+  const loftq_convert::ConvertSummary summary = loftq_convert::convert(options_for(model(), out("bf16")));
   EXPECT_EQ(summary.targets.size(), 14u);  // 7 linear weights x 2 blocks
   EXPECT_EQ(summary.copied, 7u);           // embeddings, 5 norms, lm_head
   const fs::path o = out("bf16");
@@ -175,14 +175,14 @@ TEST_F(Convert, WritesBackboneAndAdapterThatReproduceW) {
 }
 
 TEST_F(Convert, SixteenBitQRequantizesToTheSameCodesAsTheBitsandbytesExport) {
-  loftq::io::ConvertOptions bnb = options_for(model(), out("bnb"));
-  bnb.format = loftq::io::BackboneFormat::bnb_nf4;
-  loftq::io::convert(bnb);
-  for (const auto format : {loftq::io::BackboneFormat::bf16, loftq::io::BackboneFormat::fp16}) {
-    loftq::io::ConvertOptions o = options_for(model(), out("q16"));
+  loftq_convert::ConvertOptions bnb = options_for(model(), out("bnb"));
+  bnb.format = loftq_convert::BackboneFormat::bnb_nf4;
+  loftq_convert::convert(bnb);
+  for (const auto format : {loftq_convert::BackboneFormat::bf16, loftq_convert::BackboneFormat::fp16}) {
+    loftq_convert::ConvertOptions o = options_for(model(), out("q16"));
     o.format = format;
     o.overwrite = true;
-    loftq::io::convert(o);
+    loftq_convert::convert(o);
     const loftq::io::Checkpoint q16(out("q16")), packed(out("bnb"));
     for (const char* name : {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"}) {
       const loftq::RowMatrixXf q = q16.at(name).file->read_matrix(*q16.at(name).info);
@@ -205,10 +205,10 @@ TEST_F(Convert, SixteenBitQRequantizesToTheSameCodesAsTheBitsandbytesExport) {
 }
 
 TEST_F(Convert, MixedPrecisionAndBitsBudgetChooseBitsPerTarget) {
-  loftq::io::ConvertOptions mixed = options_for(model(), out("mixed"));
-  mixed.mixed = loftq::io::MixedPrecision{4, 1, 2};
+  loftq_convert::ConvertOptions mixed = options_for(model(), out("mixed"));
+  mixed.mixed = loftq_convert::MixedPrecision{4, 1, 2};
   mixed.report = out("mixed.json");
-  loftq::io::convert(mixed);
+  loftq_convert::convert(mixed);
   const loftq::io::Json report = loftq::io::parse_json(file_bytes(out("mixed.json")));
   ASSERT_EQ(report.at("targets").size(), 14u);
   for (const loftq::io::Json& t : report.at("targets")) {
@@ -218,14 +218,14 @@ TEST_F(Convert, MixedPrecisionAndBitsBudgetChooseBitsPerTarget) {
     EXPECT_GT(t.at("qlora_error").get<double>(), 0.0);
   }
 
-  loftq::io::ConvertOptions budget = options_for(model(), out("budget"));
+  loftq_convert::ConvertOptions budget = options_for(model(), out("budget"));
   budget.bits_budget = 3.0;
   budget.report = out("budget.json");
-  const loftq::io::ConvertSummary summary = loftq::io::convert(budget);
+  const loftq_convert::ConvertSummary summary = loftq_convert::convert(budget);
   EXPECT_NE(summary.budget_note.find("at 4 bits"), std::string::npos);
   double bits = 0, elements = 0;
   int four = 0;
-  for (const loftq::io::TargetReport& t : summary.targets) {
+  for (const loftq_convert::TargetReport& t : summary.targets) {
     const double n = static_cast<double>(t.shape[0] * t.shape[1]);
     bits += t.bits * n;
     elements += n;
@@ -238,35 +238,35 @@ TEST_F(Convert, MixedPrecisionAndBitsBudgetChooseBitsPerTarget) {
 }
 
 TEST_F(Convert, ShardsMergeToTheSameBytesAsOneRun) {
-  loftq::io::convert(options_for(model(), out("whole")));
+  loftq_convert::convert(options_for(model(), out("whole")));
   for (int i = 0; i < 3; ++i) {
-    loftq::io::ConvertOptions shard = options_for(model(), out("shard" + std::to_string(i)));
+    loftq_convert::ConvertOptions shard = options_for(model(), out("shard" + std::to_string(i)));
     shard.shard_index = i;
     shard.shard_count = 3;
-    const loftq::io::ConvertSummary s = loftq::io::convert(shard);
+    const loftq_convert::ConvertSummary s = loftq_convert::convert(shard);
     EXPECT_GE(s.targets.size(), 4u);
   }
-  loftq::io::ConvertOptions merge = options_for(model(), out("merged"));
+  loftq_convert::ConvertOptions merge = options_for(model(), out("merged"));
   merge.merge = {out("shard0"), out("shard1")};
-  EXPECT_THROW(loftq::io::convert(merge), loftq::io::ArgumentError);  // shard 2 missing
+  EXPECT_THROW(loftq_convert::convert(merge), loftq::io::ArgumentError);  // shard 2 missing
   EXPECT_FALSE(fs::exists(out("merged")));
   merge.merge.push_back(out("shard2"));
-  loftq::io::convert(merge);
+  loftq_convert::convert(merge);
   std::map<std::string, std::string> whole = tree_bytes(out("whole")), merged = tree_bytes(out("merged"));
   whole.erase("loftq_init/adapter_config.json");  // names the same input either way; compared below
   merged.erase("loftq_init/adapter_config.json");
   EXPECT_EQ(whole, merged);
   merge.rank = 4;
   merge.output = out("merged-other");
-  EXPECT_THROW(loftq::io::convert(merge), loftq::io::ArgumentError);  // other settings
+  EXPECT_THROW(loftq_convert::convert(merge), loftq::io::ArgumentError);  // other settings
 }
 
 TEST_F(Convert, OutputBytesDoNotDependOnThreadsOrInstructionSet) {
-  loftq::io::ConvertOptions o = options_for(model(), out("reference"));
+  loftq_convert::ConvertOptions o = options_for(model(), out("reference"));
   o.threads = 1;
-  o.format = loftq::io::BackboneFormat::bnb_nf4;
+  o.format = loftq_convert::BackboneFormat::bnb_nf4;
   o.double_quant = true;
-  loftq::io::convert(o);
+  loftq_convert::convert(o);
   const std::map<std::string, std::string> reference = tree_bytes(out("reference"));
   for (const loftq::Isa isa : {loftq::Isa::scalar, loftq::Isa::avx2, loftq::Isa::avx512}) {
     if (!loftq::isa_supported(isa)) continue;
@@ -275,7 +275,7 @@ TEST_F(Convert, OutputBytesDoNotDependOnThreadsOrInstructionSet) {
       o.output = out("again");
       o.threads = threads;
       o.overwrite = true;
-      loftq::io::convert(o);
+      loftq_convert::convert(o);
       EXPECT_EQ(tree_bytes(out("again")), reference) << loftq::name_of(isa) << ", " << threads << " threads";
     }
   }
@@ -283,21 +283,21 @@ TEST_F(Convert, OutputBytesDoNotDependOnThreadsOrInstructionSet) {
 }
 
 TEST_F(Convert, FailuresLeaveNoOutput) {
-  loftq::io::ConvertOptions o = options_for(model(), out("fail"));
+  loftq_convert::ConvertOptions o = options_for(model(), out("fail"));
   o.target_modules = "nothing_matches";
-  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
+  EXPECT_THROW(loftq_convert::convert(o), loftq::io::ArgumentError);
   o.target_modules = "all-linear";
-  o.format = loftq::io::BackboneFormat::bnb_nf4;
+  o.format = loftq_convert::BackboneFormat::bnb_nf4;
   o.bits = 2;
-  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
+  EXPECT_THROW(loftq_convert::convert(o), loftq::io::ArgumentError);
   o = options_for(model(), model() / "inside");
-  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
+  EXPECT_THROW(loftq_convert::convert(o), loftq::io::ArgumentError);
   for (const auto& e : fs::directory_iterator(scratch_->path())) {
     EXPECT_EQ(e.path().filename().string().find("fail"), std::string::npos) << e.path();
   }
   fs::create_directories(out("exists"));
   o = options_for(model(), out("exists"));
-  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
+  EXPECT_THROW(loftq_convert::convert(o), loftq::io::ArgumentError);
   EXPECT_TRUE(fs::is_empty(out("exists")));
 }
 
@@ -310,9 +310,9 @@ TEST_F(Convert, SingleFileInputGivesSingleFileOutput) {
   }
   fs::create_directories(dir / "in");
   loftq::io::write_safetensors(dir / "in" / "model.safetensors", std::move(all));
-  loftq::io::ConvertOptions o = options_for(dir / "in", dir / "out");
+  loftq_convert::ConvertOptions o = options_for(dir / "in", dir / "out");
   o.target_modules = ".*mlp.*";
-  const loftq::io::ConvertSummary summary = loftq::io::convert(o);
+  const loftq_convert::ConvertSummary summary = loftq_convert::convert(o);
   EXPECT_EQ(summary.targets.size(), 6u);
   EXPECT_TRUE(fs::exists(dir / "out" / "model.safetensors"));
   EXPECT_FALSE(fs::exists(dir / "out" / "model.safetensors.index.json"));
@@ -325,7 +325,7 @@ TEST_F(Convert, MalformedInputFailsWithoutOutput) {
   fs::copy(model(), dir / "model");
   const fs::path shard = dir / "model" / "model-00002-of-00002.safetensors";
   fs::resize_file(shard, fs::file_size(shard) - 1);
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "model", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "model", dir / "out")), loftq::io::FormatError);
   EXPECT_FALSE(fs::exists(dir / "out"));
   std::vector<std::string> left;
   for (const auto& e : fs::directory_iterator(dir.path())) left.push_back(e.path().filename().string());
@@ -366,17 +366,17 @@ TEST_F(Convert, HostileInputsFailCleanly) {
   raw_model("huge", R"({")" + q + R"(": {"dtype": "BF16", "shape": [4294967296, 4294967296], "data_offsets": [0, 8]}})", 8);
   raw_model("overlap", R"({")" + q + R"(": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]}, "x": {"dtype": "BF16", "shape": [2], "data_offsets": [4, 8]}})", 8);
   for (const char* input : {"nan", "int8", "loop", "header", "huge", "overlap"}) {
-    EXPECT_ANY_THROW(loftq::io::convert(options_for(dir / input, dir / "out"))) << input;
+    EXPECT_ANY_THROW(loftq_convert::convert(options_for(dir / input, dir / "out"))) << input;
     EXPECT_FALSE(fs::exists(dir / "out")) << input;
   }
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "nan", dir / "out")), loftq::io::ArgumentError);
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "int8", dir / "out")), loftq::io::FormatError);
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "header", dir / "out")), loftq::io::FormatError);
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "huge", dir / "out")), loftq::io::FormatError);
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "overlap", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "nan", dir / "out")), loftq::io::ArgumentError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "int8", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "header", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "huge", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "overlap", dir / "out")), loftq::io::FormatError);
   // An output that cannot be created: its parent is a regular file.
   loftq_test::write_bytes(dir / "file", "x");
-  EXPECT_ANY_THROW(loftq::io::convert(options_for(model(), dir / "file" / "out")));
+  EXPECT_ANY_THROW(loftq_convert::convert(options_for(model(), dir / "file" / "out")));
   std::size_t left = 0;
   for (const auto& e : fs::directory_iterator(dir.path())) left += e.path().filename() == "out" || e.path().filename().string().find("partial") != std::string::npos;
   EXPECT_EQ(left, 0u);
