@@ -429,6 +429,19 @@ TEST_F(Convert, ToolConvertsAndPrintsProgressAndSummary) {
   EXPECT_EQ(run_tool(args + " --overwrite", stdout_text, stderr_text), 0) << stderr_text;
 }
 
+TEST_F(Convert, ToolHelpListsEveryFlagAndSaysTheFactorsAreDividedBySqrtOfAlphaOverRank) {
+  std::string stdout_text, stderr_text;
+  ASSERT_EQ(run_tool("--help", stdout_text, stderr_text), 0) << stderr_text;
+  EXPECT_EQ(stderr_text, "");
+  for (const char* flag : {"--input", "--output", "--bits", "--rank", "--iters", "--codebook", "--block-size",
+                           "--target-modules", "--mixed", "--bits-budget", "--lora-alpha", "--format", "--double-quant",
+                           "--threads", "--shard", "--merge", "--report", "--overwrite"}) {
+    EXPECT_NE(stdout_text.find(std::string(flag) + " "), std::string::npos) << flag;
+  }
+  EXPECT_NE(stdout_text.find("sqrt(alpha / rank)"), std::string::npos) << stdout_text;
+  EXPECT_EQ(stdout_text.find("divided by alpha / rank"), std::string::npos) << stdout_text;
+}
+
 TEST_F(Convert, ToolRefusesAReadOnlyOutputDirectory) {
   const ScratchDir dir;
   fs::create_directories(dir / "read-only");
