@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <loftq/loftq.hpp>
 #include <map>
 #include <random>
@@ -383,6 +384,138 @@ TEST_F(Convert, HostileInputsFailCleanly) {
   EXPECT_EQ(loftq_test::file_bytes(dir / "file"), "x");
 }
 
+/// The message of the error a merge gives of two shards of the q_proj and k_proj targets of the
+/// model, shard 0 made with `first`'s changes to options_for(), shard 1 with `second`'s, merged
+/// with `merged`'s; "" when the merge succeeds.
+template <class First, class Second, class Merged>
+std::string merge_error(const fs::path& model, const fs::path& dir, First first, Second second, Merged merged) {
+  const auto options = [&](const fs::path& output) {
+    loftq_convert::ConvertOptions o = options_for(model, output);
+    o.target_modules = R"(.*layers\.0\.self_attn\.(q|k)_proj)";
+    o.overwrite = true;
+    return o;
+  };
+  loftq_convert::ConvertOptions shard0 = options(dir / "shard0"), shard1 = options(dir / "shard1");
+  shard0.shard_count = shard1.shard_count = 2;
+  shard1.shard_index = 1;
+  first(shard0);
+  second(shard1);
+  loftq_convert::convert(shard0);
+  loftq_convert::convert(shard1);
+  loftq_convert::ConvertOptions merge = options(dir / "merged");
+  merge.merge = {dir / "shard0", dir / "shard1"};
+  merged(merge);
+  fs::remove_all(dir / "merged");
+  const std::string message = loftq_test::argument_error_message([&] { loftq_convert::convert(merge); });
+  EXPECT_EQ(fs::exists(dir / "merged"), message.empty()) << message;
+  return message;
+}
+
+TEST_F(Convert, MergeRefusesShardsMadeWithOtherSettingsNamingTheSettingAndBothValues) {
+  const ScratchDir dir;
+  const auto same = [](loftq_convert::ConvertOptions&) {};
+  const auto contains = [](const std::string& message, const std::vector<std::string>& parts) {
+    for (const std::string& part : parts) {
+      if (message.find(part) == std::string::npos) return ::testing::AssertionFailure() << "no " << part << " in: " << message;
+    }
+    return ::testing::AssertionSuccess();
+  };
+  EXPECT_EQ(merge_error(model(), dir.path(), same, same, same), "");
+  // Shard 1 differs from shard 0.
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.bits = 2; }, same),
+                       {"shard 1/2", "shard 0/2", "bits = 2", "bits = 4"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.codebook = loftq::Codebook::fp4; }, same),
+                       {"shard 1/2", "codebook = \"fp4\"", "shard 0/2", "codebook = \"nf4\""}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.mixed = loftq_convert::MixedPrecision{4, 1, 2}; }, same),
+                       {"mixed = {\"blocks\":1,\"high_bits\":4,\"low_bits\":2}", "mixed = null"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.rank = 4; }, same), {"rank = 4", "rank = 8"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.format = loftq_convert::BackboneFormat::fp16; }, same),
+                       {"format = \"fp16\"", "format = \"bf16\""}));
+  const auto bnb = [](auto& o) { o.format = loftq_convert::BackboneFormat::bnb_nf4; };
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), bnb, [&](auto& o) { bnb(o); o.double_quant = true; }, bnb),
+                       {"double_quant = true", "double_quant = false"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.lora_alpha = 16.0; }, same),
+                       {"lora_alpha = 16", "lora_alpha = 8"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.solver.seed = 1; }, same), {"seed = 1", "seed = 0"}));
+  // The merge differs from the shards (which cannot run with a bit budget).
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, same, [](auto& o) { o.bits_budget = 3.0; }),
+                       {"shard 0/2", "bits_budget = null", "this merge has bits_budget = 3"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, same, [](auto& o) { o.iters = 1; }),
+                       {"iters = 2", "this merge has iters = 1"}));
+  // Shards of one model merged over another whose weights differ.
+  fs::copy(model(), dir / "other");
+  {
+    const fs::path file = dir / "other" / "model-00001-of-00002.safetensors";
+    const SafetensorsReader reader(file);
+    const std::uint64_t data = fs::file_size(file) - reader.tensors().back().end;
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(data + reader.tensors().front().begin));
+    f.write("\x12\x34", 2);
+  }
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, same, [&](auto& o) { o.input = dir / "other"; }),
+                       {"input = ", "this merge has input = "}));
+}
+
+TEST_F(Convert, ShardManifestRecordsEverySettingThatChangesTheOutput) {
+  using loftq_convert::ConvertOptions;
+  const ConvertOptions base = options_for(model(), out("unused"));
+  const loftq::io::Json reference = loftq::io::parse_json(loftq::io::dump_json(loftq_convert::settings_json(base, "input")));
+  EXPECT_EQ(reference.at("codebook"), "nf4");
+  EXPECT_EQ(reference.at("format"), "bf16");
+  EXPECT_EQ(reference.at("svd"), "block_krylov");
+  EXPECT_EQ(reference.at("loftq_version"), std::to_string(LOFTQ_VERSION_MAJOR) + "." + std::to_string(LOFTQ_VERSION_MINOR) +
+                                               "." + std::to_string(LOFTQ_VERSION_PATCH));
+  // One change per recorded setting: each shows in the manifest under its own name only.
+  const std::map<std::string, std::function<void(ConvertOptions&)>> changes = {
+      {"bits", [](ConvertOptions& o) { o.bits = 8; }},
+      {"codebook", [](ConvertOptions& o) { o.codebook = loftq::Codebook::fp4; }},
+      {"block_size", [](ConvertOptions& o) { o.block_size = 32; }},
+      {"mixed", [](ConvertOptions& o) { o.mixed = loftq_convert::MixedPrecision{}; }},
+      {"bits_budget", [](ConvertOptions& o) { o.bits_budget = 2.5; }},
+      {"rank", [](ConvertOptions& o) { o.rank = 9; }},
+      {"iters", [](ConvertOptions& o) { o.iters = 3; }},
+      {"lora_alpha", [](ConvertOptions& o) { o.lora_alpha = 4.0; }},
+      {"format", [](ConvertOptions& o) { o.format = loftq_convert::BackboneFormat::fp32; }},
+      {"double_quant", [](ConvertOptions& o) { o.double_quant = true; }},
+      {"target_modules", [](ConvertOptions& o) { o.target_modules = ".*"; }},
+      {"svd", [](ConvertOptions& o) { o.solver.svd = loftq::SvdMethod::exact; }},
+      {"oversampling", [](ConvertOptions& o) { o.solver.oversampling = 7; }},
+      {"krylov_depth", [](ConvertOptions& o) { o.solver.krylov_depth = 3; }},
+      {"warm_krylov_depth", [](ConvertOptions& o) { o.solver.warm_krylov_depth = 3; }},
+      {"power_iters", [](ConvertOptions& o) { o.solver.power_iters = 2; }},
+      {"warm_start", [](ConvertOptions& o) { o.solver.warm_start = false; }},
+      {"seed", [](ConvertOptions& o) { o.solver.seed = 5; }},
+      {"keep_best", [](ConvertOptions& o) { o.solver.keep_best = false; }},
+  };
+  std::set<std::string> recorded;
+  for (const auto& [key, value] : reference.items()) recorded.insert(key);
+  std::set<std::string> changed = {"loftq_version", "input"};
+  for (const auto& [name, change] : changes) {
+    ConvertOptions o = base;
+    change(o);
+    const loftq::io::Json settings = loftq::io::parse_json(loftq::io::dump_json(loftq_convert::settings_json(o, "input")));
+    std::set<std::string> differ;
+    for (const auto& [key, value] : settings.items()) {
+      if (!reference.contains(key) || reference.at(key) != value) differ.insert(key);
+    }
+    // Other bits choose another codebook; alpha left at 0 follows the rank.
+    std::set<std::string> expected = {name};
+    if (name == "bits") expected.insert("codebook");
+    if (name == "rank") expected.insert("lora_alpha");
+    EXPECT_EQ(differ, expected) << name;
+    changed.insert(name);
+  }
+  EXPECT_EQ(recorded, changed) << "a recorded setting has no change in this test";
+  // What does not change an output byte is not recorded.
+  ConvertOptions o = base;
+  o.output = out("elsewhere");
+  o.threads = 1;
+  o.report = out("report.json");
+  o.overwrite = true;
+  o.shard_index = 1;
+  o.shard_count = 2;
+  EXPECT_EQ(loftq::io::dump_json(loftq_convert::settings_json(o, "input")), loftq::io::dump_json(loftq_convert::settings_json(base, "input")));
+}
 #ifdef LOFTQ_CONVERT_EXE
 /// Runs loftq-convert with `arguments`; returns its exit status, with its stdout and stderr.
 int run_tool(const std::string& arguments, std::string& out_text, std::string& err_text) {

@@ -287,7 +287,7 @@ inline ConvertSummary convert(const ConvertOptions& options, const Progress& pro
       if (static_cast<int>(k % static_cast<std::size_t>(options.shard_count)) == options.shard_index) mine.push_back(targets[k]);
     }
     summary.targets = compute_targets(checkpoint, mine, options, adapter, staging, progress);
-    loftq::io::write_file_atomically(staging / manifest_name, loftq::io::dump_json(manifest_json(options), 2) + "\n");
+    loftq::io::write_file_atomically(staging / manifest_name, loftq::io::dump_json(manifest_json(options, checkpoint), 2) + "\n");
     for (const Target& t : mine) summary.files.push_back(work_file_name(t.name));
   } else {
     std::vector<fs::path> work_dirs = options.merge;
@@ -298,7 +298,7 @@ inline ConvertSummary convert(const ConvertOptions& options, const Progress& pro
       compute_targets(checkpoint, targets, options, adapter, work, progress);
       work_dirs = {work};
     } else {
-      check_shards(options);
+      check_shards(options, checkpoint);
     }
     summary.targets = assemble(checkpoint, targets, work_dirs, options, adapter, staging, summary, progress);
     if (options.merge.empty()) fs::remove_all(work);
