@@ -16,6 +16,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine.hpp"
@@ -516,6 +517,63 @@ TEST_F(Convert, ShardManifestRecordsEverySettingThatChangesTheOutput) {
   o.shard_count = 2;
   EXPECT_EQ(loftq::io::dump_json(loftq_convert::settings_json(o, "input")), loftq::io::dump_json(loftq_convert::settings_json(base, "input")));
 }
+
+TEST_F(Convert, RankAboveATargetsSmallerDimensionPadsItsAdapterWithZeros) {
+  const ScratchDir dir;
+  // One block: q_proj 64 x 64, and a 12 x 64 k_proj (as in grouped-query attention) below the rank.
+  const std::string q = "model.layers.0.self_attn.q_proj.weight", k = "model.layers.0.self_attn.k_proj.weight";
+  std::mt19937 gen(3);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> q_values(64 * 64), k_values(12 * 64);
+  for (float& v : q_values) v = normal(gen);
+  for (float& v : k_values) v = normal(gen);
+  fs::create_directories(dir / "in");
+  std::vector<loftq::io::TensorSource> tensors;
+  tensors.push_back(source_of(loftq::io::float_tensor(q, q_values.data(), {64, 64}, Dtype::f32)));
+  tensors.push_back(source_of(loftq::io::float_tensor(k, k_values.data(), {12, 64}, Dtype::f32)));
+  loftq::io::write_safetensors(dir / "in" / "model.safetensors", std::move(tensors));
+  loftq_convert::ConvertOptions o = options_for(dir / "in", dir / "out");
+  o.rank = 16;
+  o.lora_alpha = 32.0;  // scaling 2
+  o.format = loftq_convert::BackboneFormat::fp32;
+  o.report = dir / "report.json";
+  const loftq_convert::ConvertSummary summary = loftq_convert::convert(o);
+  ASSERT_EQ(summary.targets.size(), 2u);
+
+  const loftq::io::Checkpoint input(dir / "in"), result(dir / "out");
+  const SafetensorsReader adapter(dir / "out" / "loftq_init" / "adapter_model.safetensors");
+  const loftq::io::Json report = loftq::io::parse_json(file_bytes(dir / "report.json"));
+  std::map<std::string, std::uint64_t> effective;
+  for (const loftq::io::Json& t : report.at("targets")) effective[t.at("name").get<std::string>()] = t.at("rank").get<std::uint64_t>();
+  EXPECT_EQ(effective, (std::map<std::string, std::uint64_t>{{k, 12}, {q, 16}}));
+  for (const auto& [name, rows, effective_rank] : {std::tuple{k, 12, 12}, std::tuple{q, 64, 16}}) {
+    const std::string key = "base_model.model." + name.substr(0, name.size() - 7);
+    const loftq::RowMatrixXf lora_a = adapter.read_matrix(adapter.at(key + ".lora_A.weight"));
+    const loftq::RowMatrixXf lora_b = adapter.read_matrix(adapter.at(key + ".lora_B.weight"));
+    ASSERT_EQ(lora_a.rows(), 16) << name;  // the configured rank
+    ASSERT_EQ(lora_a.cols(), 64) << name;
+    ASSERT_EQ(lora_b.rows(), rows) << name;
+    ASSERT_EQ(lora_b.cols(), 16) << name;
+    EXPECT_TRUE(lora_a.bottomRows(16 - effective_rank).isZero(0.0f)) << name;
+    EXPECT_TRUE(lora_b.rightCols(16 - effective_rank).isZero(0.0f)) << name;
+    EXPECT_GT(lora_a.topRows(effective_rank).rowwise().norm().minCoeff(), 0.0f) << name;
+    // The unpadded LoftQ result, with the solver options the engine uses.
+    const loftq::RowMatrixXf w = input.at(name).file->read_matrix(*input.at(name).info);
+    loftq::Options lo;
+    lo.rank = effective_rank;
+    lo.iters = o.iters;
+    lo.codebook = loftq::Codebook::nf4;
+    lo.block_size = o.block_size;
+    const loftq::Result direct = loftq::loftq(w, lo);
+    const Eigen::MatrixXf direct_q = direct.Q.dequantize();
+    const loftq::RowMatrixXf backbone = result.at(name).file->read_matrix(*result.at(name).info);
+    EXPECT_EQ(backbone, loftq::RowMatrixXf(direct_q)) << name;
+    const Eigen::MatrixXf written = backbone + 2.0f * lora_b * lora_a;
+    const Eigen::MatrixXf expected = direct_q + direct.A * direct.B.transpose();
+    EXPECT_LT((written - expected).norm(), 1e-5 * expected.norm()) << name;
+  }
+}
+
 #ifdef LOFTQ_CONVERT_EXE
 /// Runs loftq-convert with `arguments`; returns its exit status, with its stdout and stderr.
 int run_tool(const std::string& arguments, std::string& out_text, std::string& err_text) {

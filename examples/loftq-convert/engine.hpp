@@ -63,10 +63,20 @@ inline std::vector<loftq::io::TensorData> backbone_tensors(const Target& target,
   return {loftq::io::float_tensor(target.name, q.data(), target.info.shape, dtype_of(options.format))};
 }
 
+/// `m` with zero columns appended up to `cols` columns.
+inline Eigen::MatrixXf padded_to(const Eigen::MatrixXf& m, Eigen::Index cols) {
+  Eigen::MatrixXf padded = Eigen::MatrixXf::Zero(m.rows(), cols);
+  padded.leftCols(m.cols()) = m;
+  return padded;
+}
+
 /// Work file name of a target.
 inline std::string work_file_name(const std::string& target) { return target + ".safetensors"; }
 
 /// Runs the compute phase for `targets` into `work` (one file per target); returns their reports.
+/// A target whose smaller dimension is below the adapter's rank r gets LoftQ at that rank and
+/// factors padded with zeros to r (zero rows of lora_A, zero columns of lora_B; PEFT accepts r
+/// above min(in, out)); with the scaling of r and alpha, scaling * lora_B * lora_A is A B^T.
 inline std::vector<TargetReport> compute_targets(const loftq::io::Checkpoint& checkpoint, const std::vector<Target>& targets,
                                                  const ConvertOptions& options, const loftq::io::AdapterConfig& adapter,
                                                  const std::filesystem::path& work, const Progress& progress) {
@@ -81,7 +91,7 @@ inline std::vector<TargetReport> compute_targets(const loftq::io::Checkpoint& ch
     const loftq::Result r = run_target(checkpoint, t, options, t.codebook, report);
     std::vector<TensorSource> tensors;
     for (TensorData& d : backbone_tensors(t, r, options)) tensors.push_back(source_of(std::move(d)));
-    for (TensorData& d : adapter_tensors(adapter, {module_of(t.name), r.A, r.B})) tensors.push_back(source_of(std::move(d)));
+    for (TensorData& d : adapter_tensors(adapter, {module_of(t.name), padded_to(r.A, adapter.rank), padded_to(r.B, adapter.rank)})) tensors.push_back(source_of(std::move(d)));
     write_safetensors(work / work_file_name(t.name), std::move(tensors),
                       {{"format", "pt"}, {"loftq_report", dump_json(report_json(report))}});
     reports.push_back(std::move(report));

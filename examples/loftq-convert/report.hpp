@@ -20,6 +20,7 @@ struct TargetReport {
   std::string name;                  ///< Tensor name.
   std::vector<std::uint64_t> shape;  ///< Its shape.
   int bits = 0;                      ///< Bits chosen.
+  int rank = 0;                      ///< Rank of its LoftQ factors, min(r, out, in) (the adapter has r).
   std::string codebook;              ///< Codebook name.
   double qlora_error = 0.0;          ///< ||W - q(W)|| / ||W||.
   std::vector<double> loftq_errors;  ///< Relative error after each step.
@@ -40,6 +41,7 @@ inline loftq::io::Json report_json(const TargetReport& r) {
   return {{"name", r.name},
           {"shape", r.shape},
           {"bits", r.bits},
+          {"rank", r.rank},
           {"codebook", r.codebook},
           {"qlora_error", r.qlora_error},
           {"loftq_errors", r.loftq_errors},
@@ -56,6 +58,7 @@ inline TargetReport report_from_json(const loftq::io::Json& j, const std::string
   if (!shape.is_array()) throw FormatError(what + ": shape is not an array");
   for (const Json& d : shape) r.shape.push_back(json_u64(d, what + ": shape"));
   r.bits = static_cast<int>(json_u64(json_at(j, "bits", what), what + ": bits"));
+  r.rank = static_cast<int>(json_u64(json_at(j, "rank", what), what + ": rank"));
   r.codebook = json_string(json_at(j, "codebook", what), what + ": codebook");
   r.qlora_error = json_number(json_at(j, "qlora_error", what), what + ": qlora_error");
   const Json& errors = json_at(j, "loftq_errors", what);

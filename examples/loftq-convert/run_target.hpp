@@ -53,6 +53,7 @@ inline loftq::Result run_target(const loftq::io::Checkpoint& checkpoint, const T
   report.name = target.name;
   report.shape = target.info.shape;
   report.bits = loftq::bits_of(codebook);
+  report.rank = static_cast<int>(r.A.cols());
   report.codebook = std::string(loftq::name_of(codebook));
   report.qlora_error = r.quantization_error;
   report.loftq_errors = r.errors;
