@@ -26,6 +26,7 @@ struct Progress {
 /// per step otherwise.
 class ProgressDisplay {
  public:
+  /// Draws a bar when stderr is a terminal, lines otherwise.
   ProgressDisplay() : terminal_(::isatty(2) != 0) {}
 
   /// Events that draw on this display, which must outlive them.
