@@ -3,7 +3,6 @@
 #include <loftq/codebook.hpp>
 #include <loftq/io/bnb.hpp>
 #include <loftq/io/checkpoint.hpp>
-#include <loftq/io/convert.hpp>
 #include <loftq/io/error.hpp>
 #include <loftq/io/file.hpp>
 #include <loftq/io/json.hpp>

@@ -1,4 +1,4 @@
-// loftq::io::convert and the loftq-convert tool, end to end on a small synthetic Llama-shaped
+// The engine of loftq-convert (loftq_convert::convert) and the tool, end to end on a small synthetic Llama-shaped
 // checkpoint (2 blocks, hidden 256, BF16, sharded in two files).
 #include <gtest/gtest.h>
 
@@ -10,14 +10,16 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
-#include <loftq/io/convert.hpp>
+#include <functional>
 #include <loftq/loftq.hpp>
 #include <map>
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "engine.hpp"
 #include "io_helpers.hpp"
 
 namespace {
@@ -96,8 +98,8 @@ std::map<std::string, std::string> tree_bytes(const fs::path& dir) {
 }
 
 /// Options for a conversion of `input` into `output`, rank 8, one LoftQ step.
-loftq::io::ConvertOptions options_for(const fs::path& input, const fs::path& output) {
-  loftq::io::ConvertOptions o;
+loftq_convert::ConvertOptions options_for(const fs::path& input, const fs::path& output) {
+  loftq_convert::ConvertOptions o;
   o.input = input;
   o.output = output;
   o.rank = 8;
@@ -130,7 +132,7 @@ ScratchDir* Convert::scratch_ = nullptr;
 std::map<std::string, std::string>* Convert::input_bytes_ = nullptr;
 
 TEST_F(Convert, WritesBackboneAndAdapterThatReproduceW) {
-  const loftq::io::ConvertSummary summary = loftq::io::convert(options_for(model(), out("bf16")));
+  const loftq_convert::ConvertSummary summary = loftq_convert::convert(options_for(model(), out("bf16")));
   EXPECT_EQ(summary.targets.size(), 14u);  // 7 linear weights x 2 blocks
   EXPECT_EQ(summary.copied, 7u);           // embeddings, 5 norms, lm_head
   const fs::path o = out("bf16");
@@ -175,14 +177,14 @@ TEST_F(Convert, WritesBackboneAndAdapterThatReproduceW) {
 }
 
 TEST_F(Convert, SixteenBitQRequantizesToTheSameCodesAsTheBitsandbytesExport) {
-  loftq::io::ConvertOptions bnb = options_for(model(), out("bnb"));
-  bnb.format = loftq::io::BackboneFormat::bnb_nf4;
-  loftq::io::convert(bnb);
-  for (const auto format : {loftq::io::BackboneFormat::bf16, loftq::io::BackboneFormat::fp16}) {
-    loftq::io::ConvertOptions o = options_for(model(), out("q16"));
+  loftq_convert::ConvertOptions bnb = options_for(model(), out("bnb"));
+  bnb.format = loftq_convert::BackboneFormat::bnb_nf4;
+  loftq_convert::convert(bnb);
+  for (const auto format : {loftq_convert::BackboneFormat::bf16, loftq_convert::BackboneFormat::fp16}) {
+    loftq_convert::ConvertOptions o = options_for(model(), out("q16"));
     o.format = format;
     o.overwrite = true;
-    loftq::io::convert(o);
+    loftq_convert::convert(o);
     const loftq::io::Checkpoint q16(out("q16")), packed(out("bnb"));
     for (const char* name : {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"}) {
       const loftq::RowMatrixXf q = q16.at(name).file->read_matrix(*q16.at(name).info);
@@ -205,10 +207,10 @@ TEST_F(Convert, SixteenBitQRequantizesToTheSameCodesAsTheBitsandbytesExport) {
 }
 
 TEST_F(Convert, MixedPrecisionAndBitsBudgetChooseBitsPerTarget) {
-  loftq::io::ConvertOptions mixed = options_for(model(), out("mixed"));
-  mixed.mixed = loftq::io::MixedPrecision{4, 1, 2};
+  loftq_convert::ConvertOptions mixed = options_for(model(), out("mixed"));
+  mixed.mixed = loftq_convert::MixedPrecision{4, 1, 2};
   mixed.report = out("mixed.json");
-  loftq::io::convert(mixed);
+  loftq_convert::convert(mixed);
   const loftq::io::Json report = loftq::io::parse_json(file_bytes(out("mixed.json")));
   ASSERT_EQ(report.at("targets").size(), 14u);
   for (const loftq::io::Json& t : report.at("targets")) {
@@ -218,14 +220,14 @@ TEST_F(Convert, MixedPrecisionAndBitsBudgetChooseBitsPerTarget) {
     EXPECT_GT(t.at("qlora_error").get<double>(), 0.0);
   }
 
-  loftq::io::ConvertOptions budget = options_for(model(), out("budget"));
+  loftq_convert::ConvertOptions budget = options_for(model(), out("budget"));
   budget.bits_budget = 3.0;
   budget.report = out("budget.json");
-  const loftq::io::ConvertSummary summary = loftq::io::convert(budget);
+  const loftq_convert::ConvertSummary summary = loftq_convert::convert(budget);
   EXPECT_NE(summary.budget_note.find("at 4 bits"), std::string::npos);
   double bits = 0, elements = 0;
   int four = 0;
-  for (const loftq::io::TargetReport& t : summary.targets) {
+  for (const loftq_convert::TargetReport& t : summary.targets) {
     const double n = static_cast<double>(t.shape[0] * t.shape[1]);
     bits += t.bits * n;
     elements += n;
@@ -238,35 +240,35 @@ TEST_F(Convert, MixedPrecisionAndBitsBudgetChooseBitsPerTarget) {
 }
 
 TEST_F(Convert, ShardsMergeToTheSameBytesAsOneRun) {
-  loftq::io::convert(options_for(model(), out("whole")));
+  loftq_convert::convert(options_for(model(), out("whole")));
   for (int i = 0; i < 3; ++i) {
-    loftq::io::ConvertOptions shard = options_for(model(), out("shard" + std::to_string(i)));
+    loftq_convert::ConvertOptions shard = options_for(model(), out("shard" + std::to_string(i)));
     shard.shard_index = i;
     shard.shard_count = 3;
-    const loftq::io::ConvertSummary s = loftq::io::convert(shard);
+    const loftq_convert::ConvertSummary s = loftq_convert::convert(shard);
     EXPECT_GE(s.targets.size(), 4u);
   }
-  loftq::io::ConvertOptions merge = options_for(model(), out("merged"));
+  loftq_convert::ConvertOptions merge = options_for(model(), out("merged"));
   merge.merge = {out("shard0"), out("shard1")};
-  EXPECT_THROW(loftq::io::convert(merge), loftq::io::ArgumentError);  // shard 2 missing
+  EXPECT_THROW(loftq_convert::convert(merge), loftq::io::ArgumentError);  // shard 2 missing
   EXPECT_FALSE(fs::exists(out("merged")));
   merge.merge.push_back(out("shard2"));
-  loftq::io::convert(merge);
+  loftq_convert::convert(merge);
   std::map<std::string, std::string> whole = tree_bytes(out("whole")), merged = tree_bytes(out("merged"));
   whole.erase("loftq_init/adapter_config.json");  // names the same input either way; compared below
   merged.erase("loftq_init/adapter_config.json");
   EXPECT_EQ(whole, merged);
   merge.rank = 4;
   merge.output = out("merged-other");
-  EXPECT_THROW(loftq::io::convert(merge), loftq::io::ArgumentError);  // other settings
+  EXPECT_THROW(loftq_convert::convert(merge), loftq::io::ArgumentError);  // other settings
 }
 
 TEST_F(Convert, OutputBytesDoNotDependOnThreadsOrInstructionSet) {
-  loftq::io::ConvertOptions o = options_for(model(), out("reference"));
+  loftq_convert::ConvertOptions o = options_for(model(), out("reference"));
   o.threads = 1;
-  o.format = loftq::io::BackboneFormat::bnb_nf4;
+  o.format = loftq_convert::BackboneFormat::bnb_nf4;
   o.double_quant = true;
-  loftq::io::convert(o);
+  loftq_convert::convert(o);
   const std::map<std::string, std::string> reference = tree_bytes(out("reference"));
   for (const loftq::Isa isa : {loftq::Isa::scalar, loftq::Isa::avx2, loftq::Isa::avx512}) {
     if (!loftq::isa_supported(isa)) continue;
@@ -275,7 +277,7 @@ TEST_F(Convert, OutputBytesDoNotDependOnThreadsOrInstructionSet) {
       o.output = out("again");
       o.threads = threads;
       o.overwrite = true;
-      loftq::io::convert(o);
+      loftq_convert::convert(o);
       EXPECT_EQ(tree_bytes(out("again")), reference) << loftq::name_of(isa) << ", " << threads << " threads";
     }
   }
@@ -283,21 +285,21 @@ TEST_F(Convert, OutputBytesDoNotDependOnThreadsOrInstructionSet) {
 }
 
 TEST_F(Convert, FailuresLeaveNoOutput) {
-  loftq::io::ConvertOptions o = options_for(model(), out("fail"));
+  loftq_convert::ConvertOptions o = options_for(model(), out("fail"));
   o.target_modules = "nothing_matches";
-  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
+  EXPECT_THROW(loftq_convert::convert(o), loftq::io::ArgumentError);
   o.target_modules = "all-linear";
-  o.format = loftq::io::BackboneFormat::bnb_nf4;
+  o.format = loftq_convert::BackboneFormat::bnb_nf4;
   o.bits = 2;
-  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
+  EXPECT_THROW(loftq_convert::convert(o), loftq::io::ArgumentError);
   o = options_for(model(), model() / "inside");
-  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
+  EXPECT_THROW(loftq_convert::convert(o), loftq::io::ArgumentError);
   for (const auto& e : fs::directory_iterator(scratch_->path())) {
     EXPECT_EQ(e.path().filename().string().find("fail"), std::string::npos) << e.path();
   }
   fs::create_directories(out("exists"));
   o = options_for(model(), out("exists"));
-  EXPECT_THROW(loftq::io::convert(o), loftq::io::ArgumentError);
+  EXPECT_THROW(loftq_convert::convert(o), loftq::io::ArgumentError);
   EXPECT_TRUE(fs::is_empty(out("exists")));
 }
 
@@ -310,9 +312,9 @@ TEST_F(Convert, SingleFileInputGivesSingleFileOutput) {
   }
   fs::create_directories(dir / "in");
   loftq::io::write_safetensors(dir / "in" / "model.safetensors", std::move(all));
-  loftq::io::ConvertOptions o = options_for(dir / "in", dir / "out");
+  loftq_convert::ConvertOptions o = options_for(dir / "in", dir / "out");
   o.target_modules = ".*mlp.*";
-  const loftq::io::ConvertSummary summary = loftq::io::convert(o);
+  const loftq_convert::ConvertSummary summary = loftq_convert::convert(o);
   EXPECT_EQ(summary.targets.size(), 6u);
   EXPECT_TRUE(fs::exists(dir / "out" / "model.safetensors"));
   EXPECT_FALSE(fs::exists(dir / "out" / "model.safetensors.index.json"));
@@ -325,7 +327,7 @@ TEST_F(Convert, MalformedInputFailsWithoutOutput) {
   fs::copy(model(), dir / "model");
   const fs::path shard = dir / "model" / "model-00002-of-00002.safetensors";
   fs::resize_file(shard, fs::file_size(shard) - 1);
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "model", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "model", dir / "out")), loftq::io::FormatError);
   EXPECT_FALSE(fs::exists(dir / "out"));
   std::vector<std::string> left;
   for (const auto& e : fs::directory_iterator(dir.path())) left.push_back(e.path().filename().string());
@@ -366,21 +368,210 @@ TEST_F(Convert, HostileInputsFailCleanly) {
   raw_model("huge", R"({")" + q + R"(": {"dtype": "BF16", "shape": [4294967296, 4294967296], "data_offsets": [0, 8]}})", 8);
   raw_model("overlap", R"({")" + q + R"(": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]}, "x": {"dtype": "BF16", "shape": [2], "data_offsets": [4, 8]}})", 8);
   for (const char* input : {"nan", "int8", "loop", "header", "huge", "overlap"}) {
-    EXPECT_ANY_THROW(loftq::io::convert(options_for(dir / input, dir / "out"))) << input;
+    EXPECT_ANY_THROW(loftq_convert::convert(options_for(dir / input, dir / "out"))) << input;
     EXPECT_FALSE(fs::exists(dir / "out")) << input;
   }
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "nan", dir / "out")), loftq::io::ArgumentError);
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "int8", dir / "out")), loftq::io::FormatError);
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "header", dir / "out")), loftq::io::FormatError);
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "huge", dir / "out")), loftq::io::FormatError);
-  EXPECT_THROW(loftq::io::convert(options_for(dir / "overlap", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "nan", dir / "out")), loftq::io::ArgumentError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "int8", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "header", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "huge", dir / "out")), loftq::io::FormatError);
+  EXPECT_THROW(loftq_convert::convert(options_for(dir / "overlap", dir / "out")), loftq::io::FormatError);
   // An output that cannot be created: its parent is a regular file.
   loftq_test::write_bytes(dir / "file", "x");
-  EXPECT_ANY_THROW(loftq::io::convert(options_for(model(), dir / "file" / "out")));
+  EXPECT_ANY_THROW(loftq_convert::convert(options_for(model(), dir / "file" / "out")));
   std::size_t left = 0;
   for (const auto& e : fs::directory_iterator(dir.path())) left += e.path().filename() == "out" || e.path().filename().string().find("partial") != std::string::npos;
   EXPECT_EQ(left, 0u);
   EXPECT_EQ(loftq_test::file_bytes(dir / "file"), "x");
+}
+
+/// The message of the error a merge gives of two shards of the q_proj and k_proj targets of the
+/// model, shard 0 made with `first`'s changes to options_for(), shard 1 with `second`'s, merged
+/// with `merged`'s; "" when the merge succeeds.
+template <class First, class Second, class Merged>
+std::string merge_error(const fs::path& model, const fs::path& dir, First first, Second second, Merged merged) {
+  const auto options = [&](const fs::path& output) {
+    loftq_convert::ConvertOptions o = options_for(model, output);
+    o.target_modules = R"(.*layers\.0\.self_attn\.(q|k)_proj)";
+    o.overwrite = true;
+    return o;
+  };
+  loftq_convert::ConvertOptions shard0 = options(dir / "shard0"), shard1 = options(dir / "shard1");
+  shard0.shard_count = shard1.shard_count = 2;
+  shard1.shard_index = 1;
+  first(shard0);
+  second(shard1);
+  loftq_convert::convert(shard0);
+  loftq_convert::convert(shard1);
+  loftq_convert::ConvertOptions merge = options(dir / "merged");
+  merge.merge = {dir / "shard0", dir / "shard1"};
+  merged(merge);
+  fs::remove_all(dir / "merged");
+  const std::string message = loftq_test::argument_error_message([&] { loftq_convert::convert(merge); });
+  EXPECT_EQ(fs::exists(dir / "merged"), message.empty()) << message;
+  return message;
+}
+
+TEST_F(Convert, MergeRefusesShardsMadeWithOtherSettingsNamingTheSettingAndBothValues) {
+  const ScratchDir dir;
+  const auto same = [](loftq_convert::ConvertOptions&) {};
+  const auto contains = [](const std::string& message, const std::vector<std::string>& parts) {
+    for (const std::string& part : parts) {
+      if (message.find(part) == std::string::npos) return ::testing::AssertionFailure() << "no " << part << " in: " << message;
+    }
+    return ::testing::AssertionSuccess();
+  };
+  EXPECT_EQ(merge_error(model(), dir.path(), same, same, same), "");
+  // Shard 1 differs from shard 0.
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.bits = 2; }, same),
+                       {"shard 1/2", "shard 0/2", "bits = 2", "bits = 4"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.codebook = loftq::Codebook::fp4; }, same),
+                       {"shard 1/2", "codebook = \"fp4\"", "shard 0/2", "codebook = \"nf4\""}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.mixed = loftq_convert::MixedPrecision{4, 1, 2}; }, same),
+                       {"mixed = {\"blocks\":1,\"high_bits\":4,\"low_bits\":2}", "mixed = null"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.rank = 4; }, same), {"rank = 4", "rank = 8"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.format = loftq_convert::BackboneFormat::fp16; }, same),
+                       {"format = \"fp16\"", "format = \"bf16\""}));
+  const auto bnb = [](auto& o) { o.format = loftq_convert::BackboneFormat::bnb_nf4; };
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), bnb, [&](auto& o) { bnb(o); o.double_quant = true; }, bnb),
+                       {"double_quant = true", "double_quant = false"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.lora_alpha = 16.0; }, same),
+                       {"lora_alpha = 16", "lora_alpha = 8"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, [](auto& o) { o.solver.seed = 1; }, same), {"seed = 1", "seed = 0"}));
+  // The merge differs from the shards (which cannot run with a bit budget).
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, same, [](auto& o) { o.bits_budget = 3.0; }),
+                       {"shard 0/2", "bits_budget = null", "this merge has bits_budget = 3"}));
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, same, [](auto& o) { o.iters = 1; }),
+                       {"iters = 2", "this merge has iters = 1"}));
+  // Shards of one model merged over another whose weights differ.
+  fs::copy(model(), dir / "other");
+  {
+    const fs::path file = dir / "other" / "model-00001-of-00002.safetensors";
+    const SafetensorsReader reader(file);
+    const std::uint64_t data = fs::file_size(file) - reader.tensors().back().end;
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(data + reader.tensors().front().begin));
+    f.write("\x12\x34", 2);
+  }
+  EXPECT_TRUE(contains(merge_error(model(), dir.path(), same, same, [&](auto& o) { o.input = dir / "other"; }),
+                       {"input = ", "this merge has input = "}));
+}
+
+TEST_F(Convert, ShardManifestRecordsEverySettingThatChangesTheOutput) {
+  using loftq_convert::ConvertOptions;
+  const ConvertOptions base = options_for(model(), out("unused"));
+  const loftq::io::Json reference = loftq::io::parse_json(loftq::io::dump_json(loftq_convert::settings_json(base, "input")));
+  EXPECT_EQ(reference.at("codebook"), "nf4");
+  EXPECT_EQ(reference.at("format"), "bf16");
+  EXPECT_EQ(reference.at("svd"), "block_krylov");
+  EXPECT_EQ(reference.at("loftq_version"), std::to_string(LOFTQ_VERSION_MAJOR) + "." + std::to_string(LOFTQ_VERSION_MINOR) +
+                                               "." + std::to_string(LOFTQ_VERSION_PATCH));
+  // One change per recorded setting: each shows in the manifest under its own name only.
+  const std::map<std::string, std::function<void(ConvertOptions&)>> changes = {
+      {"bits", [](ConvertOptions& o) { o.bits = 8; }},
+      {"codebook", [](ConvertOptions& o) { o.codebook = loftq::Codebook::fp4; }},
+      {"block_size", [](ConvertOptions& o) { o.block_size = 32; }},
+      {"mixed", [](ConvertOptions& o) { o.mixed = loftq_convert::MixedPrecision{}; }},
+      {"bits_budget", [](ConvertOptions& o) { o.bits_budget = 2.5; }},
+      {"rank", [](ConvertOptions& o) { o.rank = 9; }},
+      {"iters", [](ConvertOptions& o) { o.iters = 3; }},
+      {"lora_alpha", [](ConvertOptions& o) { o.lora_alpha = 4.0; }},
+      {"format", [](ConvertOptions& o) { o.format = loftq_convert::BackboneFormat::fp32; }},
+      {"double_quant", [](ConvertOptions& o) { o.double_quant = true; }},
+      {"target_modules", [](ConvertOptions& o) { o.target_modules = ".*"; }},
+      {"svd", [](ConvertOptions& o) { o.solver.svd = loftq::SvdMethod::exact; }},
+      {"oversampling", [](ConvertOptions& o) { o.solver.oversampling = 7; }},
+      {"krylov_depth", [](ConvertOptions& o) { o.solver.krylov_depth = 3; }},
+      {"warm_krylov_depth", [](ConvertOptions& o) { o.solver.warm_krylov_depth = 3; }},
+      {"power_iters", [](ConvertOptions& o) { o.solver.power_iters = 2; }},
+      {"warm_start", [](ConvertOptions& o) { o.solver.warm_start = false; }},
+      {"seed", [](ConvertOptions& o) { o.solver.seed = 5; }},
+      {"keep_best", [](ConvertOptions& o) { o.solver.keep_best = false; }},
+  };
+  std::set<std::string> recorded;
+  for (const auto& [key, value] : reference.items()) recorded.insert(key);
+  std::set<std::string> changed = {"loftq_version", "input"};
+  for (const auto& [name, change] : changes) {
+    ConvertOptions o = base;
+    change(o);
+    const loftq::io::Json settings = loftq::io::parse_json(loftq::io::dump_json(loftq_convert::settings_json(o, "input")));
+    std::set<std::string> differ;
+    for (const auto& [key, value] : settings.items()) {
+      if (!reference.contains(key) || reference.at(key) != value) differ.insert(key);
+    }
+    // Other bits choose another codebook; alpha left at 0 follows the rank.
+    std::set<std::string> expected = {name};
+    if (name == "bits") expected.insert("codebook");
+    if (name == "rank") expected.insert("lora_alpha");
+    EXPECT_EQ(differ, expected) << name;
+    changed.insert(name);
+  }
+  EXPECT_EQ(recorded, changed) << "a recorded setting has no change in this test";
+  // What does not change an output byte is not recorded.
+  ConvertOptions o = base;
+  o.output = out("elsewhere");
+  o.threads = 1;
+  o.report = out("report.json");
+  o.overwrite = true;
+  o.shard_index = 1;
+  o.shard_count = 2;
+  EXPECT_EQ(loftq::io::dump_json(loftq_convert::settings_json(o, "input")), loftq::io::dump_json(loftq_convert::settings_json(base, "input")));
+}
+
+TEST_F(Convert, RankAboveATargetsSmallerDimensionPadsItsAdapterWithZeros) {
+  const ScratchDir dir;
+  // One block: q_proj 64 x 64, and a 12 x 64 k_proj (as in grouped-query attention) below the rank.
+  const std::string q = "model.layers.0.self_attn.q_proj.weight", k = "model.layers.0.self_attn.k_proj.weight";
+  std::mt19937 gen(3);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> q_values(64 * 64), k_values(12 * 64);
+  for (float& v : q_values) v = normal(gen);
+  for (float& v : k_values) v = normal(gen);
+  fs::create_directories(dir / "in");
+  std::vector<loftq::io::TensorSource> tensors;
+  tensors.push_back(source_of(loftq::io::float_tensor(q, q_values.data(), {64, 64}, Dtype::f32)));
+  tensors.push_back(source_of(loftq::io::float_tensor(k, k_values.data(), {12, 64}, Dtype::f32)));
+  loftq::io::write_safetensors(dir / "in" / "model.safetensors", std::move(tensors));
+  loftq_convert::ConvertOptions o = options_for(dir / "in", dir / "out");
+  o.rank = 16;
+  o.lora_alpha = 32.0;  // scaling 2
+  o.format = loftq_convert::BackboneFormat::fp32;
+  o.report = dir / "report.json";
+  const loftq_convert::ConvertSummary summary = loftq_convert::convert(o);
+  ASSERT_EQ(summary.targets.size(), 2u);
+
+  const loftq::io::Checkpoint input(dir / "in"), result(dir / "out");
+  const SafetensorsReader adapter(dir / "out" / "loftq_init" / "adapter_model.safetensors");
+  const loftq::io::Json report = loftq::io::parse_json(file_bytes(dir / "report.json"));
+  std::map<std::string, std::uint64_t> effective;
+  for (const loftq::io::Json& t : report.at("targets")) effective[t.at("name").get<std::string>()] = t.at("rank").get<std::uint64_t>();
+  EXPECT_EQ(effective, (std::map<std::string, std::uint64_t>{{k, 12}, {q, 16}}));
+  for (const auto& [name, rows, effective_rank] : {std::tuple{k, 12, 12}, std::tuple{q, 64, 16}}) {
+    const std::string key = "base_model.model." + name.substr(0, name.size() - 7);
+    const loftq::RowMatrixXf lora_a = adapter.read_matrix(adapter.at(key + ".lora_A.weight"));
+    const loftq::RowMatrixXf lora_b = adapter.read_matrix(adapter.at(key + ".lora_B.weight"));
+    ASSERT_EQ(lora_a.rows(), 16) << name;  // the configured rank
+    ASSERT_EQ(lora_a.cols(), 64) << name;
+    ASSERT_EQ(lora_b.rows(), rows) << name;
+    ASSERT_EQ(lora_b.cols(), 16) << name;
+    EXPECT_TRUE(lora_a.bottomRows(16 - effective_rank).isZero(0.0f)) << name;
+    EXPECT_TRUE(lora_b.rightCols(16 - effective_rank).isZero(0.0f)) << name;
+    EXPECT_GT(lora_a.topRows(effective_rank).rowwise().norm().minCoeff(), 0.0f) << name;
+    // The unpadded LoftQ result, with the solver options the engine uses.
+    const loftq::RowMatrixXf w = input.at(name).file->read_matrix(*input.at(name).info);
+    loftq::Options lo;
+    lo.rank = effective_rank;
+    lo.iters = o.iters;
+    lo.codebook = loftq::Codebook::nf4;
+    lo.block_size = o.block_size;
+    const loftq::Result direct = loftq::loftq(w, lo);
+    const Eigen::MatrixXf direct_q = direct.Q.dequantize();
+    const loftq::RowMatrixXf backbone = result.at(name).file->read_matrix(*result.at(name).info);
+    EXPECT_EQ(backbone, loftq::RowMatrixXf(direct_q)) << name;
+    const Eigen::MatrixXf written = backbone + 2.0f * lora_b * lora_a;
+    const Eigen::MatrixXf expected = direct_q + direct.A * direct.B.transpose();
+    EXPECT_LT((written - expected).norm(), 1e-5 * expected.norm()) << name;
+  }
 }
 
 #ifdef LOFTQ_CONVERT_EXE
@@ -427,6 +618,19 @@ TEST_F(Convert, ToolConvertsAndPrintsProgressAndSummary) {
   EXPECT_EQ(run_tool(args, stdout_text, stderr_text), 2);  // the output exists now
   EXPECT_NE(stderr_text.find("--overwrite"), std::string::npos);
   EXPECT_EQ(run_tool(args + " --overwrite", stdout_text, stderr_text), 0) << stderr_text;
+}
+
+TEST_F(Convert, ToolHelpListsEveryFlagAndSaysTheFactorsAreDividedBySqrtOfAlphaOverRank) {
+  std::string stdout_text, stderr_text;
+  ASSERT_EQ(run_tool("--help", stdout_text, stderr_text), 0) << stderr_text;
+  EXPECT_EQ(stderr_text, "");
+  for (const char* flag : {"--input", "--output", "--bits", "--rank", "--iters", "--codebook", "--block-size",
+                           "--target-modules", "--mixed", "--bits-budget", "--lora-alpha", "--format", "--double-quant",
+                           "--threads", "--shard", "--merge", "--report", "--overwrite"}) {
+    EXPECT_NE(stdout_text.find(std::string(flag) + " "), std::string::npos) << flag;
+  }
+  EXPECT_NE(stdout_text.find("sqrt(alpha / rank)"), std::string::npos) << stdout_text;
+  EXPECT_EQ(stdout_text.find("divided by alpha / rank"), std::string::npos) << stdout_text;
 }
 
 TEST_F(Convert, ToolRefusesAReadOnlyOutputDirectory) {

@@ -1,0 +1,111 @@
+/// @file report.hpp
+/// What a conversion did: per-target reports, the report file (JSON) and the summary table.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <loftq/io/error.hpp>
+#include <loftq/io/json.hpp>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "human_units.hpp"
+
+namespace loftq_convert {
+
+/// What happened to one target.
+struct TargetReport {
+  std::string name;                  ///< Tensor name.
+  std::vector<std::uint64_t> shape;  ///< Its shape.
+  int bits = 0;                      ///< Bits chosen.
+  int rank = 0;                      ///< Rank of its LoftQ factors, min(r, out, in) (the adapter has r).
+  std::string codebook;              ///< Codebook name.
+  double qlora_error = 0.0;          ///< ||W - q(W)|| / ||W||.
+  std::vector<double> loftq_errors;  ///< Relative error after each step.
+  int iteration = 0;                 ///< Step returned.
+  double seconds = 0.0;              ///< Wall time of its LoftQ call.
+};
+
+/// What convert() did.
+struct ConvertSummary {
+  std::vector<TargetReport> targets;  ///< Targets computed or merged, by name.
+  std::size_t copied = 0;             ///< Tensors copied unchanged.
+  std::vector<std::string> files;     ///< Output files written (relative names).
+  std::string budget_note;            ///< What the bit budget chose, or empty.
+};
+
+/// The report of one target as JSON.
+inline loftq::io::Json report_json(const TargetReport& r) {
+  return {{"name", r.name},
+          {"shape", r.shape},
+          {"bits", r.bits},
+          {"rank", r.rank},
+          {"codebook", r.codebook},
+          {"qlora_error", r.qlora_error},
+          {"loftq_errors", r.loftq_errors},
+          {"iteration", r.iteration},
+          {"seconds", r.seconds}};
+}
+
+/// The TargetReport stored by report_json(); `what` names it in errors (FormatError).
+inline TargetReport report_from_json(const loftq::io::Json& j, const std::string& what) {
+  using namespace loftq::io;
+  TargetReport r;
+  r.name = json_string(json_at(j, "name", what), what + ": name");
+  const Json& shape = json_at(j, "shape", what);
+  if (!shape.is_array()) throw FormatError(what + ": shape is not an array");
+  for (const Json& d : shape) r.shape.push_back(json_u64(d, what + ": shape"));
+  r.bits = static_cast<int>(json_u64(json_at(j, "bits", what), what + ": bits"));
+  r.rank = static_cast<int>(json_u64(json_at(j, "rank", what), what + ": rank"));
+  r.codebook = json_string(json_at(j, "codebook", what), what + ": codebook");
+  r.qlora_error = json_number(json_at(j, "qlora_error", what), what + ": qlora_error");
+  const Json& errors = json_at(j, "loftq_errors", what);
+  if (!errors.is_array()) throw FormatError(what + ": loftq_errors is not an array");
+  for (const Json& e : errors) r.loftq_errors.push_back(json_number(e, what + ": loftq_errors"));
+  r.iteration = static_cast<int>(json_u64(json_at(j, "iteration", what), what + ": iteration"));
+  r.seconds = json_number(json_at(j, "seconds", what), what + ": seconds");
+  return r;
+}
+
+/// The report file: {"targets": [report_json() of each], "bits_budget": note when there is one}.
+inline loftq::io::Json report_document(const ConvertSummary& summary) {
+  loftq::io::Json report = {{"targets", loftq::io::Json::array()}};
+  for (const TargetReport& r : summary.targets) report["targets"].push_back(report_json(r));
+  if (!summary.budget_note.empty()) report["bits_budget"] = summary.budget_note;
+  return report;
+}
+
+/// The summary table (per codebook: targets, mean QLoRA and LoftQ errors, LoftQ time), the bit
+/// budget's note, and what was written into `output`.
+inline std::string summary_table(const ConvertSummary& summary, const std::filesystem::path& output) {
+  struct Row {
+    std::size_t count = 0;
+    double qlora = 0, loftq = 0, seconds = 0;
+  };
+  std::map<std::string, Row> rows;
+  for (const TargetReport& r : summary.targets) {
+    Row& row = rows[r.codebook];
+    ++row.count;
+    row.qlora += r.qlora_error;
+    row.loftq += r.loftq_errors.at(static_cast<std::size_t>(r.iteration - 1));
+    row.seconds += r.seconds;
+  }
+  std::string text = "\n| codebook | targets | mean QLoRA error | mean LoftQ error | LoftQ time |\n"
+                     "|----------|---------|------------------|------------------|------------|\n";
+  for (const auto& [codebook, row] : rows) {
+    const auto n = static_cast<double>(row.count);
+    char line[160];
+    std::snprintf(line, sizeof line, "| %-8s | %7zu | %16.5f | %16.5f | %10s |\n", codebook.c_str(), row.count,
+                  row.qlora / n, row.loftq / n, human_seconds(row.seconds).c_str());
+    text += line;
+  }
+  if (!summary.budget_note.empty()) text += "\n" + summary.budget_note + "\n";
+  text += "\n" + std::to_string(summary.targets.size()) + " targets, " + std::to_string(summary.copied) +
+          " tensors copied unchanged; wrote " + output.string() + ":";
+  for (const std::string& f : summary.files) text += " " + f;
+  return text + "\n";
+}
+
+}  // namespace loftq_convert

@@ -1,0 +1,64 @@
+/// @file run_target.hpp
+/// LoftQ on one target: the solver options it gets and the call.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <loftq/io/checkpoint.hpp>
+#include <loftq/solver.hpp>
+#include <string>
+
+#include "options.hpp"
+#include "report.hpp"
+#include "targets.hpp"
+
+namespace loftq_convert {
+
+/// The loftq::Options of a target with `target_codebook` and rows x cols weights: every field comes
+/// from `options` (its rank is min(options.rank, rows, cols)).
+inline loftq::Options solver_options(const ConvertOptions& options, loftq::Codebook target_codebook,
+                                     Eigen::Index rows, Eigen::Index cols) {
+  loftq::Options result;
+  // One binding per field: a field added to loftq::Options stops the build here until it is set
+  // below (and, when it changes the output, recorded in the shard manifest).
+  auto& [rank, iters, codebook, block_size, svd, oversampling, krylov_depth, warm_krylov_depth, power_iters,
+         warm_start, seed, threads, keep_best] = result;
+  rank = std::min<Eigen::Index>(options.rank, std::min(rows, cols));
+  iters = options.iters;
+  codebook = target_codebook;
+  block_size = options.block_size;
+  svd = options.solver.svd;
+  oversampling = options.solver.oversampling;
+  krylov_depth = options.solver.krylov_depth;
+  warm_krylov_depth = options.solver.warm_krylov_depth;
+  power_iters = options.solver.power_iters;
+  warm_start = options.solver.warm_start;
+  seed = options.solver.seed;
+  threads = options.threads;
+  keep_best = options.solver.keep_best;
+  return result;
+}
+
+/// Runs LoftQ on `target` with `codebook`, fills `report`; puts ||W||_F^2 in *weight_norm2
+/// when not null. Throws as the checkpoint's reads and loftq::loftq().
+inline loftq::Result run_target(const loftq::io::Checkpoint& checkpoint, const Target& target,
+                                const ConvertOptions& options, loftq::Codebook codebook, TargetReport& report,
+                                double* weight_norm2 = nullptr) {
+  const loftq::io::Checkpoint::Entry entry = checkpoint.at(target.name);
+  const loftq::RowMatrixXf w = entry.file->read_matrix(*entry.info);
+  if (weight_norm2 != nullptr) *weight_norm2 = w.cast<double>().squaredNorm();
+  const auto start = std::chrono::steady_clock::now();
+  loftq::Result r = loftq::loftq(w, solver_options(options, codebook, w.rows(), w.cols()));
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.name = target.name;
+  report.shape = target.info.shape;
+  report.bits = loftq::bits_of(codebook);
+  report.rank = static_cast<int>(r.A.cols());
+  report.codebook = std::string(loftq::name_of(codebook));
+  report.qlora_error = r.quantization_error;
+  report.loftq_errors = r.errors;
+  report.iteration = r.iteration;
+  return r;
+}
+
+}  // namespace loftq_convert
