@@ -1,0 +1,1 @@
+#include <loftq/loftq.hpp>
