@@ -24,7 +24,8 @@ declare -A times
 for ((run = 0; run < runs; ++run)); do
   for i in "${!cases[@]}"; do
     args=${cases[$i]#*|}
-    seconds=$( { /usr/bin/time -f "%U %S" "$cxx" "${flags[@]}" $args >/dev/null 2>/dev/null; } 2>&1 | awk '{print $1 + $2}')
+    /usr/bin/time -o "$out/time" -f "%U %S" "$cxx" "${flags[@]}" $args >/dev/null 2>&1
+    seconds=$(awk '{print $1 + $2}' "$out/time")
     times[$i]+="$seconds "
   done
 done
