@@ -45,9 +45,12 @@ Eigen::MatrixXf gaussian(Eigen::Index rows, Eigen::Index cols, unsigned seed) {
   return m;
 }
 
+/// A quantized Gaussian matrix whose load path dequantizes to bfloat16 (what bnb_tensors(name, q)
+/// then writes as the quant state's dtype).
 QuantizedMatrix quantized(Eigen::Index rows, Eigen::Index cols, Codebook codebook = Codebook::nf4,
                           int block = 64, unsigned seed = 1) {
-  return loftq::quantize(gaussian(rows, cols, seed), codebook, block);
+  return loftq::quantize(gaussian(rows, cols, seed), codebook, block,
+                         loftq::LoadPath{loftq::FloatType::float32, false, loftq::FloatType::bfloat16});
 }
 
 TensorData* find(std::vector<TensorData>& tensors, const std::string& name) {
@@ -119,7 +122,7 @@ void expect_format_error(const std::vector<TensorData>& tensors, const std::stri
 // ---- the dynamic map ----
 
 TEST(BnbDynamicMap, Shape) {
-  const auto& map = loftq::io::bnb_dynamic_map();
+  const auto& map = loftq::dynamic_map();
   ASSERT_EQ(map.size(), 256u);
   for (std::size_t k = 0; k + 1 < map.size(); ++k) EXPECT_LT(map[k], map[k + 1]) << k;
   EXPECT_EQ(bits_of(map[127]), 0u);  // +0, once
@@ -129,7 +132,7 @@ TEST(BnbDynamicMap, Shape) {
 }
 
 TEST(BnbDynamicMap, GoldenValues) {
-  const auto& map = loftq::io::bnb_dynamic_map();
+  const auto& map = loftq::dynamic_map();
   // Decade i = 0: linspace(0.1, 1, 2) = {0.1f, 1}; (0.1f + 1) / 2 = 0x1.19999ap-1 (the sum
   // 1.10000000149 rounds up); times float32(1e-6) = 0x1.0c6f7ap-20.
   EXPECT_EQ(map[128], 0x1.27476ep-21f);
@@ -149,48 +152,48 @@ TEST(BnbDynamicMap, GoldenValues) {
 }
 
 TEST(BnbDynamicMap, CodesAreNearestWithEvenTies) {
-  const auto& map = loftq::io::bnb_dynamic_map();
+  const auto& map = loftq::dynamic_map();
   for (int k = 0; k < 256; ++k)
-    EXPECT_EQ(loftq::io::bnb_dynamic_code(map[static_cast<std::size_t>(k)]), k);
+    EXPECT_EQ(loftq::dynamic_code(map[static_cast<std::size_t>(k)]), k);
   for (std::size_t k = 0; k + 1 < 256; ++k) {
     const float mid = (map[k] + map[k + 1]) * 0.5f;
     const auto even = static_cast<int>(k % 2 == 0 ? k : k + 1);
-    EXPECT_EQ(loftq::io::bnb_dynamic_code(mid), even) << k;
-    EXPECT_EQ(loftq::io::bnb_dynamic_code(std::nextafter(mid, 2.0f)), static_cast<int>(k + 1)) << k;
-    EXPECT_EQ(loftq::io::bnb_dynamic_code(std::nextafter(mid, -2.0f)), static_cast<int>(k)) << k;
+    EXPECT_EQ(loftq::dynamic_code(mid), even) << k;
+    EXPECT_EQ(loftq::dynamic_code(std::nextafter(mid, 2.0f)), static_cast<int>(k + 1)) << k;
+    EXPECT_EQ(loftq::dynamic_code(std::nextafter(mid, -2.0f)), static_cast<int>(k)) << k;
   }
-  EXPECT_EQ(loftq::io::bnb_dynamic_code(0.0f), 127);
-  EXPECT_EQ(loftq::io::bnb_dynamic_code(-0.0f), 127);
-  EXPECT_EQ(loftq::io::bnb_dynamic_code(-1.0f), 0);
-  EXPECT_EQ(loftq::io::bnb_dynamic_code(1.0f), 255);
-  EXPECT_EQ(loftq::io::bnb_dynamic_code(1.0000001f), 255);
-  EXPECT_EQ(loftq::io::bnb_dynamic_code(std::nanf("")), 0);
+  EXPECT_EQ(loftq::dynamic_code(0.0f), 127);
+  EXPECT_EQ(loftq::dynamic_code(-0.0f), 127);
+  EXPECT_EQ(loftq::dynamic_code(-1.0f), 0);
+  EXPECT_EQ(loftq::dynamic_code(1.0f), 255);
+  EXPECT_EQ(loftq::dynamic_code(1.0000001f), 255);
+  EXPECT_EQ(loftq::dynamic_code(std::nanf("")), 0);
 }
 
 // ---- double quantization ----
 
 TEST(BnbDoubleQuant, Golden) {
   // offset 2; x = -1, 0, 1; absmax2 1; -1 lies below the map's lowest value.
-  const auto q = loftq::io::bnb_double_quantize({1.0f, 2.0f, 3.0f});
+  const auto q = loftq::double_quantize({1.0f, 2.0f, 3.0f});
   EXPECT_EQ(q.offset, 2.0f);
   EXPECT_EQ(q.codes, (std::vector<std::uint8_t>{0, 127, 255}));
   EXPECT_EQ(q.absmax, (std::vector<float>{1.0f}));
 
   // Equal absmax: absmax2 = 0 and code 0, as bitsandbytes' kernel gives it.
-  const auto flat = loftq::io::bnb_double_quantize({5.0f, 5.0f, 5.0f});
+  const auto flat = loftq::double_quantize({5.0f, 5.0f, 5.0f});
   EXPECT_EQ(flat.offset, 5.0f);
   EXPECT_EQ(flat.codes, (std::vector<std::uint8_t>{0, 0, 0}));
   EXPECT_EQ(flat.absmax, (std::vector<float>{0.0f}));
 
   // The mean is summed in double and rounded once: 7 / 3.
-  EXPECT_EQ(loftq::io::bnb_double_quantize({1.0f, 2.0f, 4.0f}).offset,
+  EXPECT_EQ(loftq::double_quantize({1.0f, 2.0f, 4.0f}).offset,
             static_cast<float>(7.0 / 3.0));
 }
 
 TEST(BnbDoubleQuant, BlocksOf256) {
   std::vector<float> absmax(300);
   for (std::size_t b = 0; b < absmax.size(); ++b) absmax[b] = 0.01f * static_cast<float>(b % 17);
-  const auto q = loftq::io::bnb_double_quantize(absmax);
+  const auto q = loftq::double_quantize(absmax);
   ASSERT_EQ(q.absmax.size(), 2u);
   ASSERT_EQ(q.codes.size(), 300u);
   for (std::size_t k = 0; k < 2; ++k) {
@@ -203,14 +206,22 @@ TEST(BnbDoubleQuant, BlocksOf256) {
 }
 
 TEST(BnbDoubleQuant, RejectsBadAbsmax) {
-  EXPECT_NE(argument_error_message([] { loftq::io::bnb_double_quantize({}); }).find("empty"),
+  const auto invalid_argument_message = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(invalid_argument_message([] { loftq::double_quantize({}); }).find("empty"),
             std::string::npos);
-  EXPECT_NE(argument_error_message([] {
-              loftq::io::bnb_double_quantize({1.0f, -1.0f});
+  EXPECT_NE(invalid_argument_message([] {
+              loftq::double_quantize({1.0f, -1.0f});
             }).find("absmax[1]"),
             std::string::npos);
-  EXPECT_NE(argument_error_message([] {
-              loftq::io::bnb_double_quantize({std::nanf("")});
+  EXPECT_NE(invalid_argument_message([] {
+              loftq::double_quantize({std::nanf("")});
             }).find("absmax[0]"),
             std::string::npos);
 }
@@ -320,13 +331,15 @@ TEST(BnbLayout, WeightBytesArePackedCodes) {
   const auto q = quantized(5, 7);
   const auto tensors = loftq::io::bnb_tensors(kName, q);
   const TensorData& weight = at(tensors, kName);
-  EXPECT_EQ(weight.bytes, q.codes());
   std::vector<std::uint8_t> packed(18, 0);
   for (std::size_t k = 0; k < 35; ++k) {
     packed[k / 2] = static_cast<std::uint8_t>(packed[k / 2] | (q.code(k) << (k % 2 == 0 ? 4 : 0)));
   }
+  packed.back() |= 7;  // the pad nibble: bitsandbytes pads with 0.0, NF4 code 7
   EXPECT_EQ(weight.bytes, packed);
-  EXPECT_EQ(weight.bytes.back() & 0x0F, 0);  // pad nibble
+  EXPECT_EQ(loftq::io::bnb_pad_code(Codebook::nf4), 7);
+  EXPECT_EQ(loftq::table_of(Codebook::fp4).values[loftq::io::bnb_pad_code(Codebook::fp4)], 0.0f);
+  EXPECT_EQ(loftq::io::read_bnb(kName, tensors).codes(), q.codes());  // read back with the pad cleared
 }
 
 TEST(BnbLayout, QuantMapIsTheCodebook) {
@@ -357,7 +370,7 @@ TEST(BnbLayout, QuantStateText) {
   options.dtype = "float16";
   const auto q = quantized(5, 7, Codebook::fp4, 64);
   const auto nested = loftq::io::bnb_tensors(kName, q, options);
-  const float offset = loftq::io::bnb_double_quantize(q.scales()).offset;
+  const float offset = loftq::double_quantize(q.scales()).offset;
   ASSERT_EQ(offset_text(offset).size(), 15u);
   EXPECT_EQ(text_of(at(nested, state_name("fp4"))),
             R"({"quant_type": "fp4", "blocksize": 64, "dtype": "float16", "shape": [5, 7], )"
@@ -366,7 +379,7 @@ TEST(BnbLayout, QuantStateText) {
   EXPECT_EQ(text_of(at(nested, kName + ".nested_quant_map")).size(), 1024u);
   EXPECT_EQ(
       floats_of(at(nested, kName + ".nested_quant_map")),
-      std::vector<float>(loftq::io::bnb_dynamic_map().begin(), loftq::io::bnb_dynamic_map().end()));
+      std::vector<float>(loftq::dynamic_map().begin(), loftq::dynamic_map().end()));
 
   options.dtype = "float32";
   const std::string wide =
@@ -420,7 +433,7 @@ TEST(BnbRoundTrip, ExactWithoutDoubleQuant) {
 TEST(BnbRoundTrip, DoubleQuantWithinTheDynamicMapError) {
   // The largest error of a normalized value: half the widest gap of the map (top decade,
   // 0.9 / 64 / 2 = 0.00703125), or the gap from -1 to the lowest value, the same.
-  const auto& map = loftq::io::bnb_dynamic_map();
+  const auto& map = loftq::dynamic_map();
   float half_gap = 1.0f + map[0];
   for (std::size_t k = 0; k + 1 < 256; ++k)
     half_gap = std::max(half_gap, (map[k + 1] - map[k]) / 2.0f);
@@ -435,7 +448,7 @@ TEST(BnbRoundTrip, DoubleQuantWithinTheDynamicMapError) {
     const auto tensors = loftq::io::bnb_tensors(kName, q, options);
     const QuantizedMatrix r = loftq::io::read_bnb(kName, tensors);
     EXPECT_EQ(r.codes(), q.codes());
-    const auto dq = loftq::io::bnb_double_quantize(q.scales());
+    const auto dq = loftq::double_quantize(q.scales());
     EXPECT_EQ(at(tensors, kName + ".absmax").bytes, dq.codes);
     EXPECT_EQ(floats_of(at(tensors, kName + ".nested_absmax")), dq.absmax);
     ASSERT_EQ(r.scales().size(), q.scales().size());
@@ -458,7 +471,7 @@ TEST(BnbRoundTrip, ZeroBlockWithDoubleQuantStaysNonNegative) {
   const auto q = loftq::quantize(w, Codebook::nf4, 64);
   ASSERT_EQ(q.scales()[0], 0.0f);
   const QuantizedMatrix r = loftq::io::read_bnb(kName, loftq::io::bnb_tensors(kName, q, options));
-  const auto dq = loftq::io::bnb_double_quantize(q.scales());
+  const auto dq = loftq::double_quantize(q.scales());
   for (float s : r.scales()) EXPECT_GE(s, 0.0f);
   EXPECT_LE(r.scales()[0], 0.00704f * dq.absmax[0]);
 }

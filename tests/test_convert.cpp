@@ -176,32 +176,25 @@ TEST_F(Convert, WritesBackboneAndAdapterThatReproduceW) {
   }
 }
 
-TEST_F(Convert, SixteenBitQRequantizesToTheSameCodesAsTheBitsandbytesExport) {
-  loftq_convert::ConvertOptions bnb = options_for(model(), out("bnb"));
-  bnb.format = loftq_convert::BackboneFormat::bnb_nf4;
-  loftq_convert::convert(bnb);
+TEST_F(Convert, SixteenBitBackboneIsWhatBitsandbytesLoadsFromIt) {
+  // A bf16 / fp16 backbone is made for load_in_4bit: bitsandbytes quantizes the stored values
+  // (NF4, blocks of 64, from their 16-bit values) and dequantizes them to the same values.
   for (const auto format : {loftq_convert::BackboneFormat::bf16, loftq_convert::BackboneFormat::fp16}) {
     loftq_convert::ConvertOptions o = options_for(model(), out("q16"));
     o.format = format;
     o.overwrite = true;
     loftq_convert::convert(o);
-    const loftq::io::Checkpoint q16(out("q16")), packed(out("bnb"));
+    const loftq::FloatType type = loftq_convert::float_type_of(format);
+    const loftq::io::Checkpoint q16(out("q16"));
     for (const char* name : {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"}) {
-      const loftq::RowMatrixXf q = q16.at(name).file->read_matrix(*q16.at(name).info);
-      const loftq::QuantizedMatrix requantized = loftq::quantize(q, loftq::Codebook::nf4, 64);
-      const loftq::io::Checkpoint::Entry weight = packed.at(name);
-      EXPECT_EQ(weight.info->dtype, Dtype::u8);
-      EXPECT_EQ(weight.file->read_raw(*weight.info), requantized.codes()) << name;
-      // Direct packing of the codes: first element in the high nibble.
-      std::vector<std::uint8_t> direct(requantized.size() / 2);
-      for (std::size_t k = 0; k < direct.size(); ++k) {
-        direct[k] = static_cast<std::uint8_t>(requantized.code(2 * k) << 4 | requantized.code(2 * k + 1));
-      }
-      EXPECT_EQ(weight.file->read_raw(*weight.info), direct);
-      EXPECT_NE(packed.at(std::string(name) + ".absmax").info, nullptr);
-      EXPECT_NE(packed.at(std::string(name) + ".quant_state.bitsandbytes__nf4").info, nullptr);
+      const loftq::RowMatrixXf stored = q16.at(name).file->read_matrix(*q16.at(name).info);
+      const loftq::QuantizedMatrix loaded = loftq::quantize(stored, loftq::Codebook::nf4, 64, loftq::LoadPath{type, false, type});
+      EXPECT_TRUE(loftq::RowMatrixXf(loaded.dequantize()) == stored) << name;
     }
   }
+  loftq_convert::ConvertOptions bnb = options_for(model(), out("bnb"));
+  bnb.format = loftq_convert::BackboneFormat::bnb_nf4;
+  loftq_convert::convert(bnb);
   const loftq::io::Json config = loftq::io::parse_json(file_bytes(out("bnb") / "config.json"));
   EXPECT_EQ(config.at("quantization_config").at("bnb_4bit_quant_type").get<std::string>(), "nf4");
 }

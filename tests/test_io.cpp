@@ -213,7 +213,7 @@ TEST(Json, ParsesAndWritesTheSameUnderACommaDecimalLocale) {
     EXPECT_EQ(state.find(','), state.find(", ")) << state;  // separators only, no decimal comma
     const loftq::QuantizedMatrix back = loftq::io::read_bnb("m", bnb);
     EXPECT_EQ(back.codes(), q.codes());
-    const float offset = loftq::io::bnb_double_quantize(q.scales()).offset;
+    const float offset = loftq::double_quantize(q.scales()).offset;
     EXPECT_EQ(static_cast<float>(json_number(parse_json(state)["nested_offset"], "offset")), offset);
   }
   EXPECT_STREQ(std::localeconv()->decimal_point, ".");
@@ -512,7 +512,7 @@ TEST(IoErrors, EveryKindOfFailureIsAnIoError) {
       {"ArgumentError", [&] { r.read_bytes(r.at("d.u8"), 2, nullptr, 2); }},
       {"ArgumentError", [&] { loftq::io::float_tensor("t", &one, {1}, Dtype::i8); }},
       {"ArgumentError", [] { dump_json(Json(std::nan(""))); }},
-      {"ArgumentError", [] { loftq::io::bnb_double_quantize({}); }},
+      {"ArgumentError", [] { loftq::io::bnb_int8_tensor_layout("w", 1, 4); }},
       {"ArgumentError", [] { loftq::io::bnb_tensor_layout("w", 0, 4, loftq::Codebook::nf4, 64); }},
       {"ArgumentError", [] { loftq::io::read_bnb("", std::vector<loftq::io::TensorData>{}); }},
   };

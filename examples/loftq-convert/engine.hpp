@@ -52,12 +52,9 @@ inline loftq::io::Dtype dtype_of(BackboneFormat format) {
 inline std::vector<loftq::io::TensorData> backbone_tensors(const Target& target, const loftq::Result& r,
                                                            const ConvertOptions& options) {
   using loftq::io::Dtype;
-  if (options.format == BackboneFormat::bnb_nf4) {
-    loftq::io::BnbOptions bnb;
-    bnb.double_quant = options.double_quant;
-    bnb.dtype = target.info.dtype == Dtype::f32 ? "float32" : target.info.dtype == Dtype::f16 ? "float16" : "bfloat16";
-    return loftq::io::bnb_tensors(target.name, r.Q, bnb);
-  }
+  // Q's load path (load_path_of()) says how it is stored: bitsandbytes then dequantizes exactly Q.
+  if (options.format == BackboneFormat::bnb_nf4) return loftq::io::bnb_tensors(target.name, r.Q);
+  if (options.format == BackboneFormat::bnb_int8) return loftq::io::bnb_int8_tensors(target.name, r.Q);
   std::vector<float> q(r.Q.size());
   r.Q.dequantize(q.data());
   return {loftq::io::float_tensor(target.name, q.data(), target.info.shape, dtype_of(options.format))};
@@ -102,8 +99,8 @@ inline std::vector<TargetReport> compute_targets(const loftq::io::Checkpoint& ch
 }
 
 /// Copies the input directory's small files (config, tokenizer, ...) into `out`: every regular
-/// file but the safetensors and index and other weight formats. With bnb_nf4, config.json gets
-/// the quantization_config transformers needs to load the packed weights.
+/// file but the safetensors and index and other weight formats. With bnb-nf4 and bnb-int8,
+/// config.json gets the quantization_config transformers needs to load the packed weights.
 inline void copy_small_files(const ConvertOptions& options, const std::filesystem::path& out) {
   using namespace loftq::io;
   static const std::set<std::string> weight_extensions = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf"};
@@ -111,15 +108,19 @@ inline void copy_small_files(const ConvertOptions& options, const std::filesyste
     if (!entry.is_regular_file()) continue;
     const std::string name = entry.path().filename().string();
     if (name == index_file_name || weight_extensions.count(entry.path().extension().string()) > 0) continue;
-    if (name == "config.json" && options.format == BackboneFormat::bnb_nf4) {
+    if (name == "config.json" && (options.format == BackboneFormat::bnb_nf4 || options.format == BackboneFormat::bnb_int8)) {
       Json config = parse_json(read_small_file(entry.path()), entry.path().string());
       if (!config.is_object()) throw FormatError(entry.path().string() + ": not a JSON object");
-      config["quantization_config"] = {{"quant_method", "bitsandbytes"},
-                                       {"load_in_4bit", true},
-                                       {"load_in_8bit", false},
-                                       {"bnb_4bit_quant_type", "nf4"},
-                                       {"bnb_4bit_use_double_quant", options.double_quant},
-                                       {"bnb_4bit_compute_dtype", "bfloat16"}};
+      if (options.format == BackboneFormat::bnb_int8) {
+        config["quantization_config"] = {{"quant_method", "bitsandbytes"}, {"load_in_4bit", false}, {"load_in_8bit", true}};
+      } else {
+        config["quantization_config"] = {{"quant_method", "bitsandbytes"},
+                                         {"load_in_4bit", true},
+                                         {"load_in_8bit", false},
+                                         {"bnb_4bit_quant_type", std::string(loftq::name_of(codebook_of_bits(options, 4)))},
+                                         {"bnb_4bit_use_double_quant", options.double_quant},
+                                         {"bnb_4bit_compute_dtype", "bfloat16"}};
+      }
       write_file_atomically(out / name, dump_json(config, 2) + "\n");
       continue;
     }
@@ -282,6 +283,11 @@ inline ConvertSummary convert(const ConvertOptions& options, const Progress& pro
                             std::string(loftq::name_of(t.codebook)));
       }
       if (t.info.shape.size() != 2) throw ArgumentError("format = bnb-nf4 needs 2-D targets; " + t.name + " is not");
+    }
+  }
+  if (options.format == BackboneFormat::bnb_int8) {
+    for (const Target& t : targets) {
+      if (t.info.shape.size() != 2) throw ArgumentError("format = bnb-int8 needs 2-D targets; " + t.name + " is not");
     }
   }
   const loftq::io::AdapterConfig adapter = adapter_config_of(options, targets);

@@ -126,7 +126,8 @@ void declare_flags(CLI::App& app, Flags& flags) {
   ConvertOptions& o = flags.options;
   std::vector<std::string> codebooks;
   for (loftq::Codebook c : {loftq::Codebook::nf4, loftq::Codebook::nf2, loftq::Codebook::fp4, loftq::Codebook::int8,
-                            loftq::Codebook::uniform2, loftq::Codebook::uniform4, loftq::Codebook::uniform8}) {
+                            loftq::Codebook::llm_int8, loftq::Codebook::uniform2, loftq::Codebook::uniform4,
+                            loftq::Codebook::uniform8}) {
     codebooks.emplace_back(loftq::name_of(c));
   }
   std::vector<std::string> formats;
@@ -136,14 +137,15 @@ void declare_flags(CLI::App& app, Flags& flags) {
       ->required()
       ->type_name("DIR");
   app.add_option("--output", flags.output, "output directory; must not exist unless --overwrite")->required()->type_name("DIR");
-  app.add_option("--bits", o.bits, "2, 4 or 8 (default 4)")->check(CLI::IsMember({2, 4, 8}))->type_name("N");
+  app.add_option("--bits", o.bits, "2, 4 or 8 (default 4; 8 is bitsandbytes' LLM.int8, row-wise)")->check(CLI::IsMember({2, 4, 8}))->type_name("N");
   app.add_option("--rank", o.rank, "adapter rank (default 16)")->check(at_least(1))->type_name("R");
   app.add_option("--iters", o.iters, "LoftQ alternating steps (default 1)")->check(at_least(1))->type_name("T");
   app.add_option("--codebook", flags.codebook,
-                 "nf4, nf2, fp4, int8, uniform2, uniform4, uniform8 (default by --bits: nf2, nf4, int8)")
+                 "nf4, nf2, fp4, int8 (per block), llm_int8, uniform2, uniform4, uniform8 (default by --bits: nf2, nf4, "
+                 "llm_int8)")
       ->check(CLI::IsMember(codebooks))
       ->type_name("NAME");
-  app.add_option("--block-size", o.block_size, "quantization block size (default 64)")->check(at_least(1))->type_name("N");
+  app.add_option("--block-size", o.block_size, "quantization block size (default 64; LLM.int8 takes one row per block)")->check(at_least(1))->type_name("N");
   app.add_option("--target-modules", o.target_modules,
                  "all-linear (default: 2-D weights of the transformer blocks, never embeddings, norms or lm_head), "
                  "or a regex the module path must match whole")
@@ -159,10 +161,14 @@ void declare_flags(CLI::App& app, Flags& flags) {
   app.add_option("--lora-alpha", o.lora_alpha, "LoRA alpha (default: the rank); lora_A and lora_B are divided by sqrt(alpha / rank)")
       ->check(number_where([](double a) { return a > 0.0 && a <= 1e30; }, "must be > 0 (and finite)", "NUMBER>0"))
       ->type_name("A");
-  app.add_option("--format", flags.format, "bf16 (default), fp16, fp32: dequantized Q; bnb-nf4: bitsandbytes 4-bit")
+  app.add_option("--format", flags.format,
+                 "bf16 (default), fp16, fp32: dequantized Q, for bitsandbytes to quantize at load time (load_in_4bit, "
+                 "load_in_8bit); bnb-nf4: bitsandbytes 4-bit (Linear4bit); bnb-int8: bitsandbytes LLM.int8 (Linear8bitLt)")
       ->check(CLI::IsMember(formats))
       ->type_name("F");
-  app.add_flag("--double-quant", o.double_quant, "with bnb-nf4: double-quantize the absmax, as bitsandbytes does");
+  app.add_flag("--double-quant", o.double_quant,
+               "4-bit: double-quantized absmax, as bitsandbytes does: stored so with bnb-nf4; with bf16, fp16, fp32 "
+               "the backbone is made for bnb_4bit_use_double_quant=True");
   app.add_option("--threads", o.threads, "threads (default: all)")->check(at_least(0))->type_name("N");
   CLI::Option* shard = app.add_option("--shard", flags.shard, "compute only targets k with k % N == I (0 <= I < N) into OUT_DIR")
                            ->check(syntax_of(parse_shard, "I/N"))
@@ -183,6 +189,10 @@ ConvertOptions options_of(const CLI::App& app, const Flags& flags) {
   o.output = flags.output;
   o.report = flags.report;
   if (!flags.codebook.empty()) o.codebook = loftq::codebook_from_name(flags.codebook);
+  if (app.count("--block-size") > 0 && o.bits == 8 && !o.mixed && (!o.codebook || *o.codebook == loftq::Codebook::llm_int8)) {
+    throw loftq::io::ArgumentError("block_size = " + std::to_string(o.block_size) +
+                                   ": LLM.int8 (bits = 8) quantizes one row per block; for per-block int8 use --codebook int8");
+  }
   if (!flags.mixed.empty()) o.mixed = parse_mixed(flags.mixed).first;
   if (app.count("--bits-budget") > 0) o.bits_budget = flags.bits_budget;
   o.format = loftq_convert::format_from_name(flags.format);

@@ -8,6 +8,8 @@
 #include <locale>
 #include <loftq/codebook.hpp>
 #include <loftq/io/error.hpp>
+#include <loftq/io/safetensors.hpp>
+#include <loftq/load_path.hpp>
 #include <loftq/lowrank.hpp>
 #include <loftq/solver.hpp>
 #include <optional>
@@ -25,19 +27,21 @@ enum class BackboneFormat : std::uint8_t {
   fp16,     ///< Dequantized Q in float16.
   fp32,     ///< Dequantized Q in float32.
   bnb_nf4,  ///< Packed in the bitsandbytes 4-bit layout (NF4 or FP4 codebooks).
+  bnb_int8, ///< The bitsandbytes LLM.int8 layout of a Linear8bitLt (int8 weight, SCB, weight_format).
 };
 
 /// Every backbone format, in declaration order.
 inline constexpr BackboneFormat backbone_formats[] = {BackboneFormat::bf16, BackboneFormat::fp16, BackboneFormat::fp32,
-                                                      BackboneFormat::bnb_nf4};
+                                                      BackboneFormat::bnb_nf4, BackboneFormat::bnb_int8};
 
-/// The name of a backbone format: "bf16", "fp16", "fp32" or "bnb-nf4".
+/// The name of a backbone format: "bf16", "fp16", "fp32", "bnb-nf4" or "bnb-int8".
 constexpr std::string_view format_name(BackboneFormat format) {
   switch (format) {
     case BackboneFormat::bf16: return "bf16";
     case BackboneFormat::fp16: return "fp16";
     case BackboneFormat::fp32: return "fp32";
     case BackboneFormat::bnb_nf4: return "bnb-nf4";
+    case BackboneFormat::bnb_int8: return "bnb-int8";
   }
   return "?";
 }
@@ -48,7 +52,7 @@ inline BackboneFormat format_from_name(std::string_view name) {
   for (BackboneFormat f : backbone_formats) {
     if (format_name(f) == name) return f;
   }
-  throw loftq::io::ArgumentError("format = \"" + std::string(name) + "\" is not bf16, fp16, fp32 or bnb-nf4");
+  throw loftq::io::ArgumentError("format = \"" + std::string(name) + "\" is not bf16, fp16, fp32, bnb-nf4 or bnb-int8");
 }
 
 /// The name of a truncated-SVD method: "exact", "block_krylov" or "subspace_iteration".
@@ -94,7 +98,7 @@ struct ConvertOptions {
   std::optional<double> bits_budget;             ///< Average-bit budget over targets (2 or 4 bits each).
   double lora_alpha = 0.0;                       ///< LoRA alpha; 0 means rank.
   BackboneFormat format = BackboneFormat::bf16;  ///< Backbone storage of targets.
-  bool double_quant = false;                     ///< bnb_nf4: double-quantize the absmax.
+  bool double_quant = false;                     ///< 4-bit: the absmax double-quantized (bnb-nf4: stored so; 16-bit: loaded so).
   SolverSettings solver;                         ///< Solver settings without a flag.
   int threads = 0;                               ///< Threads; 0 means all.
   int shard_index = 0;                           ///< With shard_count > 0: which subset, in [0, shard_count).
@@ -136,10 +140,56 @@ inline std::string number_text(double value) {
 }
 
 /// The codebook of a target quantized at `bits` under the options: options.codebook when it
-/// applies (bits is options.bits, without mixed precision or bit budget), else NF2, NF4 or Int8.
+/// applies (bits is options.bits, without mixed precision or bit budget), else NF2, NF4, or
+/// for 8 bits bitsandbytes' LLM.int8 (row-wise; the per-block Int8 only as options.codebook).
 inline loftq::Codebook codebook_of_bits(const ConvertOptions& options, int bits) {
   if (options.codebook && bits == options.bits && !options.mixed && !options.bits_budget) return *options.codebook;
-  return loftq::codebook_for_bits(bits);
+  return bits == 8 ? loftq::Codebook::llm_int8 : loftq::codebook_for_bits(bits);
+}
+
+/// The float type of a checkpoint dtype (F32, F16 or BF16).
+inline loftq::FloatType float_type_of(loftq::io::Dtype dtype) {
+  switch (dtype) {
+    case loftq::io::Dtype::f16: return loftq::FloatType::float16;
+    case loftq::io::Dtype::bf16: return loftq::FloatType::bfloat16;
+    default: return loftq::FloatType::float32;
+  }
+}
+
+/// The float type a 16- or 32-bit backbone format stores.
+inline loftq::FloatType float_type_of(BackboneFormat format) {
+  switch (format) {
+    case BackboneFormat::bf16: return loftq::FloatType::bfloat16;
+    case BackboneFormat::fp16: return loftq::FloatType::float16;
+    default: return loftq::FloatType::float32;
+  }
+}
+
+/// The load path of a target with `codebook` whose input tensor has dtype `input` and `dims`
+/// dimensions: how the loader the README's "Fine-tuning the result" gives for the format turns
+/// the stored backbone into the weight of the matmul, which the solver then optimizes for.
+/// - bnb-nf4: the stored codes and float32 absmax (double-quantized with double_quant),
+///   dequantized to the input's dtype (the quant state's dtype).
+/// - bnb-int8: the stored int8 codes and SCB, dequantized to float32.
+/// - bf16, fp16, fp32 with NF4 or FP4 on a 2-D target: bitsandbytes quantizes the stored values
+///   at load time (load_in_4bit, with double_quant bnb_4bit_use_double_quant): from the
+///   format's type, dequantized to it; with LLM.int8 (load_in_8bit): from the format's type,
+///   dequantized to float32.
+/// - otherwise (NF2, Int8, Uniform, or a convolution, which bitsandbytes does not quantize): the
+///   stored 16- or 32-bit values themselves.
+inline loftq::LoadPath load_path_of(const ConvertOptions& options, loftq::Codebook codebook, loftq::io::Dtype input,
+                                    std::size_t dims) {
+  using loftq::Codebook;
+  using loftq::FloatType;
+  switch (options.format) {
+    case BackboneFormat::bnb_nf4: return {FloatType::float32, options.double_quant, float_type_of(input)};
+    case BackboneFormat::bnb_int8: return {FloatType::float32, false, FloatType::float32};
+    default: break;
+  }
+  const FloatType stored = float_type_of(options.format);
+  if (dims == 2 && (codebook == Codebook::nf4 || codebook == Codebook::fp4)) return {stored, options.double_quant, stored};
+  if (dims == 2 && codebook == Codebook::llm_int8) return {stored, false, FloatType::float32};
+  return {FloatType::float32, false, stored};
 }
 
 /// Throws loftq::io::ArgumentError, naming the setting and its value, for settings that are
@@ -181,6 +231,18 @@ inline void check_options(const ConvertOptions& options) {
     throw ArgumentError("lora_alpha = " + number_text(options.lora_alpha) + " must be > 0 (or 0 for the rank)");
   }
   if (options.threads < 0) throw ArgumentError("threads = " + std::to_string(options.threads) + " must be >= 0");
+  const bool nf4_or_fp4 = !options.codebook || *options.codebook == loftq::Codebook::nf4 ||
+                          *options.codebook == loftq::Codebook::fp4;
+  if (options.double_quant && (options.bits != 4 || !nf4_or_fp4 || options.mixed || options.bits_budget)) {
+    throw ArgumentError("double_quant is bitsandbytes' double quantization of 4-bit NF4 or FP4 weights: it needs "
+                        "bits = 4 (not " + std::to_string(options.bits) + "), codebook nf4 or fp4 and no mixed or bits_budget");
+  }
+  if (options.format == BackboneFormat::bnb_int8 &&
+      (options.bits != 8 || options.mixed || options.bits_budget ||
+       (options.codebook && *options.codebook != loftq::Codebook::llm_int8))) {
+    throw ArgumentError("format = bnb-int8 stores bitsandbytes' LLM.int8: it needs bits = 8 (not " + std::to_string(options.bits) +
+                        "), no other codebook and no mixed or bits_budget");
+  }
 }
 
 }  // namespace loftq_convert

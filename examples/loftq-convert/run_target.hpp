@@ -14,19 +14,20 @@
 
 namespace loftq_convert {
 
-/// The loftq::Options of a target with `target_codebook` and rows x cols weights: every field comes
-/// from `options` (its rank is min(options.rank, rows, cols)).
+/// The loftq::Options of a target with `target_codebook`, rows x cols weights and the load path
+/// `target_load_path` (load_path_of()): every field comes from `options` (its rank is
+/// min(options.rank, rows, cols); LLM.int8's block is a row).
 inline loftq::Options solver_options(const ConvertOptions& options, loftq::Codebook target_codebook,
-                                     Eigen::Index rows, Eigen::Index cols) {
+                                     Eigen::Index rows, Eigen::Index cols, const loftq::LoadPath& target_load_path) {
   loftq::Options result;
   // One binding per field: a field added to loftq::Options stops the build here until it is set
   // below (and, when it changes the output, recorded in the shard manifest).
   auto& [rank, iters, codebook, block_size, svd, oversampling, krylov_depth, warm_krylov_depth, power_iters,
-         warm_start, seed, threads, keep_best] = result;
+         warm_start, seed, threads, keep_best, load_path] = result;
   rank = std::min<Eigen::Index>(options.rank, std::min(rows, cols));
   iters = options.iters;
   codebook = target_codebook;
-  block_size = options.block_size;
+  block_size = target_codebook == loftq::Codebook::llm_int8 ? static_cast<int>(cols) : options.block_size;
   svd = options.solver.svd;
   oversampling = options.solver.oversampling;
   krylov_depth = options.solver.krylov_depth;
@@ -36,6 +37,7 @@ inline loftq::Options solver_options(const ConvertOptions& options, loftq::Codeb
   seed = options.solver.seed;
   threads = options.threads;
   keep_best = options.solver.keep_best;
+  load_path = target_load_path;
   return result;
 }
 
@@ -48,7 +50,8 @@ inline loftq::Result run_target(const loftq::io::Checkpoint& checkpoint, const T
   const loftq::RowMatrixXf w = entry.file->read_matrix(*entry.info);
   if (weight_norm2 != nullptr) *weight_norm2 = w.cast<double>().squaredNorm();
   const auto start = std::chrono::steady_clock::now();
-  loftq::Result r = loftq::loftq(w, solver_options(options, codebook, w.rows(), w.cols()));
+  const loftq::LoadPath path = load_path_of(options, codebook, target.info.dtype, target.info.shape.size());
+  loftq::Result r = loftq::loftq(w, solver_options(options, codebook, w.rows(), w.cols(), path));
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   report.name = target.name;
   report.shape = target.info.shape;

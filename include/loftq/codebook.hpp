@@ -2,7 +2,8 @@
 /// Codebooks: the lookup tables that blockwise quantization maps each scaled value to.
 ///
 /// A dequantized value is `table(codebook)[code] * factor`, where `factor` is the block's
-/// absmax for the lookup codebooks (NF2, NF4, FP4, Uniform<N>) and absmax / 127 for Int8.
+/// absmax for the lookup codebooks (NF2, NF4, FP4, Uniform<N>) and absmax / 127 for Int8;
+/// LLMInt8 computes `(code * absmax) * 7.874015718698502e-3` instead, as bitsandbytes does.
 #pragma once
 
 #include <array>
@@ -24,6 +25,11 @@ enum class Codebook : std::uint8_t {
   uniform4,  ///< 16 evenly spaced levels on [-1, 1].
   uniform8,  ///< 256 evenly spaced levels on [-1, 1].
   int8,      ///< Symmetric linear int8: round-half-even(x * 127 / absmax) in [-127, 127].
+  /// bitsandbytes' LLM.int8 weight quantization (int8_vectorwise_quant / _dequant): values
+  /// rounded to float16, q = round-half-even(x * ((1 / absmax) * 127)), value
+  /// (q * absmax) * 7.874015718698502e-3, each operation in float32. With one row per block
+  /// (block_size = cols) it is bitsandbytes' row-wise quantization, absmax its SCB.
+  llm_int8,
 };
 
 namespace detail {
@@ -84,12 +90,14 @@ constexpr int bits_of(Codebook codebook) {
       return 4;
     case Codebook::uniform8:
     case Codebook::int8:
+    case Codebook::llm_int8:
       return 8;
   }
   return 0;
 }
 
-/// Lower-case name: "nf2", "nf4", "fp4", "uniform2", "uniform4", "uniform8" or "int8".
+/// Lower-case name: "nf2", "nf4", "fp4", "uniform2", "uniform4", "uniform8", "int8" or
+/// "llm_int8".
 constexpr std::string_view name_of(Codebook codebook) {
   switch (codebook) {
     case Codebook::nf2:
@@ -106,12 +114,16 @@ constexpr std::string_view name_of(Codebook codebook) {
       return "uniform8";
     case Codebook::int8:
       return "int8";
+    case Codebook::llm_int8:
+      return "llm_int8";
   }
   return "";
 }
 
-/// True for Int8, whose block factor is absmax / 127 and whose codes are rounded, not looked up.
-constexpr bool is_linear(Codebook codebook) { return codebook == Codebook::int8; }
+/// True for Int8 and LLMInt8, whose codes are rounded, not looked up.
+constexpr bool is_linear(Codebook codebook) {
+  return codebook == Codebook::int8 || codebook == Codebook::llm_int8;
+}
 
 /// The dequantization table of a codebook: 2^bits floats in code order.
 struct CodebookTable {
@@ -135,6 +147,7 @@ inline CodebookTable table_of(Codebook codebook) {
     case Codebook::uniform8:
       return {detail::uniform8_table.data(), 256};
     case Codebook::int8:
+    case Codebook::llm_int8:
       return {detail::int8_table.data(), 256};
   }
   detail::fail("codebook = " + std::to_string(static_cast<int>(codebook)) + " is not a Codebook");
@@ -143,11 +156,11 @@ inline CodebookTable table_of(Codebook codebook) {
 /// The codebook named `name` (as name_of() spells it); throws std::invalid_argument otherwise.
 inline Codebook codebook_from_name(std::string_view name) {
   for (Codebook c : {Codebook::nf2, Codebook::nf4, Codebook::fp4, Codebook::uniform2,
-                     Codebook::uniform4, Codebook::uniform8, Codebook::int8}) {
+                     Codebook::uniform4, Codebook::uniform8, Codebook::int8, Codebook::llm_int8}) {
     if (name_of(c) == name) return c;
   }
   detail::fail("codebook = \"" + std::string(name) +
-               "\" is not supported (nf2, nf4, fp4, uniform2, uniform4, uniform8, int8)");
+               "\" is not supported (nf2, nf4, fp4, uniform2, uniform4, uniform8, int8, llm_int8)");
 }
 
 /// The default codebook for a bit width, as loftq(W, rank, bits, iters) uses it:
@@ -192,6 +205,13 @@ struct Int8 {
   static constexpr Codebook id = Codebook::int8;     ///< Run-time codebook.
   static constexpr int bits = 8;                     ///< Bits per code.
   static constexpr std::string_view name = "int8";  ///< Lower-case name.
+};
+
+/// bitsandbytes' LLM.int8 weight quantization (Codebook::llm_int8).
+struct LLMInt8 {
+  static constexpr Codebook id = Codebook::llm_int8;     ///< Run-time codebook.
+  static constexpr int bits = 8;                         ///< Bits per code.
+  static constexpr std::string_view name = "llm_int8";  ///< Lower-case name.
 };
 
 /// 2^Bits evenly spaced levels on [-1, 1]; Bits is 2, 4 or 8.

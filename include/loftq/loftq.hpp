@@ -10,6 +10,8 @@
 
 #include "version.hpp"
 #include "codebook.hpp"
+#include "load_path.hpp"
+#include "double_quant.hpp"
 #include "matrix.hpp"
 #include "quantized.hpp"
 #include "blockwise.hpp"

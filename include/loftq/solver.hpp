@@ -21,6 +21,7 @@
 #include "detail/row_major.hpp"
 #include "detail/packing.hpp"
 #include "kernels/passes.hpp"
+#include "load_path.hpp"
 #include "lowrank.hpp"
 #include "threads.hpp"
 #include "quantized.hpp"
@@ -42,18 +43,22 @@ struct Options {
   std::uint64_t seed = 0;              ///< Seed of the randomized SVD; exact ignores it.
   int threads = 0;                     ///< Threads for this call, >= 0; 0: loftq::threads().
   bool keep_best = true;               ///< Return the iterate of least error, else the last.
+  /// How the backbone is stored and loaded: every Q_t, residual and error is that of the
+  /// matrix the loader hands to the matmul (load_path.hpp). The default changes nothing.
+  LoadPath load_path;
 };
 
 /// The LoftQ initialization of one weight matrix W: W ~ Q.dequantize() + A * B^T.
 struct Result {
-  QuantizedMatrix Q;   ///< Quantized backbone.
+  QuantizedMatrix Q;   ///< Quantized backbone, with options.load_path: Q.dequantize() is what the loader gives.
   Eigen::MatrixXf A;   ///< rows x rank, U_r sqrt(S_r) (PEFT's lora_B).
   Eigen::MatrixXf B;   ///< cols x rank, V_r sqrt(S_r) (PEFT's lora_A is B^T).
   /// errors[t - 1] = ||W - Q_t - A_t B_t^T||_F / ||W||_F after step t (absolute when W = 0),
   /// computed as sqrt(||W - Q_t||_F^2 - sum of S_t^2) (equal up to float rounding) where that
   /// leaves at least 1% of ||W - Q_t||_F^2, else measured.
   std::vector<double> errors;
-  /// ||W - q(W)||_F / ||W||_F: plain quantization, the QLoRA starting point.
+  /// ||W - q(W)||_F / ||W||_F: plain quantization, the QLoRA starting point (with a load path,
+  /// what the loader gives for W stored in load_path.quantized_from).
   double quantization_error = 0.0;
   /// The step (1-based) whose Q, A, B are returned.
   int iteration = 0;
@@ -81,6 +86,7 @@ inline void check_options(const Options& options, Eigen::Index rows, Eigen::Inde
   if (options.iters < 1) fail("iters = " + std::to_string(options.iters) + " must be >= 1");
   check_block_size(options.block_size);
   check_codebook(options.codebook);
+  check_load_path(options.load_path, options.codebook);
   check_svd_options(svd_options_of(options, 0, false));
   if (options.warm_krylov_depth < 1) {
     fail("warm_krylov_depth = " + std::to_string(options.warm_krylov_depth) + " must be >= 1");
@@ -154,6 +160,13 @@ inline double squared_norm(const float* x, std::size_t n) {
 template <class Scalar>
 double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
                      QuantizedArrays& q, RowMatrix<Scalar>& residual, double* w_norm2 = nullptr) {
+  if (!is_kernel_path(options.load_path, options.codebook)) {
+    if (w_norm2 != nullptr) {
+      *w_norm2 += over_pieces(residual.rows(), residual.cols(), options.block_size,
+                              [&](std::size_t first, std::size_t n) { return squared_norm(w + first, n); });
+    }
+    return quantize_loaded_pass(w, A, B, options, q, residual);
+  }
   std::vector<double> w_partial;  // ||W||^2 of each piece, by first element
   const std::size_t piece_elements =
       static_cast<std::size_t>(std::min(residual.rows(), pass_piece_rows(residual.cols(), options.block_size))) *
@@ -173,6 +186,59 @@ double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scal
   });
   for (double p : w_partial) *w_norm2 += p;
   return total;
+}
+
+/// Runs piece(first, n) over W's fixed row pieces (those of over_low_rank_pieces()) in parallel;
+/// returns the sum, in piece order, of what piece returns.
+template <class Piece>
+double over_pieces(Eigen::Index rows, Eigen::Index cols, int block_size, Piece&& piece) {
+  const Eigen::Index piece_rows = std::min(rows, pass_piece_rows(cols, block_size));
+  const Eigen::Index pieces = (rows + piece_rows - 1) / piece_rows;
+  std::vector<double> partial(static_cast<std::size_t>(pieces));
+  parallel_for(pieces, [&](std::ptrdiff_t p) {
+    const Eigen::Index first_row = p * piece_rows;
+    const Eigen::Index count = std::min(piece_rows, rows - first_row);
+    partial[static_cast<std::size_t>(p)] =
+        piece(static_cast<std::size_t>(first_row) * static_cast<std::size_t>(cols),
+              static_cast<std::size_t>(count) * static_cast<std::size_t>(cols));
+  });
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+/// quantize_pass() for a load path the fused kernels do not model (options.load_path not plain,
+/// or LLMInt8), in two passes: the target W - A B^T rounded as round_target() says and quantized
+/// (its codes and absmax), then, with the scales the loader restores, residual = W - the
+/// dequantized values rounded to load_path.dequantized_to. Throws std::invalid_argument for a
+/// target beyond float16's range on a float16 path.
+template <class Scalar>
+double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
+                            QuantizedArrays& q, RowMatrix<Scalar>& residual) {
+  const auto block = static_cast<std::size_t>(options.block_size);
+  const auto bits = static_cast<std::size_t>(bits_of(options.codebook));
+  const kernels::LookupQuantizer& lookup = lookup_quantizer(options.codebook);
+  const Isa isa = active_isa();
+  over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
+                       [&](std::size_t first, std::size_t n, const float* l) {
+    Scalar* target = residual.data() + first;
+    for (std::size_t i = 0; i < n; ++i) target[i] = w[first + i] - l[i];
+    round_target(options.load_path, options.codebook, target, n);
+    quantize_run(isa, target, n, options.block_size, options.codebook, lookup, q.codes.data() + first * bits / 8,
+                 q.scales.data() + first / block);
+    return 0.0;
+  });
+  check_scales_finite("W - A B^T", q.scales, options.block_size, residual.cols());
+  const std::vector<float> loaded =
+      options.load_path.double_quant ? restored_scales(double_quantize(q.scales)) : q.scales;
+  return over_pieces(residual.rows(), residual.cols(), options.block_size, [&](std::size_t first, std::size_t n) {
+    Scalar* e = residual.data() + first;
+    dequantize_run(isa, q.codes.data() + first * bits / 8, loaded.data() + first / block, n, options.block_size,
+                   options.codebook, false, e);
+    round_to(options.load_path.dequantized_to, e, n);
+    for (std::size_t i = 0; i < n; ++i) e[i] = w[first + i] - e[i];
+    return squared_norm(e, n);
+  });
 }
 
 /// ||residual - A B^T||_F^2, in one pass over residual.
@@ -247,7 +313,7 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, co
     previous_b = std::move(factors.B);
   }
   result.Q = QuantizedMatrix(rows, cols, options.block_size, options.codebook, std::move(best.codes),
-                             std::move(best.scales));
+                             std::move(best.scales), options.load_path);
   return result;
 }
 
@@ -266,13 +332,15 @@ Scalar max_abs(const RowMatrix<Scalar>& W) {
 /// lose digits in denormals), and scaling by 2^k is exact, so W is brought to magnitude about 1,
 /// and Q's scales and A B^T are scaled back by 2^-k (A and B by 2^(-k/2) each, k even). A
 /// scale that then exceeds float's range is clamped just below its largest value, so that every
-/// dequantized value stays finite.
+/// dequantized value stays finite. A W with a load path that is not plain, or LLMInt8, is never
+/// scaled: rounding to 16 bits does not commute with scaling near the ends of their range, and
+/// the loader does not scale either.
 template <class Scalar>
 Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options) {
   const Scalar largest = max_abs(W);
   int exponent = 0;
   std::frexp(largest, &exponent);
-  if (largest == 0.0f || (exponent >= -60 && exponent <= 60)) {
+  if (largest == 0.0f || (exponent >= -60 && exponent <= 60) || !is_kernel_path(options.load_path, options.codebook)) {
     return loftq_row_major(W.data(), W.rows(), W.cols(), options);
   }
   const int k = -(exponent & ~1);  // even, so that 2^(-k/2) is exact

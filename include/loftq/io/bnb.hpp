@@ -1,7 +1,8 @@
 /// @file io/bnb.hpp
-/// The bitsandbytes 4-bit checkpoint layout of one weight, as transformers saves a Linear4bit
-/// (bitsandbytes' QuantState.as_dict(packed=True)): the tensors of a QuantizedMatrix, their
-/// layout without the data, bitsandbytes' double quantization of the absmax, and a strict reader.
+/// The bitsandbytes checkpoint layouts of one weight, as transformers saves a Linear4bit
+/// (bitsandbytes' QuantState.as_dict(packed=True)) or a Linear8bitLt (int8 weight, SCB,
+/// weight_format): the tensors of a QuantizedMatrix, their layout without the data, and strict
+/// readers that return what bitsandbytes dequantizes.
 #pragma once
 
 #include <Eigen/Core>
@@ -21,7 +22,9 @@
 #include <vector>
 
 #include "../codebook.hpp"
-#include "../kernels/scalar.hpp"
+#include "../double_quant.hpp"
+#include "../kernels/passes.hpp"
+#include "../load_path.hpp"
 #include "../quantized.hpp"
 #include "error.hpp"
 #include "json.hpp"
@@ -36,10 +39,7 @@ inline constexpr std::array<int, 8> bnb_block_sizes{32, 64, 128, 256, 512, 1024,
 /// Block sizes of bitsandbytes' 8-bit blockwise kernels, which a file's nested_blocksize may use.
 inline constexpr std::array<int, 7> bnb_nested_block_sizes{64, 128, 256, 512, 1024, 2048, 4096};
 
-/// The block size of bitsandbytes' double quantization (quantize_4bit with compress_statistics).
-inline constexpr int bnb_nested_block_size = 256;
-
-/// How bnb_tensors() writes a weight.
+/// How bnb_tensors() writes a 4-bit weight.
 struct BnbOptions {
   /// Double quantization (bnb_4bit_use_double_quant): the absmax as 8-bit codes.
   bool double_quant = false;
@@ -47,12 +47,11 @@ struct BnbOptions {
   std::string dtype = "bfloat16";
 };
 
-/// The absmax of a 4-bit matrix after bitsandbytes' double quantization.
-struct BnbDoubleQuant {
-  float offset = 0.0f;              ///< mean(absmax), subtracted before quantizing.
-  std::vector<std::uint8_t> codes;  ///< One bnb_dynamic_map() code per absmax.
-  std::vector<float> absmax;        ///< max |absmax - offset| of each block of 256 absmax.
-};
+/// The BnbOptions that store a matrix of load path `path` as it is: its double quantization and
+/// its dequantized_to as the dtype.
+inline BnbOptions bnb_options_of(const LoadPath& path) {
+  return {path.double_quant, std::string(name_of(path.dequantized_to))};
+}
 
 /// Finds a tensor by name: the tensor, or nullptr when there is none.
 using BnbLookup = std::function<const TensorData*(const std::string& name)>;
@@ -108,20 +107,6 @@ inline void bnb_check_arguments(const std::string& weight_name, Eigen::Index row
   }
 }
 
-/// torch.linspace(start, end, steps) in float32 as PyTorch's CPU kernel computes it: step =
-/// (end - start) / (steps - 1); element i is start + step * i in the first half and
-/// end - step * (steps - 1 - i) in the second, each one fused multiply-add (see bnb_dynamic_map()).
-inline std::vector<float> bnb_linspace(float start, float end, int steps) {
-  const float step = (end - start) / static_cast<float>(steps - 1);
-  std::vector<float> values(static_cast<std::size_t>(steps));
-  for (int i = 0; i < steps; ++i) {
-    values[static_cast<std::size_t>(i)] =
-        i < steps / 2 ? std::fma(step, static_cast<float>(i), start)
-                      : std::fma(-step, static_cast<float>(steps - 1 - i), end);
-  }
-  return values;
-}
-
 /// The little-endian bytes of n floats.
 inline std::vector<std::uint8_t> bnb_float_bytes(const float* values, std::size_t n) {
   std::vector<std::uint8_t> bytes(n * sizeof(float));
@@ -166,7 +151,7 @@ inline std::string bnb_quant_state_text(Eigen::Index rows, Eigen::Index cols, Co
                        {"dtype", options.dtype},
                        {"shape", {rows, cols}}};
   if (options.double_quant) {
-    state["nested_blocksize"] = bnb_nested_block_size;
+    state["nested_blocksize"] = double_quant_block_size;
     state["nested_dtype"] = "float32";
   }
   std::string text = bnb_python_dumps(state);
@@ -214,6 +199,7 @@ struct BnbQuantState {
   std::uint64_t block_size = 0;    ///< blocksize.
   bool nested = false;             ///< Double quantization.
   std::uint64_t nested_block = 0;  ///< nested_blocksize.
+  FloatType dtype = FloatType::float32;  ///< dtype.
   float offset = 0.0f;             ///< nested_offset.
 };
 
@@ -251,6 +237,7 @@ inline BnbQuantState bnb_parse_quant_state(const Json& state, Codebook codebook,
   if (!bnb_dtype_supported(dtype)) {
     throw FormatError(where + "dtype \"" + dtype + "\" is not bfloat16, float16 or float32");
   }
+  s.dtype = float_type_from_name(dtype);
   const Json& shape = member("shape");
   if (!shape.is_array() || shape.size() != 2) throw FormatError(where + "shape is not [rows, cols]");
   s.rows = json_u64(shape[0], where + "shape[0]");
@@ -287,92 +274,6 @@ inline BnbQuantState bnb_parse_quant_state(const Json& state, Codebook codebook,
 
 }  // namespace detail
 
-/// bitsandbytes' signed 8-bit dynamic map, create_dynamic_map(signed=True): for i = 0..6, the
-/// 2^i midpoints (b[j] + b[j+1]) / 2 of b = torch.linspace(0.1, 1, 2^i + 1), times 10^(i-6) and
-/// times -10^(i-6), then 0 and 1, sorted: 256 ascending float32 values from -0.99296874 to 1 (1
-/// has no negative twin), with 0 at index 127.
-///
-/// Built with bitsandbytes' float32 arithmetic: PyTorch's linspace (bnb_linspace), a float32
-/// sum halved, and float32(10^(i-6)) times it. One doubt: PyTorch's x86 (AVX2, AVX-512) and
-/// aarch64 builds contract linspace's start + step * i into a fused multiply-add, which this
-/// follows; a build without FMA gives 42 entries one ulp away (index 196: 0x1.6b3334p-3 here,
-/// 0x1.6b3332p-3 there). The map travels in the file as nested_quant_map and read_bnb() uses
-/// the file's map, so either way a file reads back as it was written.
-inline const std::array<float, 256>& bnb_dynamic_map() {
-  static const std::array<float, 256> map = [] {
-    constexpr float decades[7] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f, 1e-1f, 1.0f};
-    std::array<float, 256> values{};
-    std::size_t count = 0;
-    for (int i = 0; i < 7; ++i) {
-      const std::vector<float> bounds = detail::bnb_linspace(0.1f, 1.0f, (1 << i) + 1);
-      for (std::size_t j = 0; j + 1 < bounds.size(); ++j) {
-        const float value = decades[i] * ((bounds[j] + bounds[j + 1]) / 2.0f);
-        values[count++] = value;
-        values[count++] = -value;
-      }
-    }
-    values[count++] = 0.0f;
-    values[count] = 1.0f;
-    std::sort(values.begin(), values.end());
-    return values;
-  }();
-  return map;
-}
-
-/// The code of a normalized value x in bnb_dynamic_map(), as bitsandbytes' 8-bit blockwise kernel
-/// picks it: of the two map values around x, the one on x's side of their float32 midpoint
-/// (a + b) * 0.5, the even code at the midpoint itself; 0 at or below the lowest value and for
-/// NaN, 255 above 1.
-inline std::uint8_t bnb_dynamic_code(float x) {
-  const std::array<float, 256>& map = bnb_dynamic_map();
-  const auto upper =
-      static_cast<std::size_t>(std::lower_bound(map.begin(), map.end(), x) - map.begin());
-  if (upper == 0) return 0;
-  if (upper == map.size()) return 255;
-  const std::size_t lower = upper - 1;
-  const float midpoint = (map[lower] + map[upper]) * 0.5f;
-  const std::size_t code =
-      x > midpoint ? upper : (x < midpoint ? lower : (lower % 2 == 0 ? lower : upper));
-  return static_cast<std::uint8_t>(code);
-}
-
-/// Double-quantizes absmax as bitsandbytes does (compress_statistics=True): offset = the mean of
-/// absmax, summed in double and rounded once to float32 (bitsandbytes' float32 CUDA mean may
-/// differ in the last bit); x = absmax - offset in float32; in blocks of 256, absmax2 = max |x|
-/// and code = bnb_dynamic_code(x * (1 / absmax2)), or 0 when absmax2 = 0, as bitsandbytes gets
-/// it (0 times 1/0 is NaN). Throws ArgumentError for an empty absmax or a value that is not
-/// finite and >= 0.
-inline BnbDoubleQuant bnb_double_quantize(const std::vector<float>& absmax) {
-  if (absmax.empty()) detail::bnb_fail("absmax is empty");
-  double sum = 0.0;
-  for (std::size_t b = 0; b < absmax.size(); ++b) {
-    if (!std::isfinite(absmax[b]) || absmax[b] < 0.0f) {
-      detail::bnb_fail("absmax[" + std::to_string(b) + "] = " + std::to_string(absmax[b]) +
-                       " is not a finite value >= 0");
-    }
-    sum += static_cast<double>(absmax[b]);
-  }
-  BnbDoubleQuant q;
-  q.offset = static_cast<float>(sum / static_cast<double>(absmax.size()));
-  q.codes.resize(absmax.size());
-  const auto nested = static_cast<std::size_t>(bnb_nested_block_size);
-  for (std::size_t first = 0; first < absmax.size(); first += nested) {
-    const std::size_t last = std::min(absmax.size(), first + nested);
-    float absmax2 = 0.0f;
-    for (std::size_t b = first; b < last; ++b) {
-      absmax2 = std::max(absmax2, std::fabs(absmax[b] - q.offset));
-    }
-    if (absmax2 > 0.0f) {
-      const float inverse = 1.0f / absmax2;
-      for (std::size_t b = first; b < last; ++b) {
-        q.codes[b] = bnb_dynamic_code((absmax[b] - q.offset) * inverse);
-      }
-    }
-    q.absmax.push_back(absmax2);
-  }
-  return q;
-}
-
 /// The tensors bnb_tensors() writes for a rows x cols matrix, in its order, with their names,
 /// dtypes and shapes and empty bytes; a tensor's size is dtype_size(dtype) times the product of
 /// its shape. None depends on the matrix's values, so a caller can write a file's header before
@@ -397,7 +298,7 @@ inline std::vector<TensorData> bnb_tensor_layout(const std::string& weight_name,
   if (options.double_quant) {
     tensors.push_back({weight_name + ".nested_absmax",
                        Dtype::f32,
-                       {detail::bnb_ceil_div(blocks, bnb_nested_block_size)},
+                       {detail::bnb_ceil_div(blocks, double_quant_block_size)},
                        {}});
     tensors.push_back({weight_name + ".nested_quant_map", Dtype::f32, {256}, {}});
   }
@@ -408,24 +309,37 @@ inline std::vector<TensorData> bnb_tensor_layout(const std::string& weight_name,
   return tensors;
 }
 
+/// The code bitsandbytes' quantize_4bit gives the pad element of an odd count (a 0.0): the code
+/// of 0.0 in `codebook` (7 for NF4, 0 for FP4).
+inline std::uint8_t bnb_pad_code(Codebook codebook) {
+  const float zero = 0.0f;
+  std::uint8_t packed = 0;
+  float scale = 0.0f;
+  loftq::detail::quantize_array(&zero, 1, 1, codebook, &packed, &scale);
+  return static_cast<std::uint8_t>(packed >> 4);
+}
+
 /// The bitsandbytes tensors of q under weight_name (e.g. "model.layers.0.mlp.up_proj.weight"),
-/// in bnb_tensor_layout() order:
+/// stored with `options`, in bnb_tensor_layout() order:
 /// - weight_name: U8 [ceil(rows cols / 2), 1], q.codes() (first element in the high nibble; the
-///   pad nibble of an odd count is 0, where bitsandbytes' kernel writes the code of 0.0);
-/// - .absmax: F32 [blocks], q.scales(); with double_quant U8 [blocks], bnb_double_quantize() codes;
+///   pad nibble of an odd count is bnb_pad_code(), as bitsandbytes writes it);
+/// - .absmax: F32 [blocks], q.scales(); with double_quant U8 [blocks], double_quantize() codes;
 /// - .quant_map: F32 [16], the codebook's table, FP4's -0 written as 0 as bitsandbytes has it;
 /// - with double_quant, .nested_absmax: F32 [ceil(blocks / 256)] and .nested_quant_map: F32
-///   [256], bnb_dynamic_map();
+///   [256], dynamic_map();
 /// - .quant_state.bitsandbytes__nf4 (or __fp4): U8 [length], the JSON text
 ///   {"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [rows, cols]}, with
 ///   double_quant followed by "nested_blocksize": 256, "nested_dtype": "float32" and
 ///   "nested_offset": 1.234567890e-02 (fixed width).
-/// Throws as bnb_tensor_layout().
+/// bitsandbytes loads from them QuantizedMatrix(q's arrays, LoadPath{q.load_path().quantized_from,
+/// options.double_quant, options.dtype}); bnb_tensors(weight_name, q) stores q as it is. Throws
+/// as bnb_tensor_layout().
 inline std::vector<TensorData> bnb_tensors(const std::string& weight_name, const QuantizedMatrix& q,
-                                           const BnbOptions& options = {}) {
+                                           const BnbOptions& options) {
   std::vector<TensorData> tensors =
       bnb_tensor_layout(weight_name, q.rows(), q.cols(), q.codebook(), q.block_size(), options);
   tensors[0].bytes = q.codes();
+  if (q.size() % 2 != 0) tensors[0].bytes.back() |= bnb_pad_code(q.codebook());
   const CodebookTable table = table_of(q.codebook());
   std::array<float, 16> quant_map{};
   for (std::size_t k = 0; k < quant_map.size(); ++k) {
@@ -434,10 +348,10 @@ inline std::vector<TensorData> bnb_tensors(const std::string& weight_name, const
   tensors[2].bytes = detail::bnb_float_bytes(quant_map.data(), quant_map.size());
   float offset = 0.0f;
   if (options.double_quant) {
-    BnbDoubleQuant nested = bnb_double_quantize(q.scales());
+    DoubleQuantizedScales nested = double_quantize(q.scales());
     tensors[1].bytes = std::move(nested.codes);
     tensors[3].bytes = detail::bnb_float_bytes(nested.absmax.data(), nested.absmax.size());
-    tensors[4].bytes = detail::bnb_float_bytes(bnb_dynamic_map().data(), bnb_dynamic_map().size());
+    tensors[4].bytes = detail::bnb_float_bytes(dynamic_map().data(), dynamic_map().size());
     offset = nested.offset;
   } else {
     tensors[1].bytes = detail::bnb_float_bytes(q.scales().data(), q.scales().size());
@@ -448,11 +362,20 @@ inline std::vector<TensorData> bnb_tensors(const std::string& weight_name, const
   return tensors;
 }
 
+/// bnb_tensors() of q stored as its load path says: bnb_options_of(q.load_path()), so that
+/// bitsandbytes dequantizes exactly q.dequantize().
+inline std::vector<TensorData> bnb_tensors(const std::string& weight_name, const QuantizedMatrix& q) {
+  return bnb_tensors(weight_name, q, bnb_options_of(q.load_path()));
+}
+
 /// Reads the bitsandbytes tensors of weight_name, found through `find`, back into a
-/// QuantizedMatrix. Takes the nested block size and map from the file (any 8-bit block size of
-/// bitsandbytes) and restores each absmax as bitsandbytes does, map[code] * absmax2 + offset in
-/// float32, but 0 where that is below 0 (possible only within the 8-bit error of 0; QuantizedMatrix
-/// holds absmax >= 0). The pad nibble of an odd count is set to 0. The dtype is not kept. Throws
+/// QuantizedMatrix whose dequantize() is what bitsandbytes' dequantize_4bit returns for them:
+/// its load path dequantizes to the quant state's dtype. Takes the nested block size and map
+/// from the file (any 8-bit block size of bitsandbytes) and restores each absmax as bitsandbytes
+/// does, restored_scale() (map[code] * absmax2 + offset in float32), kept as it is where it is
+/// below 0 (within the 8-bit error of 0), as bitsandbytes keeps it; the matrix holds the
+/// restored scales and no double quantization. The pad nibble of an odd count is set to 0, as
+/// QuantizedMatrix holds it. Throws
 /// ArgumentError for an empty weight_name and FormatError, naming the weight, tensor and
 /// fault, for: a missing tensor, or quant states for both nf4 and fp4; a quant state that is not
 /// UTF-8 JSON, or has an unknown, missing or mistyped key, a quant_type other than its name's,
@@ -541,13 +464,12 @@ inline QuantizedMatrix read_bnb(const std::string& weight_name, const BnbLookup&
     }
     scales.resize(absmax->bytes.size());
     for (std::size_t b = 0; b < scales.size(); ++b) {
-      const float value =
-          loftq::detail::kernels::unfused(code_map[absmax->bytes[b]] * absmax2[b / s.nested_block]) + s.offset;
+      const float value = restored_scale(code_map[absmax->bytes[b]], absmax2[b / s.nested_block], s.offset);
       if (!std::isfinite(value)) {
         throw FormatError(what + ": restored absmax[" + std::to_string(b) +
                           "] = " + std::to_string(value) + " is not finite");
       }
-      scales[b] = std::max(value, 0.0f);
+      scales[b] = value;
     }
   }
 
@@ -556,7 +478,7 @@ inline QuantizedMatrix read_bnb(const std::string& weight_name, const BnbLookup&
   try {
     return QuantizedMatrix(static_cast<Eigen::Index>(s.rows), static_cast<Eigen::Index>(s.cols),
                            static_cast<int>(s.block_size), codebook, std::move(codes),
-                           std::move(scales));
+                           std::move(scales), LoadPath{FloatType::float32, false, s.dtype});
   } catch (const std::invalid_argument& e) {  // the core's own checks, which those above cover
     throw FormatError(what + ": " + e.what());
   }
@@ -568,6 +490,104 @@ inline QuantizedMatrix read_bnb(const std::string& weight_name,
   return read_bnb(weight_name, [&](const std::string& name) -> const TensorData* {
     const auto it = std::find_if(tensors.begin(), tensors.end(),
                                  [&](const TensorData& t) { return t.name == name; });
+    return it == tensors.end() ? nullptr : &*it;
+  });
+}
+
+/// The module prefix of a Linear8bitLt weight name: "a.b.weight" gives "a.b."; throws
+/// ArgumentError for a name that does not end in ".weight".
+inline std::string bnb_int8_prefix(const std::string& weight_name) {
+  const std::string suffix = ".weight";
+  if (weight_name.size() <= suffix.size() ||
+      weight_name.compare(weight_name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    detail::bnb_fail("weight_name = \"" + weight_name + "\" does not end in \".weight\" (a Linear8bitLt weight)");
+  }
+  return weight_name.substr(0, weight_name.size() - suffix.size() + 1);
+}
+
+/// The tensors bnb_int8_tensors() writes for a rows x cols weight, in its order, with empty bytes.
+/// Throws ArgumentError for a weight_name not ending in ".weight" or an empty shape.
+inline std::vector<TensorData> bnb_int8_tensor_layout(const std::string& weight_name, Eigen::Index rows,
+                                                      Eigen::Index cols) {
+  const std::string prefix = bnb_int8_prefix(weight_name);
+  if (rows < 1 || cols < 1) {
+    detail::bnb_fail("shape = [" + std::to_string(rows) + ", " + std::to_string(cols) + "] is empty");
+  }
+  const auto r = static_cast<std::uint64_t>(rows);
+  return {{weight_name, Dtype::i8, {r, static_cast<std::uint64_t>(cols)}, {}},
+          {prefix + "SCB", Dtype::f32, {r}, {}},
+          {prefix + "weight_format", Dtype::u8, {}, {}}};
+}
+
+/// The tensors transformers saves for a bitsandbytes Linear8bitLt holding q (has_fp16_weights
+/// False, LLM.int8), which q must be: Codebook::llm_int8, one row per block (block_size = cols),
+/// no double quantization, dequantized to float32 (int8_vectorwise_dequant's type):
+/// - weight_name: I8 [rows, cols], the codes (q);
+/// - <module>.SCB: F32 [rows], q.scales(), the row absmax;
+/// - <module>.weight_format: U8 [] (a scalar), 0: row-major, the only format bitsandbytes saves.
+/// bitsandbytes then dequantizes exactly q.dequantize(). Throws ArgumentError for a q that is not
+/// such a matrix or a weight_name not ending in ".weight".
+inline std::vector<TensorData> bnb_int8_tensors(const std::string& weight_name, const QuantizedMatrix& q) {
+  if (q.codebook() != Codebook::llm_int8 || q.block_size() != q.cols()) {
+    detail::bnb_fail("a Linear8bitLt weight needs codebook llm_int8 with one row per block, not " +
+                     std::string(name_of(q.codebook())) + " in blocks of " + std::to_string(q.block_size()) +
+                     " for " + std::to_string(q.cols()) + " columns");
+  }
+  if (q.load_path().double_quant || q.load_path().dequantized_to != FloatType::float32) {
+    detail::bnb_fail("a Linear8bitLt weight dequantizes to float32 without double quantization, not to " +
+                     std::string(name_of(q.load_path().dequantized_to)) +
+                     (q.load_path().double_quant ? " with double quantization" : ""));
+  }
+  std::vector<TensorData> tensors = bnb_int8_tensor_layout(weight_name, q.rows(), q.cols());
+  tensors[0].bytes = q.codes();
+  tensors[1].bytes = detail::bnb_float_bytes(q.scales().data(), q.scales().size());
+  tensors[2].bytes = {0};
+  return tensors;
+}
+
+/// Reads the Linear8bitLt tensors of weight_name (bnb_int8_tensors()), found through `find`,
+/// into the row-wise LLMInt8 QuantizedMatrix whose dequantize() is bitsandbytes'
+/// int8_vectorwise_dequant of them. Throws ArgumentError for a weight_name not ending in
+/// ".weight", FormatError, naming the weight and tensor, for a missing tensor, a dtype or shape
+/// other than the layout's, a weight_format other than 0, or an SCB that is not finite and >= 0.
+inline QuantizedMatrix read_bnb_int8(const std::string& weight_name, const BnbLookup& find) {
+  const std::string prefix = bnb_int8_prefix(weight_name);
+  const std::string what = "bitsandbytes int8 weight \"" + weight_name + "\"";
+  const TensorData* weight = find(weight_name);
+  if (weight == nullptr) throw FormatError(what + ": missing tensor \"" + weight_name + "\"");
+  if (weight->shape.size() != 2 || weight->shape[0] == 0 || weight->shape[1] == 0) {
+    throw FormatError(what + " has shape " + detail::bnb_shape_text(weight->shape) + ", expected [rows, cols]");
+  }
+  const std::uint64_t rows = weight->shape[0];
+  const std::uint64_t cols = weight->shape[1];
+  constexpr auto max_index = static_cast<std::uint64_t>(std::numeric_limits<Eigen::Index>::max());
+  if (rows > max_index || cols > max_index || cols > static_cast<std::uint64_t>(std::numeric_limits<int>::max())) {
+    throw FormatError(what + " has shape " + detail::bnb_shape_text(weight->shape) + ", too large");
+  }
+  detail::bnb_check_tensor(weight, weight_name, Dtype::i8, {rows, cols}, what);
+  const TensorData* scb = find(prefix + "SCB");
+  detail::bnb_check_tensor(scb, prefix + "SCB", Dtype::f32, {rows}, what);
+  const TensorData* format = find(prefix + "weight_format");
+  detail::bnb_check_tensor(format, prefix + "weight_format", Dtype::u8, {}, what);
+  if (format->bytes[0] != 0) {
+    throw FormatError(what + ": weight_format = " + std::to_string(format->bytes[0]) +
+                      " is not 0 (row-major, the only format bitsandbytes saves)");
+  }
+  std::vector<float> scales = detail::bnb_load_floats(*scb);
+  for (std::size_t r = 0; r < scales.size(); ++r) {
+    if (!std::isfinite(scales[r]) || scales[r] < 0.0f) {
+      throw FormatError(what + ": SCB[" + std::to_string(r) + "] = " + std::to_string(scales[r]) +
+                        " is not a finite value >= 0");
+    }
+  }
+  return QuantizedMatrix(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols), static_cast<int>(cols),
+                         Codebook::llm_int8, weight->bytes, std::move(scales));
+}
+
+/// read_bnb_int8() with the tensors of `tensors`, looked up by name (the first of a name).
+inline QuantizedMatrix read_bnb_int8(const std::string& weight_name, const std::vector<TensorData>& tensors) {
+  return read_bnb_int8(weight_name, [&](const std::string& name) -> const TensorData* {
+    const auto it = std::find_if(tensors.begin(), tensors.end(), [&](const TensorData& t) { return t.name == name; });
     return it == tensors.end() ? nullptr : &*it;
   });
 }

@@ -14,7 +14,9 @@
 
 #include "../codebook.hpp"
 #include "../detail/cpu.hpp"
+#include "../detail/packing.hpp"
 #include "../isa.hpp"
+#include "../load_path.hpp"
 #include "../threads.hpp"
 #include "avx2.hpp"
 #include "avx512.hpp"
@@ -42,11 +44,11 @@ inline std::size_t chunk_blocks(int block_size) {
 /// Throws std::invalid_argument unless codebook is one of the Codebook values.
 inline void check_codebook(Codebook codebook) { static_cast<void>(table_of(codebook)); }
 
-/// The LookupQuantizer of `codebook`, built once (empty for Int8). Throws std::invalid_argument
+/// The LookupQuantizer of `codebook`, built once (empty for Int8 and LLMInt8). Throws std::invalid_argument
 /// when codebook is not a Codebook.
 inline const kernels::LookupQuantizer& lookup_quantizer(Codebook codebook) {
-  static const std::array<kernels::LookupQuantizer, 7> quantizers = [] {
-    std::array<kernels::LookupQuantizer, 7> q{};
+  static const std::array<kernels::LookupQuantizer, 8> quantizers = [] {
+    std::array<kernels::LookupQuantizer, 8> q{};
     for (Codebook c : {Codebook::nf2, Codebook::nf4, Codebook::fp4, Codebook::uniform2,
                        Codebook::uniform4, Codebook::uniform8}) {
       q[static_cast<std::size_t>(c)] = kernels::make_lookup_quantizer(table_of(c));
@@ -72,8 +74,26 @@ void for_each_chunk(std::size_t n, int block_size, Chunk&& chunk) {
   });
 }
 
+/// Quantizes one run x[0..n) that starts a block and a byte of codes, on the calling thread with
+/// the kernels of `isa`: scales gets one absmax per block, packed the codes. lookup is
+/// lookup_quantizer(codebook).
+inline void quantize_run(Isa isa, const float* x, std::size_t n, int block_size, Codebook codebook,
+                         const kernels::LookupQuantizer& lookup, std::uint8_t* packed, float* scales) {
+  switch (isa) {
+#if LOFTQ_X86_KERNELS
+    case Isa::avx512:
+      return kernels::avx512::quantize(x, n, block_size, codebook, lookup, packed, scales);
+    case Isa::avx2:
+      return kernels::avx2::quantize(x, n, block_size, codebook, lookup, packed, scales);
+#endif
+    default:
+      return kernels::scalar::quantize(x, n, block_size, codebook, lookup, packed, scales);
+  }
+}
+
 /// Quantizes x[0..n) in blocks of block_size with `codebook` on the active Isa: scales gets one
-/// absmax per block, packed all packed_bytes(n, bits) bytes of codes. block_size >= 1. Throws
+/// absmax per block, packed all packed_bytes(n, bits) bytes of codes. block_size >= 1. x is
+/// taken as it is (LLMInt8's rounding to float16 is the caller's: round_target()). Throws
 /// std::invalid_argument when codebook is not a Codebook.
 inline void quantize_array(const float* x, std::size_t n, int block_size, Codebook codebook,
                            std::uint8_t* packed, float* scales) {
@@ -81,23 +101,43 @@ inline void quantize_array(const float* x, std::size_t n, int block_size, Codebo
   const Isa isa = active_isa();
   const auto bits = static_cast<std::size_t>(bits_of(codebook));
   for_each_chunk(n, block_size, [&](std::size_t first_block, std::size_t first, std::size_t count) {
-    const float* in = x + first;
-    std::uint8_t* codes = packed + first * bits / 8;
-    float* block_scales = scales + first_block;
-    switch (isa) {
-#if LOFTQ_X86_KERNELS
-      case Isa::avx512:
-        return kernels::avx512::quantize(in, count, block_size, codebook, lookup, codes,
-                                         block_scales);
-      case Isa::avx2:
-        return kernels::avx2::quantize(in, count, block_size, codebook, lookup, codes,
-                                       block_scales);
-#endif
-      default:
-        return kernels::scalar::quantize(in, count, block_size, codebook, lookup, codes,
-                                         block_scales);
-    }
+    quantize_run(isa, x + first, count, block_size, codebook, lookup, packed + first * bits / 8,
+                 scales + first_block);
   });
+}
+
+/// What LLMInt8's dequantization multiplies q * absmax by: bitsandbytes' 7.874015718698502e-3,
+/// which PyTorch applies as a float32.
+inline constexpr float llm_int8_reciprocal = static_cast<float>(7.874015718698502e-3);
+
+/// LLMInt8's dequantized value of code q (a two's-complement byte) in a block of scale absmax:
+/// (q * absmax) * llm_int8_reciprocal in float32, rounded after each product.
+inline float llm_int8_value(std::uint8_t code, float absmax) {
+  return kernels::unfused(static_cast<float>(static_cast<std::int8_t>(code)) * absmax) * llm_int8_reciprocal;
+}
+
+/// Dequantizes one run of n elements that starts a block and a byte of codes into out, on the
+/// calling thread with the kernels of `isa` (LLMInt8: llm_int8_value(), one portable body).
+inline void dequantize_run(Isa isa, const std::uint8_t* packed, const float* scales, std::size_t n,
+                           int block_size, Codebook codebook, bool nontemporal, float* out) {
+  if (codebook == Codebook::llm_int8) {
+    const auto block = static_cast<std::size_t>(block_size);
+    for (std::size_t i = 0; i < n; ++i) out[i] = llm_int8_value(packed[i], scales[i / block]);
+    return;
+  }
+  switch (isa) {
+#if LOFTQ_X86_KERNELS
+    case Isa::avx512:
+      if (nontemporal) return kernels::avx512::dequantize_nontemporal(packed, scales, n, block_size, codebook, out);
+      return kernels::avx512::dequantize(packed, scales, n, block_size, codebook, out);
+    case Isa::avx2:
+      if (nontemporal) return kernels::avx2::dequantize_nontemporal(packed, scales, n, block_size, codebook, out);
+      return kernels::avx2::dequantize(packed, scales, n, block_size, codebook, out);
+#endif
+    default:
+      static_cast<void>(nontemporal);
+      return kernels::scalar::dequantize(packed, scales, n, block_size, codebook, out);
+  }
 }
 
 /// Dequantizes n elements in blocks of block_size from packed codes and per-block scales into
@@ -107,29 +147,25 @@ inline void dequantize_array(const std::uint8_t* packed, const float* scales, st
                              int block_size, Codebook codebook, float* out) {
   check_codebook(codebook);
   const Isa isa = active_isa();
-  [[maybe_unused]] const bool nontemporal = n * sizeof(float) >= nontemporal_bytes;
+  const bool nontemporal = n * sizeof(float) >= nontemporal_bytes;
   const auto bits = static_cast<std::size_t>(bits_of(codebook));
   for_each_chunk(n, block_size, [&](std::size_t first_block, std::size_t first, std::size_t count) {
-    const std::uint8_t* codes = packed + first * bits / 8;
-    const float* block_scales = scales + first_block;
-    float* to = out + first;
-    switch (isa) {
-#if LOFTQ_X86_KERNELS
-      case Isa::avx512:
-        if (nontemporal)
-          return kernels::avx512::dequantize_nontemporal(codes, block_scales, count, block_size,
-                                                         codebook, to);
-        return kernels::avx512::dequantize(codes, block_scales, count, block_size, codebook, to);
-      case Isa::avx2:
-        if (nontemporal)
-          return kernels::avx2::dequantize_nontemporal(codes, block_scales, count, block_size,
-                                                       codebook, to);
-        return kernels::avx2::dequantize(codes, block_scales, count, block_size, codebook, to);
-#endif
-      default:
-        return kernels::scalar::dequantize(codes, block_scales, count, block_size, codebook, to);
-    }
+    dequantize_run(isa, packed + first * bits / 8, scales + first_block, count, block_size, codebook,
+                   nontemporal, out + first);
   });
+}
+
+/// Rounds a target x[0..n) as `path` and `codebook` have it before quantization: to
+/// path.quantized_from, then to float16 for LLMInt8 (bitsandbytes' Int8Params casts to half).
+inline void round_target(const LoadPath& path, Codebook codebook, float* x, std::size_t n) {
+  round_to(path.quantized_from, x, n);
+  if (codebook == Codebook::llm_int8) round_to(FloatType::float16, x, n);
+}
+
+/// True when `path` and `codebook` quantize and dequantize as the fused kernels do: a plain path
+/// and a codebook other than LLMInt8.
+inline bool is_kernel_path(const LoadPath& path, Codebook codebook) {
+  return path.is_plain() && codebook != Codebook::llm_int8;
 }
 
 /// quantize_residual_array() of one run of n elements that starts a block and a byte of codes,

@@ -177,6 +177,13 @@ class Int8Levels {
   LOFTQ_TARGET Vec value(VecI level) const { return to_float(level); }
 };
 
+/// LLMInt8 codes: as Int8Levels, with the multiplier llm_int8_multiplier().
+class LlmInt8Levels : public Int8Levels {
+ public:
+  /// The block multiplier, llm_int8_multiplier().
+  static float multiplier(float absmax) { return llm_int8_multiplier(absmax); }
+};
+
 /// Prefetches w (Residual: and low_rank) one span past element e, so that the next pass's
 /// input arrives while this pass computes.
 template <bool Residual>
@@ -277,7 +284,10 @@ LOFTQ_TARGET void quantize_book(const float* w, const float* low_rank, std::size
                                 std::uint8_t* packed, float* scales, float* residual) {
   const auto block = static_cast<std::size_t>(block_size);
   const float* table = table_of(book).values;
-  if (is_linear(book)) {
+  if (book == Codebook::llm_int8) {
+    quantize_groups<8, Residual>(LlmInt8Levels{}, w, low_rank, n, block, book, lookup, packed,
+                                 scales, residual);
+  } else if (is_linear(book)) {
     quantize_groups<8, Residual>(Int8Levels{}, w, low_rank, n, block, book, lookup, packed, scales,
                                  residual);
   } else if (lookup.levels == 4) {

@@ -49,9 +49,19 @@ inline float lookup_multiplier(float absmax) { return 1.0f / std::max(absmax, 1e
 /// What Int8 multiplies a block by: 127 / absmax (inf for a zero block).
 inline float int8_multiplier(float absmax) { return 127.0f / absmax; }
 
-/// The factor of a block's dequantized values: absmax, or absmax / 127 for Int8.
+/// What LLMInt8 multiplies a block by: (1 / absmax) * 127, as PyTorch evaluates bitsandbytes'
+/// `127.0 / row_stats` (reciprocal, then product; inf for a zero block).
+inline float llm_int8_multiplier(float absmax) { return (1.0f / absmax) * 127.0f; }
+
+/// The multiplier of a block of a linear codebook (Int8 or LLMInt8).
+inline float linear_multiplier(Codebook codebook, float absmax) {
+  return codebook == Codebook::llm_int8 ? llm_int8_multiplier(absmax) : int8_multiplier(absmax);
+}
+
+/// The factor of a block's dequantized values: absmax, absmax / 127 for Int8, absmax for
+/// LLMInt8 (whose value (q * absmax) * c the load path computes; the kernels only quantize it).
 inline float dequantize_factor(Codebook codebook, float absmax) {
-  return is_linear(codebook) ? absmax / 127.0f : absmax;
+  return codebook == Codebook::int8 ? absmax / 127.0f : absmax;
 }
 
 /// The midpoints of `lookup` padded with +inf to N entries (N >= levels - 1), the search table of
@@ -171,10 +181,10 @@ inline void quantize_lookup(const float* x, std::size_t n, float absmax, const L
   for (std::size_t i = 0; i < n; ++i) codes[i] = lookup_code(x[i], inv, q);
 }
 
-/// Int8 codes of one block, one byte per element: int8_code() of each x with the block's
-/// int8_multiplier(); 0 where absmax is 0.
-inline void quantize_int8(const float* x, std::size_t n, float absmax, std::uint8_t* codes) {
-  const float f = int8_multiplier(absmax);
+/// Int8 or LLMInt8 codes of one block, one byte per element: int8_code() of each x with the
+/// block's linear_multiplier(); 0 where absmax is 0.
+inline void quantize_int8(const float* x, std::size_t n, Codebook book, float absmax, std::uint8_t* codes) {
+  const float f = linear_multiplier(book, absmax);
   for (std::size_t i = 0; i < n; ++i) codes[i] = int8_code(x[i], f);
 }
 
@@ -207,7 +217,7 @@ inline void quantize(const float* x, std::size_t n, int block_size, Codebook boo
     for (std::size_t off = 0; off < len; off += piece) {
       const std::size_t count = std::min(piece, len - off);
       if (is_linear(book)) {
-        quantize_int8(x + first + off, count, m, codes.data());
+        quantize_int8(x + first + off, count, book, m, codes.data());
       } else {
         quantize_lookup(x + first + off, count, m, lookup, codes.data());
       }
@@ -251,7 +261,7 @@ inline void quantize_residual(const float* w, const float* low_rank, std::size_t
       const std::size_t at = first + off;
       for (std::size_t i = 0; i < count; ++i) target[i] = w[at + i] - low_rank[at + i];
       if (is_linear(book)) {
-        quantize_int8(target.data(), count, m, codes.data());
+        quantize_int8(target.data(), count, book, m, codes.data());
       } else {
         quantize_lookup(target.data(), count, m, lookup, codes.data());
       }
@@ -277,7 +287,7 @@ inline void quantize_tail(const float* w, const float* low_rank, std::size_t fir
   for (std::size_t i = first; i < n; ++i) {
     const float m = scales[i / block];
     const float x = low_rank != nullptr ? w[i] - low_rank[i] : w[i];
-    const std::uint8_t code = is_linear(book) ? int8_code(x, int8_multiplier(m))
+    const std::uint8_t code = is_linear(book) ? int8_code(x, linear_multiplier(book, m))
                                               : lookup_code(x, lookup_multiplier(m), lookup);
     detail::or_code(packed, i, bits, code);
     if (residual != nullptr) {
