@@ -56,7 +56,7 @@ inline std::vector<loftq::io::TensorData> backbone_tensors(const Target& target,
   if (options.format == BackboneFormat::bnb_nf4) return loftq::io::bnb_tensors(target.name, r.Q);
   if (options.format == BackboneFormat::bnb_int8) return loftq::io::bnb_int8_tensors(target.name, r.Q);
   std::vector<float> q(r.Q.size());
-  r.Q.dequantize(q.data());
+  r.Q.backbone_values(q.data());  // what bitsandbytes quantizes into r.Q at load time
   return {loftq::io::float_tensor(target.name, q.data(), target.info.shape, dtype_of(options.format))};
 }
 

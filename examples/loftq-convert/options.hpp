@@ -237,6 +237,16 @@ inline void check_options(const ConvertOptions& options) {
     throw ArgumentError("double_quant is bitsandbytes' double quantization of 4-bit NF4 or FP4 weights: it needs "
                         "bits = 4 (not " + std::to_string(options.bits) + "), codebook nf4 or fp4 and no mixed or bits_budget");
   }
+  const bool quantized_at_load = options.format == BackboneFormat::bf16 || options.format == BackboneFormat::fp16 ||
+                                 options.format == BackboneFormat::fp32;
+  const bool four_bit_targets = (options.bits == 4 && nf4_or_fp4) || options.bits_budget ||
+                                (options.mixed && (options.mixed->high_bits == 4 || options.mixed->low_bits == 4));
+  if (quantized_at_load && four_bit_targets && options.block_size != 64) {
+    throw ArgumentError("block_size = " + std::to_string(options.block_size) + ": a " +
+                        std::string(format_name(options.format)) +
+                        " backbone is quantized by bitsandbytes at load time (load_in_4bit) in blocks of 64, which "
+                        "transformers does not let one change; store other block sizes with format = bnb-nf4");
+  }
   if (options.format == BackboneFormat::bnb_int8 &&
       (options.bits != 8 || options.mixed || options.bits_budget ||
        (options.codebook && *options.codebook != loftq::Codebook::llm_int8))) {
