@@ -91,7 +91,10 @@ inline std::vector<TargetReport> compute_targets(const loftq::io::Checkpoint& ch
     const loftq::Result r = run_target(checkpoint, t, options, t.codebook, report);
     std::vector<TensorSource> tensors;
     for (TensorData& d : backbone_tensors(t, r, options)) tensors.push_back(source_of(std::move(d)));
-    for (TensorData& d : adapter_tensors(adapter, {module_of(t.name), padded_to(r.A, adapter.rank), padded_to(r.B, adapter.rank)})) tensors.push_back(source_of(std::move(d)));
+    for (TensorData& d : adapter_tensors(adapter, {module_of(t.name), padded_to(r.A, adapter.rank),
+                                                   padded_to(r.B, adapter.rank), {}})) {
+      tensors.push_back(source_of(std::move(d)));
+    }
     write_safetensors(work / work_file_name(t.name), std::move(tensors),
                       {{"format", "pt"}, {"loftq_report", dump_json(report_json(report))}});
     reports.push_back(std::move(report));
