@@ -476,6 +476,7 @@ TEST_F(Convert, ShardManifestRecordsEverySettingThatChangesTheOutput) {
       {"rank", [](ConvertOptions& o) { o.rank = 9; }},
       {"iters", [](ConvertOptions& o) { o.iters = 3; }},
       {"lora_alpha", [](ConvertOptions& o) { o.lora_alpha = 4.0; }},
+      {"use_rslora", [](ConvertOptions& o) { o.use_rslora = true; }},
       {"format", [](ConvertOptions& o) { o.format = loftq_convert::BackboneFormat::fp32; }},
       {"double_quant", [](ConvertOptions& o) { o.double_quant = true; }},
       {"target_modules", [](ConvertOptions& o) { o.target_modules = ".*"; }},
@@ -574,6 +575,69 @@ TEST_F(Convert, RankAboveATargetsSmallerDimensionPadsItsAdapterWithZeros) {
   }
 }
 
+/// ||W - Q - s lora_B lora_A||_F / ||W||_F, in double.
+double reconstruction_error(const loftq::RowMatrixXf& w, const loftq::RowMatrixXf& q, double s, const loftq::RowMatrixXf& lora_a,
+                            const loftq::RowMatrixXf& lora_b) {
+  const Eigen::MatrixXd wd = w.cast<double>();
+  return (wd - q.cast<double>() - s * (lora_b.cast<double>() * lora_a.cast<double>())).norm() / wd.norm();
+}
+
+/// The reports of a report file, by target name.
+std::map<std::string, loftq::io::Json> reports_by_name(const fs::path& report) {
+  const loftq::io::Json document = loftq::io::parse_json(file_bytes(report));
+  std::map<std::string, loftq::io::Json> reports;
+  for (const loftq::io::Json& t : document.at("targets")) reports[t.at("name").get<std::string>()] = t;
+  return reports;
+}
+
+/// The error a target's report gives for the iterate it returned.
+double reported_error(const loftq::io::Json& report) {
+  return report.at("loftq_errors").at(report.at("iteration").get<std::size_t>() - 1).get<double>();
+}
+
+TEST_F(Convert, RsloraDividesTheFactorsForAlphaOverTheSquareRootOfTheRank) {
+  const ScratchDir dir;
+  loftq_convert::ConvertOptions o = options_for(model(), dir / "plain");
+  o.target_modules = R"(.*layers\.0\.(self_attn\.q_proj|mlp\.down_proj))";
+  o.lora_alpha = 16.0;
+  o.format = loftq_convert::BackboneFormat::fp32;
+  loftq_convert::convert(o);
+  o.use_rslora = true;
+  o.output = dir / "rslora";
+  o.report = dir / "report.json";
+  loftq_convert::convert(o);
+
+  const auto config_of = [&](const char* run) {
+    return loftq::io::parse_json(file_bytes(dir / run / "loftq_init" / "adapter_config.json"));
+  };
+  EXPECT_EQ(config_of("plain").at("use_rslora"), false);
+  EXPECT_EQ(config_of("plain").at("fan_in_fan_out"), false);
+  const loftq::io::Json config = config_of("rslora");
+  EXPECT_EQ(config.at("use_rslora"), true);
+  const double s = config.at("lora_alpha").get<double>() / std::sqrt(config.at("r").get<double>());  // PEFT's rsLoRA scaling
+  EXPECT_NEAR(s, 16.0 / std::sqrt(8.0), 1e-12);
+  const loftq::io::Checkpoint input(model()), result(dir / "rslora");
+  const SafetensorsReader adapter(dir / "rslora" / "loftq_init" / "adapter_model.safetensors");
+  const SafetensorsReader plain(dir / "plain" / "loftq_init" / "adapter_model.safetensors");
+  const std::map<std::string, loftq::io::Json> reports = reports_by_name(dir / "report.json");
+  ASSERT_EQ(reports.size(), 2u);
+  for (const auto& [name, report] : reports) {
+    SCOPED_TRACE(name);
+    const loftq::RowMatrixXf w = input.at(name).file->read_matrix(*input.at(name).info);
+    const loftq::RowMatrixXf q = result.at(name).file->read_matrix(*result.at(name).info);
+    const std::string key = "base_model.model." + name.substr(0, name.size() - 7);
+    const loftq::RowMatrixXf lora_a = adapter.read_matrix(adapter.at(key + ".lora_A.weight"));
+    const loftq::RowMatrixXf lora_b = adapter.read_matrix(adapter.at(key + ".lora_B.weight"));
+    const double error = reconstruction_error(w, q, s, lora_a, lora_b);
+    EXPECT_NEAR(error, reported_error(report), 1e-4 * reported_error(report));
+    EXPECT_LT(error, report.at("qlora_error").get<double>());
+    // The same LoftQ factors as without rsLoRA, divided by the square root of the other scaling.
+    const auto ratio = static_cast<float>(std::sqrt((16.0 / 8.0) / s));
+    const loftq::RowMatrixXf plain_b = plain.read_matrix(plain.at(key + ".lora_B.weight"));
+    EXPECT_LT((lora_b - ratio * plain_b).norm(), 1e-5f * lora_b.norm());
+  }
+}
+
 #ifdef LOFTQ_CONVERT_EXE
 /// Runs loftq-convert with `arguments`; returns its exit status, with its stdout and stderr.
 int run_tool(const std::string& arguments, std::string& out_text, std::string& err_text) {
@@ -606,13 +670,14 @@ TEST_F(Convert, ToolExitsWithTwoAndOneLineOnErrors) {
 TEST_F(Convert, ToolConvertsAndPrintsProgressAndSummary) {
   std::string stdout_text, stderr_text;
   const std::string args = "--input " + model().string() + " --output " + out("cli").string() +
-                           " --rank 4 --iters 1 --target-modules '.*self_attn.*' --lora-alpha 8 --report " +
+                           " --rank 4 --iters 1 --target-modules '.*self_attn.*' --lora-alpha 8 --use-rslora --report " +
                            out("cli.json").string();
   ASSERT_EQ(run_tool(args, stdout_text, stderr_text), 0) << stderr_text;
   EXPECT_NE(stderr_text.find("LoftQ [8/8"), std::string::npos) << stderr_text;  // plain lines: not a terminal
   EXPECT_NE(stdout_text.find("| nf4      |       8 |"), std::string::npos) << stdout_text;
   const loftq::io::Json config = loftq::io::parse_json(file_bytes(out("cli") / "loftq_init" / "adapter_config.json"));
   EXPECT_EQ(config.at("lora_alpha").get<double>(), 8.0);
+  EXPECT_EQ(config.at("use_rslora"), true);
   EXPECT_EQ(config.at("target_modules")[0].get<std::string>(), ".*self_attn.*");
   EXPECT_EQ(loftq::io::parse_json(file_bytes(out("cli.json"))).at("targets").size(), 8u);
   EXPECT_EQ(run_tool(args, stdout_text, stderr_text), 2);  // the output exists now
@@ -625,7 +690,7 @@ TEST_F(Convert, ToolHelpListsEveryFlagAndSaysTheFactorsAreDividedBySqrtOfAlphaOv
   ASSERT_EQ(run_tool("--help", stdout_text, stderr_text), 0) << stderr_text;
   EXPECT_EQ(stderr_text, "");
   for (const char* flag : {"--input", "--output", "--bits", "--rank", "--iters", "--codebook", "--block-size",
-                           "--target-modules", "--mixed", "--bits-budget", "--lora-alpha", "--format", "--double-quant",
+                           "--target-modules", "--mixed", "--bits-budget", "--lora-alpha", "--use-rslora", "--format", "--double-quant",
                            "--threads", "--shard", "--merge", "--report", "--overwrite"}) {
     EXPECT_NE(stdout_text.find(std::string(flag) + " "), std::string::npos) << flag;
   }

@@ -221,6 +221,7 @@ inline loftq::io::AdapterConfig adapter_config_of(const ConvertOptions& options,
   loftq::io::AdapterConfig adapter;
   adapter.rank = static_cast<int>(options.rank);
   adapter.lora_alpha = options.lora_alpha;
+  adapter.use_rslora = options.use_rslora;
   adapter.base_model_name_or_path = std::filesystem::absolute(options.input).lexically_normal().string();
   if (options.target_modules == "all-linear") {
     std::set<std::string> leaves;

@@ -156,9 +156,12 @@ void declare_flags(CLI::App& app, Flags& flags) {
                                        "total squared error (measures every target at both)")
                             ->check(number_where([](double b) { return b >= 2.0 && b <= 4.0; }, "is not in [2, 4]", "NUMBER in [2, 4]"))
                             ->type_name("B");
-  app.add_option("--lora-alpha", o.lora_alpha, "LoRA alpha (default: the rank); lora_A and lora_B are divided by sqrt(alpha / rank)")
+  app.add_option("--lora-alpha", o.lora_alpha,
+                 "LoRA alpha (default: the rank); lora_A and lora_B are divided by sqrt(alpha / rank), "
+                 "or by sqrt(alpha / sqrt(rank)) with --use-rslora")
       ->check(number_where([](double a) { return a > 0.0 && a <= 1e30; }, "must be > 0 (and finite)", "NUMBER>0"))
       ->type_name("A");
+  app.add_flag("--use-rslora", o.use_rslora, "rsLoRA: scaling alpha / sqrt(rank) rather than alpha / rank (PEFT's use_rslora)");
   app.add_option("--format", flags.format, "bf16 (default), fp16, fp32: dequantized Q; bnb-nf4: bitsandbytes 4-bit")
       ->check(CLI::IsMember(formats))
       ->type_name("F");

@@ -93,6 +93,7 @@ struct ConvertOptions {
   std::optional<MixedPrecision> mixed;           ///< Mixed precision by block.
   std::optional<double> bits_budget;             ///< Average-bit budget over targets (2 or 4 bits each).
   double lora_alpha = 0.0;                       ///< LoRA alpha; 0 means rank.
+  bool use_rslora = false;                       ///< rsLoRA: scaling alpha / sqrt(rank) rather than alpha / rank.
   BackboneFormat format = BackboneFormat::bf16;  ///< Backbone storage of targets.
   bool double_quant = false;                     ///< bnb_nf4: double-quantize the absmax.
   SolverSettings solver;                         ///< Solver settings without a flag.

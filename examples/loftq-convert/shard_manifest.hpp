@@ -80,7 +80,7 @@ inline loftq::io::OrderedJson settings_json(const ConvertOptions& options, const
   // One binding per field: a field added to ConvertOptions or SolverSettings stops the build
   // here until it is recorded below, or listed among those that change no output byte.
   const auto& [input_dir, output, bits, rank, iters, codebook, block_size, target_modules, mixed, bits_budget,
-               lora_alpha, format, double_quant, solver, threads, shard_index, shard_count, merge, report, overwrite] =
+               lora_alpha, use_rslora, format, double_quant, solver, threads, shard_index, shard_count, merge, report, overwrite] =
       options;
   const auto& [svd, oversampling, krylov_depth, warm_krylov_depth, power_iters, warm_start, seed, keep_best] = solver;
   // Not recorded, since they change no output byte: input_dir and output (the input is recorded
@@ -100,6 +100,7 @@ inline loftq::io::OrderedJson settings_json(const ConvertOptions& options, const
       {"rank", rank},
       {"iters", iters},
       {"lora_alpha", lora_alpha == 0.0 ? static_cast<double>(rank) : lora_alpha},
+      {"use_rslora", use_rslora},
       {"format", std::string(format_name(format))},
       {"double_quant", double_quant},
       {"target_modules", target_modules},
