@@ -42,6 +42,10 @@ constexpr std::string_view format_name(BackboneFormat format) {
   return "?";
 }
 
+/// True for a format in a bitsandbytes layout ("bnb-..."), which holds only what bitsandbytes
+/// quantizes: linear and Conv1D layers, never convolutions.
+constexpr bool stores_bitsandbytes(BackboneFormat format) { return format_name(format).substr(0, 4) == "bnb-"; }
+
 /// The backbone format named `name` (as format_name() spells it); throws
 /// loftq::io::ArgumentError otherwise.
 inline BackboneFormat format_from_name(std::string_view name) {
