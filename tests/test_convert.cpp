@@ -833,6 +833,97 @@ TEST_F(Convert, ConvolutionsTakePeftsConvolutionShapesAndNoBitsandbytesFormat) {
   EXPECT_FALSE(fs::exists(dir / "bnb"));
 }
 
+/// The bytes of the tensor data of a safetensors file: its size less the 8-byte length and the header.
+std::uint64_t data_bytes_of_file(const fs::path& path) {
+  const std::string bytes = file_bytes(path);
+  std::uint64_t header = 0;
+  for (int i = 7; i >= 0; --i) header = header << 8 | static_cast<unsigned char>(bytes.at(static_cast<std::size_t>(i)));
+  return bytes.size() - 8 - header;
+}
+
+TEST_F(Convert, CompressionReportCountsTheBytesOfTheFilesWritten) {
+  const ScratchDir dir;
+  loftq_convert::ConvertOptions o = options_for(model(), dir / "out");
+  o.format = loftq_convert::BackboneFormat::bnb_nf4;
+  o.double_quant = true;
+  o.report = dir / "report.json";
+  const loftq_convert::ConvertSummary summary = loftq_convert::convert(o);
+  const loftq::io::Json report = loftq::io::parse_json(file_bytes(dir / "report.json"));
+  const loftq::io::Checkpoint input(model()), result(dir / "out");
+  const SafetensorsReader adapter(dir / "out" / "loftq_init" / "adapter_model.safetensors");
+  std::uint64_t original = 0, backbone = 0, lora = 0, copied = 0;
+  for (const loftq::io::Json& t : report.at("targets")) {
+    const std::string name = t.at("name").get<std::string>();
+    SCOPED_TRACE(name);
+    std::uint64_t stored = 0;
+    for (const loftq::io::TensorData& part : tensors_of(result, name)) stored += part.bytes.size();
+    EXPECT_GT(stored, result.at(name).info->bytes());  // codes, absmax, nested absmax and map, quant_map, state
+    const std::string key = "base_model.model." + name.substr(0, name.size() - 7);
+    const std::uint64_t factors = adapter.at(key + ".lora_A.weight").bytes() + adapter.at(key + ".lora_B.weight").bytes();
+    EXPECT_EQ(t.at("original_bytes").get<std::uint64_t>(), input.at(name).info->bytes());
+    EXPECT_EQ(t.at("backbone_bytes").get<std::uint64_t>(), stored);
+    EXPECT_EQ(t.at("adapter_bytes").get<std::uint64_t>(), factors);
+    EXPECT_DOUBLE_EQ(t.at("compression").get<double>(),
+                     static_cast<double>(stored + factors) / static_cast<double>(input.at(name).info->bytes()));
+    original += input.at(name).info->bytes();
+    backbone += stored;
+    lora += factors;
+  }
+  const std::set<std::string> names = [&] {
+    std::set<std::string> n;
+    for (const loftq_convert::TargetReport& t : summary.targets) n.insert(t.name);
+    return n;
+  }();
+  for (const auto& [file, t] : input.tensors()) copied += names.count(t->name) == 0 ? t->bytes() : 0;
+  const loftq::io::Json& total = report.at("compression");
+  EXPECT_EQ(total.at("original_bytes").get<std::uint64_t>(), original);
+  EXPECT_EQ(total.at("backbone_bytes").get<std::uint64_t>(), backbone);
+  EXPECT_EQ(total.at("adapter_bytes").get<std::uint64_t>(), lora);
+  const double ratio = static_cast<double>(backbone + lora) / static_cast<double>(original);
+  EXPECT_DOUBLE_EQ(total.at("compression").get<double>(), ratio);
+  EXPECT_GT(ratio, 0.25);  // 4 of 16 bits, plus the absmax and the adapter
+  EXPECT_LT(ratio, 0.5);
+  // The files hold exactly those bytes: the backbone shards the targets' and the copied
+  // tensors', the adapter file every lora_A and lora_B.
+  EXPECT_EQ(data_bytes_of_file(dir / "out" / "model-00001-of-00002.safetensors") +
+                data_bytes_of_file(dir / "out" / "model-00002-of-00002.safetensors"),
+            backbone + copied);
+  EXPECT_EQ(data_bytes_of_file(dir / "out" / "loftq_init" / "adapter_model.safetensors"), lora);
+  char line[32];
+  std::snprintf(line, sizeof line, "= %.4f\n", ratio);
+  EXPECT_NE(loftq_convert::summary_table(summary, dir / "out").find(line), std::string::npos);
+}
+
+TEST(ConvertReport, ReadsBackTheByteCountsItWrites) {
+  loftq_convert::TargetReport r;
+  r.name = "h.0.attn.c_attn.weight";
+  r.shape = {64, 192};
+  r.bits = 4;
+  r.rank = 8;
+  r.codebook = "nf4";
+  r.qlora_error = 0.1;
+  r.loftq_errors = {0.09, 0.08};
+  r.iteration = 2;
+  r.seconds = 0.5;
+  r.bytes = {49152, 7000, 8192};
+  // As a work file's metadata holds it: written, then parsed.
+  const loftq::io::Json j = loftq::io::parse_json(loftq::io::dump_json(loftq_convert::report_json(r)));
+  EXPECT_DOUBLE_EQ(j.at("compression").get<double>(), (7000.0 + 8192.0) / 49152.0);
+  const loftq_convert::TargetReport back = loftq_convert::report_from_json(j, "report");
+  EXPECT_EQ(back.bytes.original, 49152u);
+  EXPECT_EQ(back.bytes.backbone, 7000u);
+  EXPECT_EQ(back.bytes.adapter, 8192u);
+  EXPECT_EQ(loftq_convert::report_json(back), j);
+  loftq::io::Json missing = j;
+  missing.erase("backbone_bytes");
+  try {
+    loftq_convert::report_from_json(missing, "shard report");
+    ADD_FAILURE() << "no error for a report without backbone_bytes";
+  } catch (const loftq::io::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("backbone_bytes"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ConvertLayout, Conv1dLayersAreKnownByModelTypeAndLayerName) {
   using loftq_convert::is_conv1d_layer;
   EXPECT_TRUE(is_conv1d_layer("gpt2", "h.0.attn.c_attn"));
@@ -909,6 +1000,7 @@ TEST_F(Convert, ToolConvertsAndPrintsProgressAndSummary) {
   EXPECT_EQ(config.at("lora_alpha").get<double>(), 8.0);
   EXPECT_EQ(config.at("use_rslora"), true);
   EXPECT_EQ(config.at("target_modules")[0].get<std::string>(), ".*self_attn.*");
+  EXPECT_NE(stdout_text.find("compression (backbone + adapter) / original: "), std::string::npos) << stdout_text;
   EXPECT_EQ(loftq::io::parse_json(file_bytes(out("cli.json"))).at("targets").size(), 8u);
   EXPECT_EQ(run_tool(args, stdout_text, stderr_text), 2);  // the output exists now
   EXPECT_NE(stderr_text.find("--overwrite"), std::string::npos);

@@ -75,13 +75,21 @@ inline Eigen::MatrixXf padded_to(const Eigen::MatrixXf& m, Eigen::Index cols) {
   return padded;
 }
 
+/// The bytes of `tensors`' data.
+inline std::uint64_t data_bytes(const std::vector<loftq::io::TensorData>& tensors) {
+  std::uint64_t n = 0;
+  for (const loftq::io::TensorData& t : tensors) n += t.bytes.size();
+  return n;
+}
+
 /// Work file name of a target.
 inline std::string work_file_name(const std::string& target) { return target + ".safetensors"; }
 
-/// Runs the compute phase for `targets` into `work` (one file per target); returns their reports.
-/// A target whose smaller dimension is below the adapter's rank r gets LoftQ at that rank and
-/// factors padded with zeros to r (zero rows of lora_A, zero columns of lora_B; PEFT accepts r
-/// above min(in, out)); with the scaling of r and alpha, scaling * lora_B * lora_A is A B^T.
+/// Runs the compute phase for `targets` into `work` (one file per target); returns their reports,
+/// with the bytes each takes in the input and the output. A target whose smaller dimension is
+/// below the adapter's rank r gets LoftQ at that rank and factors padded with zeros to r (zero
+/// rows of lora_A, zero columns of lora_B; PEFT accepts r above min(in, out)); with the scaling
+/// of r and alpha, scaling * lora_B * lora_A is A B^T.
 inline std::vector<TargetReport> compute_targets(const loftq::io::Checkpoint& checkpoint, const std::vector<Target>& targets,
                                                  const ConvertOptions& options, const loftq::io::AdapterConfig& adapter,
                                                  const std::filesystem::path& work, const Progress& progress) {
@@ -94,12 +102,14 @@ inline std::vector<TargetReport> compute_targets(const loftq::io::Checkpoint& ch
   for (const Target& t : targets) {
     TargetReport report;
     const loftq::Result r = run_target(checkpoint, t, options, t.codebook, report);
+    std::vector<TensorData> backbone = backbone_tensors(t, r, options);
+    std::vector<TensorData> lora = adapter_tensors(adapter, {module_of(t.name), padded_to(r.A, adapter.rank),
+                                                             padded_to(r.B, adapter.rank), adapter_input_shape(t.info, t.layout)});
+    report.bytes.backbone = data_bytes(backbone);
+    report.bytes.adapter = data_bytes(lora);
     std::vector<TensorSource> tensors;
-    for (TensorData& d : backbone_tensors(t, r, options)) tensors.push_back(source_of(std::move(d)));
-    for (TensorData& d : adapter_tensors(adapter, {module_of(t.name), padded_to(r.A, adapter.rank),
-                                                   padded_to(r.B, adapter.rank), adapter_input_shape(t.info, t.layout)})) {
-      tensors.push_back(source_of(std::move(d)));
-    }
+    for (TensorData& d : backbone) tensors.push_back(source_of(std::move(d)));
+    for (TensorData& d : lora) tensors.push_back(source_of(std::move(d)));
     write_safetensors(work / work_file_name(t.name), std::move(tensors),
                       {{"format", "pt"}, {"loftq_report", dump_json(report_json(report))}});
     reports.push_back(std::move(report));

@@ -175,7 +175,9 @@ void declare_flags(CLI::App& app, Flags& flags) {
                            ->type_name("I/N");
   CLI::Option* merge =
       app.add_option("--merge", flags.merge, "assemble shard directories made by --shard into OUT_DIR")->type_name("D1[,D2...]");
-  app.add_option("--report", flags.report, "write a JSON report per target (shape, bits, errors, time)")->type_name("FILE");
+  app.add_option("--report", flags.report,
+                 "write a JSON report per target (shape, bits, errors, time, bytes and compression) and in total")
+      ->type_name("FILE");
   app.add_flag("--overwrite", o.overwrite, "replace OUT_DIR if it exists");
   mixed->excludes(budget);
   budget->excludes(shard);

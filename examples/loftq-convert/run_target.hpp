@@ -41,8 +41,9 @@ inline loftq::Options solver_options(const ConvertOptions& options, loftq::Codeb
 }
 
 /// Runs LoftQ on `target`'s matrix W (its weight through swap_layout(): transposed for a Conv1D
-/// layer, a convolution reshaped) with `codebook`, fills `report`; puts ||W||_F^2 in
-/// *weight_norm2 when not null. Throws as the checkpoint's reads and loftq::loftq().
+/// layer, a convolution reshaped) with `codebook`, fills `report` (all but the backbone and
+/// adapter bytes); puts ||W||_F^2 in *weight_norm2 when not null. Throws as the checkpoint's
+/// reads and loftq::loftq().
 inline loftq::Result run_target(const loftq::io::Checkpoint& checkpoint, const Target& target,
                                 const ConvertOptions& options, loftq::Codebook codebook, TargetReport& report,
                                 double* weight_norm2 = nullptr) {
@@ -60,6 +61,7 @@ inline loftq::Result run_target(const loftq::io::Checkpoint& checkpoint, const T
   report.qlora_error = r.quantization_error;
   report.loftq_errors = r.errors;
   report.iteration = r.iteration;
+  report.bytes.original = target.info.bytes();
   return r;
 }
 
