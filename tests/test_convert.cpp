@@ -590,6 +590,7 @@ TEST_F(Convert, ShardManifestRecordsEverySettingThatChangesTheOutput) {
       {"rank", [](ConvertOptions& o) { o.rank = 9; }},
       {"iters", [](ConvertOptions& o) { o.iters = 3; }},
       {"lora_alpha", [](ConvertOptions& o) { o.lora_alpha = 4.0; }},
+      {"use_rslora", [](ConvertOptions& o) { o.use_rslora = true; }},
       {"format", [](ConvertOptions& o) { o.format = loftq_convert::BackboneFormat::fp32; }},
       {"double_quant", [](ConvertOptions& o) { o.double_quant = true; }},
       {"target_modules", [](ConvertOptions& o) { o.target_modules = ".*"; }},
@@ -688,6 +689,393 @@ TEST_F(Convert, RankAboveATargetsSmallerDimensionPadsItsAdapterWithZeros) {
   }
 }
 
+/// Writes model.safetensors and config.json into `dir`: every tensor of `shapes` in `dtype`,
+/// 1-D ones at 1 and the others (as matrices of shape[0] rows) Gaussian (std 0.02) plus a rank-4
+/// part, from a fixed seed.
+void write_single_file_model(const fs::path& dir, const std::vector<std::pair<std::string, std::vector<std::uint64_t>>>& shapes,
+                             Dtype dtype, const std::string& config) {
+  std::mt19937 gen(11);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<loftq::io::TensorSource> tensors;
+  for (const auto& [name, shape] : shapes) {
+    std::uint64_t n = 1;
+    for (const std::uint64_t d : shape) n *= d;
+    std::vector<float> v(static_cast<std::size_t>(n), 1.0f);
+    if (shape.size() > 1) {
+      const auto rows = static_cast<Eigen::Index>(shape[0]), cols = static_cast<Eigen::Index>(n / shape[0]);
+      Eigen::MatrixXf u(rows, 4), w(4, cols);
+      for (float& x : u.reshaped()) x = normal(gen);
+      for (float& x : w.reshaped()) x = normal(gen);
+      const Eigen::MatrixXf low = u * w;
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        v[i] = normal(gen) + low(static_cast<Eigen::Index>(i) / cols, static_cast<Eigen::Index>(i) % cols);
+      }
+    }
+    tensors.push_back(source_of(loftq::io::float_tensor(name, v.data(), shape, dtype)));
+  }
+  fs::create_directories(dir);
+  loftq::io::write_safetensors(dir / "model.safetensors", std::move(tensors));
+  loftq::io::write_file_atomically(dir / "config.json", config);
+}
+
+/// The Conv1D weights of write_gpt2_model(), stored (in, out).
+const std::vector<std::string> gpt2_conv1d = {"h.0.attn.c_attn.weight", "h.0.attn.c_proj.weight", "h.0.mlp.c_fc.weight",
+                                              "h.0.mlp.c_proj.weight"};
+
+/// Writes a one-block GPT-2-shaped model into `dir`: float32 as GPT-2's checkpoints are, with
+/// their tensor names (no prefix, lm_head tied to wte so not stored), the Conv1D weights stored
+/// (in, out): attn.c_attn (64, 192), attn.c_proj (64, 64), mlp.c_fc (64, 256), mlp.c_proj
+/// (256, 64); config.json says model_type gpt2.
+void write_gpt2_model(const fs::path& dir) {
+  constexpr std::uint64_t n = 64;
+  write_single_file_model(dir,
+                          {{"wte.weight", {320, n}},
+                           {"wpe.weight", {128, n}},
+                           {"h.0.ln_1.weight", {n}},
+                           {"h.0.ln_1.bias", {n}},
+                           {"h.0.attn.c_attn.weight", {n, 3 * n}},
+                           {"h.0.attn.c_attn.bias", {3 * n}},
+                           {"h.0.attn.c_proj.weight", {n, n}},
+                           {"h.0.attn.c_proj.bias", {n}},
+                           {"h.0.ln_2.weight", {n}},
+                           {"h.0.ln_2.bias", {n}},
+                           {"h.0.mlp.c_fc.weight", {n, 4 * n}},
+                           {"h.0.mlp.c_fc.bias", {4 * n}},
+                           {"h.0.mlp.c_proj.weight", {4 * n, n}},
+                           {"h.0.mlp.c_proj.bias", {n}},
+                           {"ln_f.weight", {n}},
+                           {"ln_f.bias", {n}}},
+                          Dtype::f32, R"({"model_type": "gpt2", "n_embd": 64, "n_layer": 1})");
+}
+
+/// ||W - Q - s lora_B lora_A||_F / ||W||_F, in double.
+double reconstruction_error(const loftq::RowMatrixXf& w, const loftq::RowMatrixXf& q, double s, const loftq::RowMatrixXf& lora_a,
+                            const loftq::RowMatrixXf& lora_b) {
+  const Eigen::MatrixXd wd = w.cast<double>();
+  return (wd - q.cast<double>() - s * (lora_b.cast<double>() * lora_a.cast<double>())).norm() / wd.norm();
+}
+
+/// The reports of a report file, by target name.
+std::map<std::string, loftq::io::Json> reports_by_name(const fs::path& report) {
+  const loftq::io::Json document = loftq::io::parse_json(file_bytes(report));
+  std::map<std::string, loftq::io::Json> reports;
+  for (const loftq::io::Json& t : document.at("targets")) reports[t.at("name").get<std::string>()] = t;
+  return reports;
+}
+
+/// The error a target's report gives for the iterate it returned.
+double reported_error(const loftq::io::Json& report) {
+  return report.at("loftq_errors").at(report.at("iteration").get<std::size_t>() - 1).get<double>();
+}
+
+/// Every tensor of `checkpoint` that belongs to weight `name` (itself and "name.*"), read whole.
+std::vector<loftq::io::TensorData> tensors_of(const loftq::io::Checkpoint& checkpoint, const std::string& name) {
+  std::vector<loftq::io::TensorData> parts;
+  for (const auto& [file, t] : checkpoint.tensors()) {
+    if (t->name == name || t->name.rfind(name + ".", 0) == 0) {
+      parts.push_back({t->name, t->dtype, t->shape, checkpoint.at(t->name).file->read_raw(*t)});
+    }
+  }
+  return parts;
+}
+
+TEST_F(Convert, Gpt2Conv1dLayersConvertAsTheirTransposeInBf16AndBitsandbytes) {
+  const ScratchDir dir;
+  write_gpt2_model(dir / "gpt2");
+  const loftq::io::Checkpoint input(dir / "gpt2");
+  EXPECT_EQ(loftq_convert::input_identity(input).at("model_type"), "gpt2");  // recorded in shard manifests
+  for (const auto format : {loftq_convert::BackboneFormat::bf16, loftq_convert::BackboneFormat::bnb_nf4}) {
+    SCOPED_TRACE(std::string(loftq_convert::format_name(format)));
+    loftq_convert::ConvertOptions o = options_for(dir / "gpt2", dir / "out");
+    o.format = format;
+    o.lora_alpha = 16.0;  // scaling 2
+    o.report = dir / "report.json";
+    o.overwrite = true;
+    const loftq_convert::ConvertSummary summary = loftq_convert::convert(o);
+    // all-linear: the four Conv1D layers of block h.0; not wte, wpe or the layer norms.
+    std::vector<std::string> names;
+    for (const loftq_convert::TargetReport& t : summary.targets) names.push_back(t.name);
+    EXPECT_EQ(names, (std::vector<std::string>{"h.0.attn.c_attn.weight", "h.0.attn.c_proj.weight", "h.0.mlp.c_fc.weight",
+                                               "h.0.mlp.c_proj.weight"}));
+    const loftq::io::Json config = loftq::io::parse_json(file_bytes(dir / "out" / "loftq_init" / "adapter_config.json"));
+    EXPECT_EQ(config.at("fan_in_fan_out"), true);
+    EXPECT_EQ(config.at("use_rslora"), false);
+    EXPECT_EQ(config.at("target_modules"), loftq::io::Json::array({"c_attn", "c_fc", "c_proj"}));
+    const double s = config.at("lora_alpha").get<double>() / config.at("r").get<double>();
+    EXPECT_EQ(s, 2.0);
+
+    const loftq::io::Checkpoint result(dir / "out");
+    const SafetensorsReader adapter(dir / "out" / "loftq_init" / "adapter_model.safetensors");
+    const std::map<std::string, loftq::io::Json> reports = reports_by_name(dir / "report.json");
+    for (const std::string& name : gpt2_conv1d) {
+      SCOPED_TRACE(name);
+      const loftq::io::TensorInfo& stored = *input.at(name).info;
+      const auto in = static_cast<Eigen::Index>(stored.shape[0]), out = static_cast<Eigen::Index>(stored.shape[1]);
+      const loftq::RowMatrixXf w = input.at(name).file->read_matrix(stored).transpose();  // out x in
+      const std::string key = "base_model.model." + name.substr(0, name.size() - 7);
+      const loftq::RowMatrixXf lora_a = adapter.read_matrix(adapter.at(key + ".lora_A.weight"));
+      const loftq::RowMatrixXf lora_b = adapter.read_matrix(adapter.at(key + ".lora_B.weight"));
+      EXPECT_EQ(adapter.at(key + ".lora_A.weight").shape, (std::vector<std::uint64_t>{8, stored.shape[0]}));  // (r, in)
+      EXPECT_EQ(adapter.at(key + ".lora_B.weight").shape, (std::vector<std::uint64_t>{stored.shape[1], 8}));  // (out, r)
+      loftq::RowMatrixXf q;
+      if (format == loftq_convert::BackboneFormat::bf16) {
+        const loftq::io::Checkpoint::Entry e = result.at(name);
+        EXPECT_EQ(e.info->dtype, Dtype::bf16);
+        ASSERT_EQ(e.info->shape, stored.shape);  // written back (in, out)
+        // bitsandbytes quantizes the transposed weight at load time (load_in_4bit).
+        const loftq::RowMatrixXf stored_q = e.file->read_matrix(*e.info).transpose();
+        q = loftq::quantize(stored_q, loftq::Codebook::nf4, 64,
+                            loftq::LoadPath{loftq::FloatType::bfloat16, false, loftq::FloatType::bfloat16})
+                .dequantize();
+      } else {
+        const std::vector<loftq::io::TensorData> parts = tensors_of(result, name);
+        const auto state = std::find_if(parts.begin(), parts.end(),
+                                        [&](const loftq::io::TensorData& t) { return t.name == name + ".quant_state.bitsandbytes__nf4"; });
+        ASSERT_NE(state, parts.end());
+        const loftq::io::Json quant_state = loftq::io::parse_json(std::string(state->bytes.begin(), state->bytes.end()));
+        EXPECT_EQ(quant_state.at("shape"), loftq::io::Json::array({out, in}));  // as transformers stores a Conv1D
+        EXPECT_EQ(result.at(name).info->shape, (std::vector<std::uint64_t>{static_cast<std::uint64_t>(out * in + 1) / 2, 1}));
+        const loftq::QuantizedMatrix packed = loftq::io::read_bnb(name, parts);
+        ASSERT_EQ(packed.rows(), out);
+        ASSERT_EQ(packed.cols(), in);
+        q = packed.dequantize();
+      }
+      const double error = reconstruction_error(w, q, s, lora_a, lora_b);
+      const double reported = reported_error(reports.at(name));
+      // The loaded Q is the solver's, bit for bit: only the float rounding of the factors remains.
+      EXPECT_NEAR(error, reported, 1e-5 * reported);
+      EXPECT_LT(error, reports.at(name).at("qlora_error").get<double>());
+    }
+  }
+}
+
+TEST_F(Convert, RsloraDividesTheFactorsForAlphaOverTheSquareRootOfTheRank) {
+  const ScratchDir dir;
+  loftq_convert::ConvertOptions o = options_for(model(), dir / "plain");
+  o.target_modules = R"(.*layers\.0\.(self_attn\.q_proj|mlp\.down_proj))";
+  o.lora_alpha = 16.0;
+  o.format = loftq_convert::BackboneFormat::fp32;
+  loftq_convert::convert(o);
+  o.use_rslora = true;
+  o.output = dir / "rslora";
+  o.report = dir / "report.json";
+  loftq_convert::convert(o);
+
+  const auto config_of = [&](const char* run) {
+    return loftq::io::parse_json(file_bytes(dir / run / "loftq_init" / "adapter_config.json"));
+  };
+  EXPECT_EQ(config_of("plain").at("use_rslora"), false);
+  EXPECT_EQ(config_of("plain").at("fan_in_fan_out"), false);
+  const loftq::io::Json config = config_of("rslora");
+  EXPECT_EQ(config.at("use_rslora"), true);
+  const double s = config.at("lora_alpha").get<double>() / std::sqrt(config.at("r").get<double>());  // PEFT's rsLoRA scaling
+  EXPECT_NEAR(s, 16.0 / std::sqrt(8.0), 1e-12);
+  const loftq::io::Checkpoint input(model()), result(dir / "rslora");
+  const SafetensorsReader adapter(dir / "rslora" / "loftq_init" / "adapter_model.safetensors");
+  const SafetensorsReader plain(dir / "plain" / "loftq_init" / "adapter_model.safetensors");
+  const std::map<std::string, loftq::io::Json> reports = reports_by_name(dir / "report.json");
+  ASSERT_EQ(reports.size(), 2u);
+  for (const auto& [name, report] : reports) {
+    SCOPED_TRACE(name);
+    const loftq::RowMatrixXf w = input.at(name).file->read_matrix(*input.at(name).info);
+    const loftq::RowMatrixXf q = result.at(name).file->read_matrix(*result.at(name).info);
+    const std::string key = "base_model.model." + name.substr(0, name.size() - 7);
+    const loftq::RowMatrixXf lora_a = adapter.read_matrix(adapter.at(key + ".lora_A.weight"));
+    const loftq::RowMatrixXf lora_b = adapter.read_matrix(adapter.at(key + ".lora_B.weight"));
+    const double error = reconstruction_error(w, q, s, lora_a, lora_b);
+    EXPECT_NEAR(error, reported_error(report), 1e-4 * reported_error(report));
+    EXPECT_LT(error, report.at("qlora_error").get<double>());
+    // The same LoftQ factors as without rsLoRA, divided by the square root of the other scaling.
+    const auto ratio = static_cast<float>(std::sqrt((16.0 / 8.0) / s));
+    const loftq::RowMatrixXf plain_b = plain.read_matrix(plain.at(key + ".lora_B.weight"));
+    EXPECT_LT((lora_b - ratio * plain_b).norm(), 1e-5f * lora_b.norm());
+  }
+}
+
+TEST_F(Convert, ConvolutionsTakePeftsConvolutionShapesAndNoBitsandbytesFormat) {
+  const ScratchDir dir;
+  const std::string c1 = "model.layers.0.conv1d.weight", c2 = "model.layers.0.conv2d.weight", c3 = "model.layers.0.conv3d.weight";
+  write_single_file_model(dir / "in",
+                          {{c1, {16, 8, 5}},
+                           {c2, {32, 8, 3, 3}},
+                           {c3, {16, 4, 2, 2, 2}},
+                           {"model.layers.0.mlp.up_proj.weight", {64, 32}},
+                           {"model.layers.0.odd.weight", {2, 2, 2, 2, 2, 2}}},
+                          Dtype::bf16, R"({"model_type": "llama"})");
+  // all-linear never selects a convolution.
+  const loftq_convert::ConvertSummary linear = loftq_convert::convert(options_for(dir / "in", dir / "linear"));
+  ASSERT_EQ(linear.targets.size(), 1u);
+  EXPECT_EQ(linear.targets[0].name, "model.layers.0.mlp.up_proj.weight");
+
+  loftq_convert::ConvertOptions o = options_for(dir / "in", dir / "out");
+  o.target_modules = R"(.*\.conv\dd)";
+  o.format = loftq_convert::BackboneFormat::fp32;
+  o.lora_alpha = 4.0;  // scaling 0.5
+  o.report = dir / "report.json";
+  EXPECT_EQ(loftq_convert::convert(o).targets.size(), 3u);
+  const loftq::io::Checkpoint input(dir / "in"), result(dir / "out");
+  const SafetensorsReader adapter(dir / "out" / "loftq_init" / "adapter_model.safetensors");
+  const std::map<std::string, loftq::io::Json> reports = reports_by_name(dir / "report.json");
+  for (const auto& [name, lora_a_shape, lora_b_shape] :
+       {std::tuple{c1, std::vector<std::uint64_t>{8, 8, 5}, std::vector<std::uint64_t>{16, 8, 1}},
+        std::tuple{c2, std::vector<std::uint64_t>{8, 8, 3, 3}, std::vector<std::uint64_t>{32, 8, 1, 1}},
+        std::tuple{c3, std::vector<std::uint64_t>{8, 4, 2, 2, 2}, std::vector<std::uint64_t>{16, 8, 1, 1, 1}}}) {
+    SCOPED_TRACE(name);
+    const loftq::io::Checkpoint::Entry in = input.at(name), out = result.at(name);
+    EXPECT_EQ(out.info->shape, in.info->shape);  // written back in its own shape
+    EXPECT_EQ(out.info->dtype, Dtype::f32);
+    const std::string key = "base_model.model." + name.substr(0, name.size() - 7);
+    EXPECT_EQ(adapter.at(key + ".lora_A.weight").shape, lora_a_shape);
+    EXPECT_EQ(adapter.at(key + ".lora_B.weight").shape, lora_b_shape);
+    // W as c_out x (c_in k ...), the factors read the same way (row-major).
+    const double error = reconstruction_error(in.file->read_matrix(*in.info), out.file->read_matrix(*out.info), 0.5,
+                                              adapter.read_matrix(adapter.at(key + ".lora_A.weight")),
+                                              adapter.read_matrix(adapter.at(key + ".lora_B.weight")));
+    EXPECT_NEAR(error, reported_error(reports.at(name)), 1e-4 * reported_error(reports.at(name)));
+    EXPECT_LT(error, reports.at(name).at("qlora_error").get<double>());
+  }
+
+  o.output = dir / "bnb";
+  o.format = loftq_convert::BackboneFormat::bnb_nf4;
+  const std::string bnb = loftq_test::argument_error_message([&] { loftq_convert::convert(o); });
+  EXPECT_NE(bnb.find("format = bnb-nf4"), std::string::npos) << bnb;
+  EXPECT_NE(bnb.find(c1), std::string::npos) << bnb;
+  EXPECT_NE(bnb.find("bitsandbytes does not quantize convolutions"), std::string::npos) << bnb;
+  EXPECT_FALSE(fs::exists(dir / "bnb"));
+
+  o.format = loftq_convert::BackboneFormat::bf16;
+  o.target_modules = ".*odd";
+  const std::string odd = loftq_test::argument_error_message([&] { loftq_convert::convert(o); });
+  EXPECT_NE(odd.find("model.layers.0.odd.weight has shape (2, 2, 2, 2, 2, 2)"), std::string::npos) << odd;
+  EXPECT_FALSE(fs::exists(dir / "bnb"));
+}
+
+/// The bytes of the tensor data of a safetensors file: its size less the 8-byte length and the header.
+std::uint64_t data_bytes_of_file(const fs::path& path) {
+  const std::string bytes = file_bytes(path);
+  std::uint64_t header = 0;
+  for (int i = 7; i >= 0; --i) header = header << 8 | static_cast<unsigned char>(bytes.at(static_cast<std::size_t>(i)));
+  return bytes.size() - 8 - header;
+}
+
+TEST_F(Convert, CompressionReportCountsTheBytesOfTheFilesWritten) {
+  const ScratchDir dir;
+  loftq_convert::ConvertOptions o = options_for(model(), dir / "out");
+  o.format = loftq_convert::BackboneFormat::bnb_nf4;
+  o.double_quant = true;
+  o.report = dir / "report.json";
+  const loftq_convert::ConvertSummary summary = loftq_convert::convert(o);
+  const loftq::io::Json report = loftq::io::parse_json(file_bytes(dir / "report.json"));
+  const loftq::io::Checkpoint input(model()), result(dir / "out");
+  const SafetensorsReader adapter(dir / "out" / "loftq_init" / "adapter_model.safetensors");
+  std::uint64_t original = 0, backbone = 0, lora = 0, copied = 0;
+  for (const loftq::io::Json& t : report.at("targets")) {
+    const std::string name = t.at("name").get<std::string>();
+    SCOPED_TRACE(name);
+    std::uint64_t stored = 0;
+    for (const loftq::io::TensorData& part : tensors_of(result, name)) stored += part.bytes.size();
+    EXPECT_GT(stored, result.at(name).info->bytes());  // codes, absmax, nested absmax and map, quant_map, state
+    const std::string key = "base_model.model." + name.substr(0, name.size() - 7);
+    const std::uint64_t factors = adapter.at(key + ".lora_A.weight").bytes() + adapter.at(key + ".lora_B.weight").bytes();
+    EXPECT_EQ(t.at("original_bytes").get<std::uint64_t>(), input.at(name).info->bytes());
+    EXPECT_EQ(t.at("backbone_bytes").get<std::uint64_t>(), stored);
+    EXPECT_EQ(t.at("adapter_bytes").get<std::uint64_t>(), factors);
+    EXPECT_DOUBLE_EQ(t.at("compression").get<double>(),
+                     static_cast<double>(stored + factors) / static_cast<double>(input.at(name).info->bytes()));
+    original += input.at(name).info->bytes();
+    backbone += stored;
+    lora += factors;
+  }
+  const std::set<std::string> names = [&] {
+    std::set<std::string> n;
+    for (const loftq_convert::TargetReport& t : summary.targets) n.insert(t.name);
+    return n;
+  }();
+  for (const auto& [file, t] : input.tensors()) copied += names.count(t->name) == 0 ? t->bytes() : 0;
+  const loftq::io::Json& total = report.at("compression");
+  EXPECT_EQ(total.at("original_bytes").get<std::uint64_t>(), original);
+  EXPECT_EQ(total.at("backbone_bytes").get<std::uint64_t>(), backbone);
+  EXPECT_EQ(total.at("adapter_bytes").get<std::uint64_t>(), lora);
+  const double ratio = static_cast<double>(backbone + lora) / static_cast<double>(original);
+  EXPECT_DOUBLE_EQ(total.at("compression").get<double>(), ratio);
+  EXPECT_GT(ratio, 0.25);  // 4 of 16 bits, plus the absmax and the adapter
+  EXPECT_LT(ratio, 0.5);
+  // The files hold exactly those bytes: the backbone shards the targets' and the copied
+  // tensors', the adapter file every lora_A and lora_B.
+  EXPECT_EQ(data_bytes_of_file(dir / "out" / "model-00001-of-00002.safetensors") +
+                data_bytes_of_file(dir / "out" / "model-00002-of-00002.safetensors"),
+            backbone + copied);
+  EXPECT_EQ(data_bytes_of_file(dir / "out" / "loftq_init" / "adapter_model.safetensors"), lora);
+  char line[32];
+  std::snprintf(line, sizeof line, "= %.4f\n", ratio);
+  EXPECT_NE(loftq_convert::summary_table(summary, dir / "out").find(line), std::string::npos);
+}
+
+TEST(ConvertReport, ReadsBackTheByteCountsItWrites) {
+  loftq_convert::TargetReport r;
+  r.name = "h.0.attn.c_attn.weight";
+  r.shape = {64, 192};
+  r.bits = 4;
+  r.rank = 8;
+  r.codebook = "nf4";
+  r.qlora_error = 0.1;
+  r.loftq_errors = {0.09, 0.08};
+  r.iteration = 2;
+  r.seconds = 0.5;
+  r.bytes = {49152, 7000, 8192};
+  // As a work file's metadata holds it: written, then parsed.
+  const loftq::io::Json j = loftq::io::parse_json(loftq::io::dump_json(loftq_convert::report_json(r)));
+  EXPECT_DOUBLE_EQ(j.at("compression").get<double>(), (7000.0 + 8192.0) / 49152.0);
+  const loftq_convert::TargetReport back = loftq_convert::report_from_json(j, "report");
+  EXPECT_EQ(back.bytes.original, 49152u);
+  EXPECT_EQ(back.bytes.backbone, 7000u);
+  EXPECT_EQ(back.bytes.adapter, 8192u);
+  EXPECT_EQ(loftq_convert::report_json(back), j);
+  loftq::io::Json missing = j;
+  missing.erase("backbone_bytes");
+  try {
+    loftq_convert::report_from_json(missing, "shard report");
+    ADD_FAILURE() << "no error for a report without backbone_bytes";
+  } catch (const loftq::io::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("backbone_bytes"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ConvertLayout, Conv1dLayersAreKnownByModelTypeAndLayerName) {
+  using loftq_convert::is_conv1d_layer;
+  EXPECT_TRUE(is_conv1d_layer("gpt2", "h.0.attn.c_attn"));
+  EXPECT_TRUE(is_conv1d_layer("gpt2", "transformer.h.3.crossattention.q_attn"));
+  EXPECT_TRUE(is_conv1d_layer("openai-gpt", "transformer.h.0.mlp.c_fc"));
+  EXPECT_TRUE(is_conv1d_layer("decision_transformer", "encoder.h.1.mlp.c_proj"));
+  EXPECT_TRUE(is_conv1d_layer("imagegpt", "transformer.h.0.attn.c_proj"));
+  EXPECT_TRUE(is_conv1d_layer("clvp", "speech_decoder_model.model.decoder.layers.0.mlp.c_fc"));
+  EXPECT_FALSE(is_conv1d_layer("clvp", "speech_decoder_model.model.decoder.layers.0.attn.q_proj"));
+  EXPECT_FALSE(is_conv1d_layer("gpt2", "lm_head"));
+  EXPECT_FALSE(is_conv1d_layer("gpt2", "score"));
+  EXPECT_FALSE(is_conv1d_layer("gpt2", "c_attn_extra"));
+  EXPECT_FALSE(is_conv1d_layer("gpt_bigcode", "transformer.h.0.attn.c_attn"));  // nn.Linear there
+  EXPECT_FALSE(is_conv1d_layer("gpt_neo", "transformer.h.0.mlp.c_fc"));
+  EXPECT_FALSE(is_conv1d_layer("", "h.0.attn.c_attn"));
+  EXPECT_FALSE(is_conv1d_layer("gpt2", "h.0.attn."));
+
+  EXPECT_EQ(loftq_convert::block_index("h.3.attn.c_attn.weight"), 3);
+  EXPECT_EQ(loftq_convert::block_index("transformer.h.11.mlp.c_fc.weight"), 11);
+  EXPECT_EQ(loftq_convert::block_index("model.layers.2.mlp.up_proj.weight"), 2);
+  EXPECT_EQ(loftq_convert::block_index("wh.0.attn.weight"), -1);
+  EXPECT_EQ(loftq_convert::block_index("lm_head.weight"), -1);
+
+  const ScratchDir dir;
+  EXPECT_EQ(loftq_convert::model_type_of(dir.path()), "");  // no config.json
+  loftq::io::write_file_atomically(dir / "config.json", R"({"hidden_size": 8})");
+  EXPECT_EQ(loftq_convert::model_type_of(dir.path()), "");
+  loftq::io::write_file_atomically(dir / "config.json", R"({"model_type": "gpt2"})");
+  EXPECT_EQ(loftq_convert::model_type_of(dir.path()), "gpt2");
+  for (const char* bad : {R"({"model_type": 2})", R"(["gpt2"])", R"({"model_type": "gpt2",)"}) {
+    loftq::io::write_file_atomically(dir / "config.json", bad);
+    EXPECT_THROW(loftq_convert::model_type_of(dir.path()), loftq::io::FormatError) << bad;
+  }
+}
+
 #ifdef LOFTQ_CONVERT_EXE
 /// Runs loftq-convert with `arguments`; returns its exit status, with its stdout and stderr.
 int run_tool(const std::string& arguments, std::string& out_text, std::string& err_text) {
@@ -720,14 +1108,16 @@ TEST_F(Convert, ToolExitsWithTwoAndOneLineOnErrors) {
 TEST_F(Convert, ToolConvertsAndPrintsProgressAndSummary) {
   std::string stdout_text, stderr_text;
   const std::string args = "--input " + model().string() + " --output " + out("cli").string() +
-                           " --rank 4 --iters 1 --target-modules '.*self_attn.*' --lora-alpha 8 --report " +
+                           " --rank 4 --iters 1 --target-modules '.*self_attn.*' --lora-alpha 8 --use-rslora --report " +
                            out("cli.json").string();
   ASSERT_EQ(run_tool(args, stdout_text, stderr_text), 0) << stderr_text;
   EXPECT_NE(stderr_text.find("LoftQ [8/8"), std::string::npos) << stderr_text;  // plain lines: not a terminal
   EXPECT_NE(stdout_text.find("| nf4      |       8 |"), std::string::npos) << stdout_text;
   const loftq::io::Json config = loftq::io::parse_json(file_bytes(out("cli") / "loftq_init" / "adapter_config.json"));
   EXPECT_EQ(config.at("lora_alpha").get<double>(), 8.0);
+  EXPECT_EQ(config.at("use_rslora"), true);
   EXPECT_EQ(config.at("target_modules")[0].get<std::string>(), ".*self_attn.*");
+  EXPECT_NE(stdout_text.find("compression (backbone + adapter) / original: "), std::string::npos) << stdout_text;
   EXPECT_EQ(loftq::io::parse_json(file_bytes(out("cli.json"))).at("targets").size(), 8u);
   EXPECT_EQ(run_tool(args, stdout_text, stderr_text), 2);  // the output exists now
   EXPECT_NE(stderr_text.find("--overwrite"), std::string::npos);
@@ -739,7 +1129,7 @@ TEST_F(Convert, ToolHelpListsEveryFlagAndSaysTheFactorsAreDividedBySqrtOfAlphaOv
   ASSERT_EQ(run_tool("--help", stdout_text, stderr_text), 0) << stderr_text;
   EXPECT_EQ(stderr_text, "");
   for (const char* flag : {"--input", "--output", "--bits", "--rank", "--iters", "--codebook", "--block-size",
-                           "--target-modules", "--mixed", "--bits-budget", "--lora-alpha", "--format", "--double-quant",
+                           "--target-modules", "--mixed", "--bits-budget", "--lora-alpha", "--use-rslora", "--format", "--double-quant",
                            "--threads", "--shard", "--merge", "--report", "--overwrite"}) {
     EXPECT_NE(stdout_text.find(std::string(flag) + " "), std::string::npos) << flag;
   }

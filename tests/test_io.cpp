@@ -431,7 +431,7 @@ TEST(Peft, AdapterUndoesTheLoraScaling) {
   config.rank = 2;
   config.lora_alpha = 8.0;  // scaling 4
   config.target_modules = {"q_proj"};
-  loftq::io::AdapterFactors f{"model.layers.0.self_attn.q_proj", Eigen::MatrixXf::Random(5, 2), Eigen::MatrixXf::Random(3, 2)};
+  loftq::io::AdapterFactors f{"model.layers.0.self_attn.q_proj", Eigen::MatrixXf::Random(5, 2), Eigen::MatrixXf::Random(3, 2), {}};
   const std::vector<loftq::io::TensorData> t = loftq::io::adapter_tensors(config, f);
   ASSERT_EQ(t.size(), 2u);
   EXPECT_EQ(t[0].name, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
@@ -464,10 +464,46 @@ TEST(Peft, WritesTheAdapterDirectory) {
   loftq::io::AdapterConfig config;
   config.rank = 1;
   config.target_modules = {"all-linear"};
-  loftq::io::write_adapter(dir / "adapter", config, {{"m.q", Eigen::MatrixXf::Ones(2, 1), Eigen::MatrixXf::Ones(3, 1)}});
+  loftq::io::write_adapter(dir / "adapter", config, {{"m.q", Eigen::MatrixXf::Ones(2, 1), Eigen::MatrixXf::Ones(3, 1), {}}});
   const SafetensorsReader r(dir / "adapter" / "adapter_model.safetensors");
   EXPECT_EQ(r.tensors().size(), 2u);
   EXPECT_EQ(parse_json(file_bytes(dir / "adapter" / "adapter_config.json")).at("target_modules"), "all-linear");
+}
+
+TEST(Peft, RsloraScalingAndConvolutionShapes) {
+  loftq::io::AdapterConfig config;
+  config.rank = 4;
+  config.lora_alpha = 8.0;
+  EXPECT_EQ(config.scaling(), 2.0);
+  Json json = parse_json(loftq::io::adapter_config_json(config));
+  EXPECT_EQ(json.at("use_rslora"), false);
+  EXPECT_EQ(json.at("fan_in_fan_out"), false);
+  config.use_rslora = true;  // scaling 8 / sqrt(4) = 4
+  config.fan_in_fan_out = true;
+  EXPECT_EQ(config.scaling(), 4.0);
+  json = parse_json(loftq::io::adapter_config_json(config));
+  EXPECT_EQ(json.at("use_rslora"), true);
+  EXPECT_EQ(json.at("fan_in_fan_out"), true);
+
+  // A Conv2d weight (6, 3, 2, 2) as the matrix 6 x 12: PEFT's lora_A (r, 3, 2, 2), lora_B (6, r, 1, 1).
+  loftq::io::AdapterFactors f{"model.conv", Eigen::MatrixXf::Random(6, 4), Eigen::MatrixXf::Random(12, 4), {3, 2, 2}};
+  const std::vector<loftq::io::TensorData> t = loftq::io::adapter_tensors(config, f);
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[0].shape, (std::vector<std::uint64_t>{4, 3, 2, 2}));
+  EXPECT_EQ(t[1].shape, (std::vector<std::uint64_t>{6, 4, 1, 1}));
+  Eigen::Matrix<float, 4, 12, Eigen::RowMajor> lora_a;
+  Eigen::Matrix<float, 6, 4, Eigen::RowMajor> lora_b;
+  std::memcpy(lora_a.data(), t[0].bytes.data(), t[0].bytes.size());
+  std::memcpy(lora_b.data(), t[1].bytes.data(), t[1].bytes.size());
+  const Eigen::MatrixXf product = 4.0f * lora_b * lora_a;
+  EXPECT_LT((product - f.A * f.B.transpose()).norm(), 1e-5f);
+
+  for (const std::vector<std::uint64_t>& bad : {std::vector<std::uint64_t>{12}, std::vector<std::uint64_t>{5, 2},
+                                                std::vector<std::uint64_t>{(std::uint64_t{1} << 62) + 3, 4}}) {  // 12 modulo 2^64
+    f.input_shape = bad;
+    const std::string message = loftq_test::argument_error_message([&] { loftq::io::adapter_tensors(config, f); });
+    EXPECT_NE(message.find("model.conv: input_shape ("), std::string::npos) << message;
+  }
 }
 
 /// The kind of io::Error that f() throws: "FormatError", "FileError", "ArgumentError", "Error", or

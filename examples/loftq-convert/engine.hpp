@@ -36,6 +36,7 @@
 #include "run_target.hpp"
 #include "shard_manifest.hpp"
 #include "targets.hpp"
+#include "weight_layout.hpp"
 
 namespace loftq_convert {
 
@@ -48,16 +49,20 @@ inline loftq::io::Dtype dtype_of(BackboneFormat format) {
   }
 }
 
-/// The backbone tensors that replace `target` in the output.
+/// The backbone tensors that replace `target` in the output: Q packed in bitsandbytes' layout
+/// (of the matrix W, so a Conv1D layer's quant state has shape [out, in], as transformers
+/// stores it), or dequantized in the weight's own shape and layout (a Conv1D layer's Q
+/// transposed back to (in, out), a convolution's Q in its 3- to 5-D shape).
 inline std::vector<loftq::io::TensorData> backbone_tensors(const Target& target, const loftq::Result& r,
                                                            const ConvertOptions& options) {
   using loftq::io::Dtype;
   // Q's load path (load_path_of()) says how it is stored: bitsandbytes then dequantizes exactly Q.
   if (options.format == BackboneFormat::bnb_nf4) return loftq::io::bnb_tensors(target.name, r.Q);
   if (options.format == BackboneFormat::bnb_int8) return loftq::io::bnb_int8_tensors(target.name, r.Q);
-  std::vector<float> q(r.Q.size());
+  loftq::RowMatrixXf q(r.Q.rows(), r.Q.cols());
   r.Q.backbone_values(q.data());  // what bitsandbytes quantizes into r.Q at load time
-  return {loftq::io::float_tensor(target.name, q.data(), target.info.shape, dtype_of(options.format))};
+  const loftq::RowMatrixXf stored = swap_layout(std::move(q), target.layout);
+  return {loftq::io::float_tensor(target.name, stored.data(), target.info.shape, dtype_of(options.format))};
 }
 
 /// `m` with zero columns appended up to `cols` columns.
@@ -67,13 +72,21 @@ inline Eigen::MatrixXf padded_to(const Eigen::MatrixXf& m, Eigen::Index cols) {
   return padded;
 }
 
+/// The bytes of `tensors`' data.
+inline std::uint64_t data_bytes(const std::vector<loftq::io::TensorData>& tensors) {
+  std::uint64_t n = 0;
+  for (const loftq::io::TensorData& t : tensors) n += t.bytes.size();
+  return n;
+}
+
 /// Work file name of a target.
 inline std::string work_file_name(const std::string& target) { return target + ".safetensors"; }
 
-/// Runs the compute phase for `targets` into `work` (one file per target); returns their reports.
-/// A target whose smaller dimension is below the adapter's rank r gets LoftQ at that rank and
-/// factors padded with zeros to r (zero rows of lora_A, zero columns of lora_B; PEFT accepts r
-/// above min(in, out)); with the scaling of r and alpha, scaling * lora_B * lora_A is A B^T.
+/// Runs the compute phase for `targets` into `work` (one file per target); returns their reports,
+/// with the bytes each takes in the input and the output. A target whose smaller dimension is
+/// below the adapter's rank r gets LoftQ at that rank and factors padded with zeros to r (zero
+/// rows of lora_A, zero columns of lora_B; PEFT accepts r above min(in, out)); with the scaling
+/// of r and alpha, scaling * lora_B * lora_A is A B^T.
 inline std::vector<TargetReport> compute_targets(const loftq::io::Checkpoint& checkpoint, const std::vector<Target>& targets,
                                                  const ConvertOptions& options, const loftq::io::AdapterConfig& adapter,
                                                  const std::filesystem::path& work, const Progress& progress) {
@@ -86,9 +99,14 @@ inline std::vector<TargetReport> compute_targets(const loftq::io::Checkpoint& ch
   for (const Target& t : targets) {
     TargetReport report;
     const loftq::Result r = run_target(checkpoint, t, options, t.codebook, report);
+    std::vector<TensorData> backbone = backbone_tensors(t, r, options);
+    std::vector<TensorData> lora = adapter_tensors(adapter, {module_of(t.name), padded_to(r.A, adapter.rank),
+                                                             padded_to(r.B, adapter.rank), adapter_input_shape(t.info, t.layout)});
+    report.bytes.backbone = data_bytes(backbone);
+    report.bytes.adapter = data_bytes(lora);
     std::vector<TensorSource> tensors;
-    for (TensorData& d : backbone_tensors(t, r, options)) tensors.push_back(source_of(std::move(d)));
-    for (TensorData& d : adapter_tensors(adapter, {module_of(t.name), padded_to(r.A, adapter.rank), padded_to(r.B, adapter.rank)})) tensors.push_back(source_of(std::move(d)));
+    for (TensorData& d : backbone) tensors.push_back(source_of(std::move(d)));
+    for (TensorData& d : lora) tensors.push_back(source_of(std::move(d)));
     write_safetensors(work / work_file_name(t.name), std::move(tensors),
                       {{"format", "pt"}, {"loftq_report", dump_json(report_json(report))}});
     reports.push_back(std::move(report));
@@ -214,11 +232,15 @@ inline std::vector<TargetReport> assemble(const loftq::io::Checkpoint& checkpoin
   return reports;
 }
 
-/// The adapter config of a conversion.
+/// The adapter config of a conversion: fan_in_fan_out when any target is a Conv1D layer (PEFT
+/// applies the flag per layer type, so nn.Linear targets beside them are still right).
 inline loftq::io::AdapterConfig adapter_config_of(const ConvertOptions& options, const std::vector<Target>& targets) {
   loftq::io::AdapterConfig adapter;
   adapter.rank = static_cast<int>(options.rank);
   adapter.lora_alpha = options.lora_alpha;
+  adapter.use_rslora = options.use_rslora;
+  adapter.fan_in_fan_out = std::any_of(targets.begin(), targets.end(),
+                                       [](const Target& t) { return t.layout == WeightLayout::transposed; });
   adapter.base_model_name_or_path = std::filesystem::absolute(options.input).lexically_normal().string();
   if (options.target_modules == "all-linear") {
     std::set<std::string> leaves;
@@ -258,9 +280,10 @@ class DirectoryGuard {
 /// the output assembled from shard directories. The output appears only when complete: work
 /// happens in a temporary directory beside it, renamed at the end, and removed on any failure;
 /// the input is only read. Throws OutputExistsError for an existing output without overwrite;
-/// loftq::io::ArgumentError for bad settings, a missing input, no matching target, shards that
-/// do not fit together or a weight the solver refuses (e.g. a NaN); FormatError for malformed
-/// input files; FileError when files cannot be read or written.
+/// loftq::io::ArgumentError for bad settings, a missing input, no matching target, a target of
+/// more than 5 dimensions, a convolution with a bitsandbytes format, shards that do not fit
+/// together or a weight the solver refuses (e.g. a NaN); FormatError for malformed input files
+/// (config.json included); FileError when files cannot be read or written.
 inline ConvertSummary convert(const ConvertOptions& options, const Progress& progress = {}) try {
   namespace fs = std::filesystem;
   using loftq::io::ArgumentError;
@@ -276,18 +299,16 @@ inline ConvertSummary convert(const ConvertOptions& options, const Progress& pro
   const loftq::io::Checkpoint checkpoint(options.input);
   std::vector<Target> targets = select_targets(checkpoint, options);
   ConvertSummary summary;
-  if (options.format == BackboneFormat::bnb_nf4) {
-    for (const Target& t : targets) {
-      if (t.codebook != loftq::Codebook::nf4 && t.codebook != loftq::Codebook::fp4) {
-        throw ArgumentError("format = bnb-nf4 stores only NF4 or FP4; target " + t.name + " is " +
-                            std::string(loftq::name_of(t.codebook)));
-      }
-      if (t.info.shape.size() != 2) throw ArgumentError("format = bnb-nf4 needs 2-D targets; " + t.name + " is not");
+  for (const Target& t : targets) {
+    if (stores_bitsandbytes(options.format) && t.layout == WeightLayout::convolution) {
+      throw ArgumentError("format = " + std::string(format_name(options.format)) + " cannot store target " + t.name + " (" +
+                          std::to_string(t.info.shape.size()) +
+                          "-D, a convolution): bitsandbytes does not quantize convolutions (transformers' bitsandbytes "
+                          "integration replaces nn.Linear and Conv1D layers only); use format bf16, fp16 or fp32");
     }
-  }
-  if (options.format == BackboneFormat::bnb_int8) {
-    for (const Target& t : targets) {
-      if (t.info.shape.size() != 2) throw ArgumentError("format = bnb-int8 needs 2-D targets; " + t.name + " is not");
+    if (options.format == BackboneFormat::bnb_nf4 && t.codebook != loftq::Codebook::nf4 && t.codebook != loftq::Codebook::fp4) {
+      throw ArgumentError("format = bnb-nf4 stores only NF4 or FP4; target " + t.name + " is " +
+                          std::string(loftq::name_of(t.codebook)));
     }
   }
   const loftq::io::AdapterConfig adapter = adapter_config_of(options, targets);

@@ -19,7 +19,9 @@ using loftq_convert::ConvertOptions;
 
 constexpr const char* description = R"(LoftQ-initializes every target weight of a Hugging Face model (safetensors, single or sharded):
 OUT_DIR gets the backbone (each target replaced by its quantized Q), the input's config and
-tokenizer files, and OUT_DIR/loftq_init/, a PEFT LoRA adapter that starts at W - Q.)";
+tokenizer files, and OUT_DIR/loftq_init/, a PEFT LoRA adapter that starts at W - Q. The Conv1D
+layers of GPT-2-family models (config.json's model_type gpt2, openai-gpt, imagegpt,
+decision_transformer, clvp), stored (in, out), are converted as their (out, in) transpose.)";
 
 constexpr const char* footer =
     "Exit status: 0 on success, 2 on any error (with a one-line message; no output is left behind).";
@@ -148,7 +150,8 @@ void declare_flags(CLI::App& app, Flags& flags) {
   app.add_option("--block-size", o.block_size, "quantization block size (default 64; LLM.int8 takes one row per block)")->check(at_least(1))->type_name("N");
   app.add_option("--target-modules", o.target_modules,
                  "all-linear (default: 2-D weights of the transformer blocks, never embeddings, norms or lm_head), "
-                 "or a regex the module path must match whole")
+                 "or a regex the module path must match whole (which may select convolutions: 3- to 5-D weights, "
+                 "converted as c_out x (c_in k ...), not with bnb-nf4)")
       ->type_name("X");
   CLI::Option* mixed = app.add_option("--mixed", flags.mixed, "first K transformer blocks at H bits, the rest at L (e.g. 4:8,2)")
                            ->check(syntax_of(parse_mixed, "H:K,L"))
@@ -158,12 +161,16 @@ void declare_flags(CLI::App& app, Flags& flags) {
                                        "total squared error (measures every target at both)")
                             ->check(number_where([](double b) { return b >= 2.0 && b <= 4.0; }, "is not in [2, 4]", "NUMBER in [2, 4]"))
                             ->type_name("B");
-  app.add_option("--lora-alpha", o.lora_alpha, "LoRA alpha (default: the rank); lora_A and lora_B are divided by sqrt(alpha / rank)")
+  app.add_option("--lora-alpha", o.lora_alpha,
+                 "LoRA alpha (default: the rank); lora_A and lora_B are divided by sqrt(alpha / rank), "
+                 "or by sqrt(alpha / sqrt(rank)) with --use-rslora")
       ->check(number_where([](double a) { return a > 0.0 && a <= 1e30; }, "must be > 0 (and finite)", "NUMBER>0"))
       ->type_name("A");
+  app.add_flag("--use-rslora", o.use_rslora, "rsLoRA: scaling alpha / sqrt(rank) rather than alpha / rank (PEFT's use_rslora)");
   app.add_option("--format", flags.format,
                  "bf16 (default), fp16, fp32: dequantized Q, for bitsandbytes to quantize at load time (load_in_4bit, "
-                 "load_in_8bit); bnb-nf4: bitsandbytes 4-bit (Linear4bit); bnb-int8: bitsandbytes LLM.int8 (Linear8bitLt)")
+                 "load_in_8bit); bnb-nf4: bitsandbytes 4-bit (Linear4bit); bnb-int8: bitsandbytes LLM.int8 "
+                 "(Linear8bitLt); the bnb formats store linear and Conv1D layers only")
       ->check(CLI::IsMember(formats))
       ->type_name("F");
   app.add_flag("--double-quant", o.double_quant,
@@ -175,7 +182,9 @@ void declare_flags(CLI::App& app, Flags& flags) {
                            ->type_name("I/N");
   CLI::Option* merge =
       app.add_option("--merge", flags.merge, "assemble shard directories made by --shard into OUT_DIR")->type_name("D1[,D2...]");
-  app.add_option("--report", flags.report, "write a JSON report per target (shape, bits, errors, time)")->type_name("FILE");
+  app.add_option("--report", flags.report,
+                 "write a JSON report per target (shape, bits, errors, time, bytes and compression) and in total")
+      ->type_name("FILE");
   app.add_flag("--overwrite", o.overwrite, "replace OUT_DIR if it exists");
   mixed->excludes(budget);
   budget->excludes(shard);

@@ -46,6 +46,10 @@ constexpr std::string_view format_name(BackboneFormat format) {
   return "?";
 }
 
+/// True for a format in a bitsandbytes layout ("bnb-..."), which holds only what bitsandbytes
+/// quantizes: linear and Conv1D layers, never convolutions.
+constexpr bool stores_bitsandbytes(BackboneFormat format) { return format_name(format).substr(0, 4) == "bnb-"; }
+
 /// The backbone format named `name` (as format_name() spells it); throws
 /// loftq::io::ArgumentError otherwise.
 inline BackboneFormat format_from_name(std::string_view name) {
@@ -97,6 +101,7 @@ struct ConvertOptions {
   std::optional<MixedPrecision> mixed;           ///< Mixed precision by block.
   std::optional<double> bits_budget;             ///< Average-bit budget over targets (2 or 4 bits each).
   double lora_alpha = 0.0;                       ///< LoRA alpha; 0 means rank.
+  bool use_rslora = false;                       ///< rsLoRA: scaling alpha / sqrt(rank) rather than alpha / rank.
   BackboneFormat format = BackboneFormat::bf16;  ///< Backbone storage of targets.
   bool double_quant = false;                     ///< 4-bit: the absmax double-quantized (bnb-nf4: stored so; 16-bit: loaded so).
   SolverSettings solver;                         ///< Solver settings without a flag.

@@ -15,6 +15,28 @@
 
 namespace loftq_convert {
 
+/// What targets take: their bytes in the input and as the output stores them.
+struct ByteCounts {
+  std::uint64_t original = 0;  ///< The weights in the input's dtype.
+  /// Every backbone tensor the output holds for them: the 16- or 32-bit Q, or bitsandbytes'
+  /// packed codes, absmax, nested absmax and map, quant_map and quant-state JSON.
+  std::uint64_t backbone = 0;
+  std::uint64_t adapter = 0;  ///< Their lora_A and lora_B as stored (float32, padding included).
+
+  /// (backbone + adapter) / original, the compression ratio of the LoftQ paper's Appendix A;
+  /// 0 when original is 0.
+  double compression() const {
+    return original == 0 ? 0.0 : static_cast<double>(backbone + adapter) / static_cast<double>(original);
+  }
+  /// Adds `other`'s counts to these.
+  ByteCounts& operator+=(const ByteCounts& other) {
+    original += other.original;
+    backbone += other.backbone;
+    adapter += other.adapter;
+    return *this;
+  }
+};
+
 /// What happened to one target.
 struct TargetReport {
   std::string name;                  ///< Tensor name.
@@ -26,6 +48,7 @@ struct TargetReport {
   std::vector<double> loftq_errors;  ///< Relative error after each step.
   int iteration = 0;                 ///< Step returned.
   double seconds = 0.0;              ///< Wall time of its LoftQ call.
+  ByteCounts bytes;                  ///< Its bytes in the input and the output.
 };
 
 /// What convert() did.
@@ -36,17 +59,27 @@ struct ConvertSummary {
   std::string budget_note;            ///< What the bit budget chose, or empty.
 };
 
-/// The report of one target as JSON.
+/// Byte counts as JSON: original_bytes, backbone_bytes, adapter_bytes and compression.
+inline loftq::io::Json bytes_json(const ByteCounts& b) {
+  return {{"original_bytes", b.original},
+          {"backbone_bytes", b.backbone},
+          {"adapter_bytes", b.adapter},
+          {"compression", b.compression()}};
+}
+
+/// The report of one target as JSON, its bytes_json() members included.
 inline loftq::io::Json report_json(const TargetReport& r) {
-  return {{"name", r.name},
-          {"shape", r.shape},
-          {"bits", r.bits},
-          {"rank", r.rank},
-          {"codebook", r.codebook},
-          {"qlora_error", r.qlora_error},
-          {"loftq_errors", r.loftq_errors},
-          {"iteration", r.iteration},
-          {"seconds", r.seconds}};
+  loftq::io::Json j = {{"name", r.name},
+                       {"shape", r.shape},
+                       {"bits", r.bits},
+                       {"rank", r.rank},
+                       {"codebook", r.codebook},
+                       {"qlora_error", r.qlora_error},
+                       {"loftq_errors", r.loftq_errors},
+                       {"iteration", r.iteration},
+                       {"seconds", r.seconds}};
+  j.update(bytes_json(r.bytes));
+  return j;
 }
 
 /// The TargetReport stored by report_json(); `what` names it in errors (FormatError).
@@ -66,23 +99,35 @@ inline TargetReport report_from_json(const loftq::io::Json& j, const std::string
   for (const Json& e : errors) r.loftq_errors.push_back(json_number(e, what + ": loftq_errors"));
   r.iteration = static_cast<int>(json_u64(json_at(j, "iteration", what), what + ": iteration"));
   r.seconds = json_number(json_at(j, "seconds", what), what + ": seconds");
+  r.bytes.original = json_u64(json_at(j, "original_bytes", what), what + ": original_bytes");
+  r.bytes.backbone = json_u64(json_at(j, "backbone_bytes", what), what + ": backbone_bytes");
+  r.bytes.adapter = json_u64(json_at(j, "adapter_bytes", what), what + ": adapter_bytes");
   return r;
 }
 
-/// The report file: {"targets": [report_json() of each], "bits_budget": note when there is one}.
+/// The byte counts of all of `summary`'s targets.
+inline ByteCounts total_bytes(const ConvertSummary& summary) {
+  ByteCounts total;
+  for (const TargetReport& r : summary.targets) total += r.bytes;
+  return total;
+}
+
+/// The report file: {"targets": [report_json() of each], "compression": bytes_json() of
+/// total_bytes(), "bits_budget": note when there is one}.
 inline loftq::io::Json report_document(const ConvertSummary& summary) {
-  loftq::io::Json report = {{"targets", loftq::io::Json::array()}};
+  loftq::io::Json report = {{"targets", loftq::io::Json::array()}, {"compression", bytes_json(total_bytes(summary))}};
   for (const TargetReport& r : summary.targets) report["targets"].push_back(report_json(r));
   if (!summary.budget_note.empty()) report["bits_budget"] = summary.budget_note;
   return report;
 }
 
-/// The summary table (per codebook: targets, mean QLoRA and LoftQ errors, LoftQ time), the bit
-/// budget's note, and what was written into `output`.
+/// The summary table (per codebook: targets, mean QLoRA and LoftQ errors, compression, LoftQ
+/// time), the total compression, the bit budget's note, and what was written into `output`.
 inline std::string summary_table(const ConvertSummary& summary, const std::filesystem::path& output) {
   struct Row {
     std::size_t count = 0;
     double qlora = 0, loftq = 0, seconds = 0;
+    ByteCounts bytes;
   };
   std::map<std::string, Row> rows;
   for (const TargetReport& r : summary.targets) {
@@ -91,16 +136,23 @@ inline std::string summary_table(const ConvertSummary& summary, const std::files
     row.qlora += r.qlora_error;
     row.loftq += r.loftq_errors.at(static_cast<std::size_t>(r.iteration - 1));
     row.seconds += r.seconds;
+    row.bytes += r.bytes;
   }
-  std::string text = "\n| codebook | targets | mean QLoRA error | mean LoftQ error | LoftQ time |\n"
-                     "|----------|---------|------------------|------------------|------------|\n";
+  std::string text = "\n| codebook | targets | mean QLoRA error | mean LoftQ error | compression | LoftQ time |\n"
+                     "|----------|---------|------------------|------------------|-------------|------------|\n";
   for (const auto& [codebook, row] : rows) {
     const auto n = static_cast<double>(row.count);
-    char line[160];
-    std::snprintf(line, sizeof line, "| %-8s | %7zu | %16.5f | %16.5f | %10s |\n", codebook.c_str(), row.count,
-                  row.qlora / n, row.loftq / n, human_seconds(row.seconds).c_str());
+    char line[200];
+    std::snprintf(line, sizeof line, "| %-8s | %7zu | %16.5f | %16.5f | %11.4f | %10s |\n", codebook.c_str(), row.count,
+                  row.qlora / n, row.loftq / n, row.bytes.compression(), human_seconds(row.seconds).c_str());
     text += line;
   }
+  const ByteCounts total = total_bytes(summary);
+  char ratio[32];
+  std::snprintf(ratio, sizeof ratio, "%.4f", total.compression());
+  text += "\ncompression (backbone + adapter) / original: (" + human_bytes(static_cast<double>(total.backbone)) + " + " +
+          human_bytes(static_cast<double>(total.adapter)) + ") / " + human_bytes(static_cast<double>(total.original)) +
+          " = " + ratio + "\n";
   if (!summary.budget_note.empty()) text += "\n" + summary.budget_note + "\n";
   text += "\n" + std::to_string(summary.targets.size()) + " targets, " + std::to_string(summary.copied) +
           " tensors copied unchanged; wrote " + output.string() + ":";

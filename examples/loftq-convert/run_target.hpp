@@ -11,6 +11,7 @@
 #include "options.hpp"
 #include "report.hpp"
 #include "targets.hpp"
+#include "weight_layout.hpp"
 
 namespace loftq_convert {
 
@@ -41,13 +42,15 @@ inline loftq::Options solver_options(const ConvertOptions& options, loftq::Codeb
   return result;
 }
 
-/// Runs LoftQ on `target` with `codebook`, fills `report`; puts ||W||_F^2 in *weight_norm2
-/// when not null. Throws as the checkpoint's reads and loftq::loftq().
+/// Runs LoftQ on `target`'s matrix W (its weight through swap_layout(): transposed for a Conv1D
+/// layer, a convolution reshaped) with `codebook`, fills `report` (all but the backbone and
+/// adapter bytes); puts ||W||_F^2 in *weight_norm2 when not null. Throws as the checkpoint's
+/// reads and loftq::loftq().
 inline loftq::Result run_target(const loftq::io::Checkpoint& checkpoint, const Target& target,
                                 const ConvertOptions& options, loftq::Codebook codebook, TargetReport& report,
                                 double* weight_norm2 = nullptr) {
   const loftq::io::Checkpoint::Entry entry = checkpoint.at(target.name);
-  const loftq::RowMatrixXf w = entry.file->read_matrix(*entry.info);
+  const loftq::RowMatrixXf w = swap_layout(entry.file->read_matrix(*entry.info), target.layout);
   if (weight_norm2 != nullptr) *weight_norm2 = w.cast<double>().squaredNorm();
   const auto start = std::chrono::steady_clock::now();
   const loftq::LoadPath path = load_path_of(options, codebook, target.info.dtype, target.info.shape.size());
@@ -61,6 +64,7 @@ inline loftq::Result run_target(const loftq::io::Checkpoint& checkpoint, const T
   report.qlora_error = r.quantization_error;
   report.loftq_errors = r.errors;
   report.iteration = r.iteration;
+  report.bytes.original = target.info.bytes();
   return r;
 }
 

@@ -23,15 +23,17 @@
 #include <vector>
 
 #include "options.hpp"
+#include "weight_layout.hpp"
 
 namespace loftq_convert {
 
 /// Name of a shard directory's manifest.
 inline constexpr const char* manifest_name = "loftq_shard.json";
 
-/// The identity of an input model: its file and tensor counts, total bytes and a fingerprint
+/// The identity of an input model: its file and tensor counts, total bytes, a fingerprint
 /// (64-bit FNV-1a, hex) of every file name, every tensor's name, dtype, shape and offsets, and
-/// the first and last 256 bytes of every tensor's data. Reads a few bytes per tensor; another
+/// the first and last 256 bytes of every tensor's data, and its config.json's model_type (which
+/// decides which weights are transposed, model_type_of()). Reads a few bytes per tensor; another
 /// model, or the same with other weights in those bytes, gives another identity.
 inline loftq::io::OrderedJson input_identity(const loftq::io::Checkpoint& checkpoint) {
   std::uint64_t hash = 0xcbf29ce484222325u;
@@ -69,7 +71,11 @@ inline loftq::io::OrderedJson input_identity(const loftq::io::Checkpoint& checkp
   }
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
-  return {{"files", checkpoint.file_names().size()}, {"tensors", tensors}, {"bytes", bytes}, {"fingerprint", hex}};
+  return {{"files", checkpoint.file_names().size()},
+          {"tensors", tensors},
+          {"bytes", bytes},
+          {"fingerprint", hex},
+          {"model_type", model_type_of(checkpoint.directory())}};
 }
 
 /// The settings of `options` that change an output byte, by name, with readable values
@@ -80,7 +86,7 @@ inline loftq::io::OrderedJson settings_json(const ConvertOptions& options, const
   // One binding per field: a field added to ConvertOptions or SolverSettings stops the build
   // here until it is recorded below, or listed among those that change no output byte.
   const auto& [input_dir, output, bits, rank, iters, codebook, block_size, target_modules, mixed, bits_budget,
-               lora_alpha, format, double_quant, solver, threads, shard_index, shard_count, merge, report, overwrite] =
+               lora_alpha, use_rslora, format, double_quant, solver, threads, shard_index, shard_count, merge, report, overwrite] =
       options;
   const auto& [svd, oversampling, krylov_depth, warm_krylov_depth, power_iters, warm_start, seed, keep_best] = solver;
   // Not recorded, since they change no output byte: input_dir and output (the input is recorded
@@ -100,6 +106,7 @@ inline loftq::io::OrderedJson settings_json(const ConvertOptions& options, const
       {"rank", rank},
       {"iters", iters},
       {"lora_alpha", lora_alpha == 0.0 ? static_cast<double>(rank) : lora_alpha},
+      {"use_rslora", use_rslora},
       {"format", std::string(format_name(format))},
       {"double_quant", double_quant},
       {"target_modules", target_modules},
