@@ -297,6 +297,14 @@ TEST_F(Convert, EveryFormatReportsTheErrorsOfWhatItsLoaderMakes) {
   const loftq::io::Json config = loftq::io::parse_json(file_bytes(out("loader-int8") / "config.json"));
   EXPECT_TRUE(config.at("quantization_config").at("load_in_8bit").get<bool>());
   EXPECT_FALSE(config.at("quantization_config").at("load_in_4bit").get<bool>());
+  EXPECT_TRUE(config.at("quantization_config").at("llm_int8_threshold").is_number_float());
+  // The 2-D weights that are not targets stay as stored: transformers must not replace them.
+  const auto skip = config.at("quantization_config").at("llm_int8_skip_modules").get<std::set<std::string>>();
+  EXPECT_EQ(skip.count("lm_head"), 1u);
+  EXPECT_EQ(skip.count("model.embed_tokens"), 1u);
+  EXPECT_EQ(skip.count("model.layers.0.self_attn.k_proj"), 1u);
+  EXPECT_EQ(skip.count("model.layers.0.self_attn.q_proj"), 0u);
+  EXPECT_EQ(skip.count("model.layers.0.input_layernorm"), 0u);
 }
 
 TEST_F(Convert, RefusesSettingsItsLoaderCannotHonor) {

@@ -119,7 +119,12 @@ inline std::vector<TargetReport> compute_targets(const loftq::io::Checkpoint& ch
 /// Copies the input directory's small files (config, tokenizer, ...) into `out`: every regular
 /// file but the safetensors and index and other weight formats. With bnb-nf4 and bnb-int8,
 /// config.json gets the quantization_config transformers needs to load the packed weights.
-inline void copy_small_files(const ConvertOptions& options, const std::filesystem::path& out) {
+///
+/// The quantization_config lists in llm_int8_skip_modules the module of every 2-D weight that is
+/// not a target, and lm_head, so that transformers keeps them as they are stored rather than
+/// replacing them by bitsandbytes layers with no quantized tensors.
+inline void copy_small_files(const ConvertOptions& options, const loftq::io::Checkpoint& checkpoint,
+                             const std::vector<Target>& targets, const std::filesystem::path& out) {
   using namespace loftq::io;
   static const std::set<std::string> weight_extensions = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf"};
   for (const auto& entry : std::filesystem::directory_iterator(options.input)) {
@@ -129,15 +134,29 @@ inline void copy_small_files(const ConvertOptions& options, const std::filesyste
     if (name == "config.json" && (options.format == BackboneFormat::bnb_nf4 || options.format == BackboneFormat::bnb_int8)) {
       Json config = parse_json(read_small_file(entry.path()), entry.path().string());
       if (!config.is_object()) throw FormatError(entry.path().string() + ": not a JSON object");
+      std::set<std::string> target_names;
+      for (const Target& t : targets) target_names.insert(t.name);
+      std::set<std::string> skip = {"lm_head"};
+      for (const auto& [file, info] : checkpoint.tensors()) {
+        const std::string& n = info->name;
+        if (info->shape.size() == 2 && n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0 && target_names.count(n) == 0) {
+          skip.insert(module_of(n));
+        }
+      }
       if (options.format == BackboneFormat::bnb_int8) {
-        config["quantization_config"] = {{"quant_method", "bitsandbytes"}, {"load_in_4bit", false}, {"load_in_8bit", true}};
+        config["quantization_config"] = {{"quant_method", "bitsandbytes"},
+                                         {"load_in_4bit", false},
+                                         {"load_in_8bit", true},
+                                         {"llm_int8_threshold", 6.0},
+                                         {"llm_int8_skip_modules", skip}};
       } else {
         config["quantization_config"] = {{"quant_method", "bitsandbytes"},
                                          {"load_in_4bit", true},
                                          {"load_in_8bit", false},
                                          {"bnb_4bit_quant_type", std::string(loftq::name_of(codebook_of_bits(options, 4)))},
                                          {"bnb_4bit_use_double_quant", options.double_quant},
-                                         {"bnb_4bit_compute_dtype", "bfloat16"}};
+                                         {"bnb_4bit_compute_dtype", "bfloat16"},
+                                         {"llm_int8_skip_modules", skip}};
       }
       write_file_atomically(out / name, dump_json(config, 2) + "\n");
       continue;
@@ -228,7 +247,7 @@ inline std::vector<TargetReport> assemble(const loftq::io::Checkpoint& checkpoin
   write_file_atomically(adapter_dir / "adapter_config.json", adapter_config_json(adapter));
   summary.files.push_back("loftq_init/adapter_model.safetensors");
   summary.files.push_back("loftq_init/adapter_config.json");
-  copy_small_files(options, out);
+  copy_small_files(options, checkpoint, targets, out);
   return reports;
 }
 
