@@ -199,114 +199,6 @@ TEST_F(Convert, SixteenBitBackboneIsWhatBitsandbytesLoadsFromIt) {
   EXPECT_EQ(config.at("quantization_config").at("bnb_4bit_quant_type").get<std::string>(), "nf4");
 }
 
-/// The tensors named `names` of checkpoint `c`, as TensorData.
-std::vector<loftq::io::TensorData> tensors_of(const loftq::io::Checkpoint& c, const std::vector<std::string>& names) {
-  std::vector<loftq::io::TensorData> out;
-  for (const std::string& name : names) {
-    const loftq::io::Checkpoint::Entry e = c.at(name);
-    out.push_back({name, e.info->dtype, e.info->shape, e.file->read_raw(*e.info)});
-  }
-  return out;
-}
-
-/// One load-exact case: a format, bits and double quantization, and how the loader of the
-/// README's "Fine-tuning the result" turns the output of a target into the weight of the matmul.
-struct LoaderCase {
-  std::string label;
-  loftq_convert::BackboneFormat format;
-  int bits;
-  bool double_quant;
-};
-
-/// What the loader makes of target `name` in `out`: bitsandbytes quantizing a 16- or 32-bit
-/// backbone at load time, or dequantizing the stored tensors, as the library models it (and the
-/// golden files check against bitsandbytes' own code).
-Eigen::MatrixXf loaded_backbone(const fs::path& out, const std::string& name, const LoaderCase& c) {
-  using loftq_convert::BackboneFormat;
-  const loftq::io::Checkpoint result(out);
-  const std::string module = name.substr(0, name.size() - 7);
-  if (c.format == BackboneFormat::bnb_nf4) {
-    std::vector<std::string> names = {name, name + ".absmax", name + ".quant_map", name + ".quant_state.bitsandbytes__nf4"};
-    if (c.double_quant) names.insert(names.end(), {name + ".nested_absmax", name + ".nested_quant_map"});
-    return loftq::io::read_bnb(name, tensors_of(result, names)).dequantize();
-  }
-  if (c.format == BackboneFormat::bnb_int8) {
-    return loftq::io::read_bnb_int8(name, tensors_of(result, {name, module + ".SCB", module + ".weight_format"})).dequantize();
-  }
-  const loftq::RowMatrixXf stored = result.at(name).file->read_matrix(*result.at(name).info);
-  const loftq::FloatType type = loftq_convert::float_type_of(c.format);
-  if (c.bits == 8) {
-    return loftq::quantize(stored, loftq::Codebook::llm_int8, static_cast<int>(stored.cols()),
-                           loftq::LoadPath{type, false, loftq::FloatType::float32})
-        .dequantize();
-  }
-  return loftq::quantize(stored, loftq::Codebook::nf4, 64, loftq::LoadPath{type, c.double_quant, type}).dequantize();
-}
-
-TEST_F(Convert, EveryFormatReportsTheErrorsOfWhatItsLoaderMakes) {
-  using loftq_convert::BackboneFormat;
-  const std::vector<LoaderCase> cases = {
-      {"bf16", BackboneFormat::bf16, 4, false},        {"bf16-dq", BackboneFormat::bf16, 4, true},
-      {"fp16-dq", BackboneFormat::fp16, 4, true},      {"fp32", BackboneFormat::fp32, 4, false},
-      {"nf4", BackboneFormat::bnb_nf4, 4, false},      {"nf4-dq", BackboneFormat::bnb_nf4, 4, true},
-      {"bf16-int8", BackboneFormat::bf16, 8, false},   {"fp16-int8", BackboneFormat::fp16, 8, false},
-      {"int8", BackboneFormat::bnb_int8, 8, false}};
-  const loftq::io::Checkpoint input(model());
-  for (const LoaderCase& c : cases) {
-    SCOPED_TRACE(c.label);
-    loftq_convert::ConvertOptions o = options_for(model(), out("loader-" + c.label));
-    o.format = c.format;
-    o.bits = c.bits;
-    o.double_quant = c.double_quant;
-    o.target_modules = R"(model\.layers\.0\.(self_attn\.q_proj|mlp\.down_proj))";
-    o.report = out("loader-" + c.label + ".json");
-    loftq_convert::convert(o);
-    const loftq::io::Json report = loftq::io::parse_json(file_bytes(o.report));
-    const loftq::io::SafetensorsReader adapter(out("loader-" + c.label) / "loftq_init" / "adapter_model.safetensors");
-    ASSERT_EQ(report.at("targets").size(), 2u);
-    for (const loftq::io::Json& target : report.at("targets")) {
-      const std::string name = target.at("name").get<std::string>();
-      EXPECT_EQ(target.at("codebook").get<std::string>(), c.bits == 8 ? "llm_int8" : "nf4");
-      const Eigen::MatrixXd w = input.at(name).file->read_matrix(*input.at(name).info).cast<double>();
-      const Eigen::MatrixXd q = loaded_backbone(o.output, name, c).cast<double>();
-      const std::string key = "base_model.model." + name.substr(0, name.size() - 7);
-      const Eigen::MatrixXd lora_a = adapter.read_matrix(adapter.at(key + ".lora_A.weight")).cast<double>();
-      const Eigen::MatrixXd lora_b = adapter.read_matrix(adapter.at(key + ".lora_B.weight")).cast<double>();
-      const double loftq_error = (w - q - lora_b * lora_a).norm() / w.norm();  // scaling 1: alpha = r
-      const auto errors = target.at("loftq_errors").get<std::vector<double>>();
-      const double reported = errors.at(static_cast<std::size_t>(target.at("iteration").get<int>() - 1));
-      EXPECT_NEAR(loftq_error, reported, 1e-5 * reported) << name;
-      // QLoRA: the same loader on the original weights.
-      const loftq::Codebook codebook = c.bits == 8 ? loftq::Codebook::llm_int8 : loftq::Codebook::nf4;
-      const loftq::LoadPath path = loftq_convert::load_path_of(o, codebook, Dtype::bf16, 2);
-      const Eigen::MatrixXf wf = w.cast<float>();
-      const Eigen::MatrixXd qlora =
-          loftq::quantize(wf, codebook, c.bits == 8 ? static_cast<int>(w.cols()) : 64, path).dequantize().cast<double>();
-      const double qlora_error = (w - qlora).norm() / w.norm();
-      EXPECT_NEAR(target.at("qlora_error").get<double>(), qlora_error, 1e-6 * qlora_error) << name;
-      EXPECT_LT(loftq_error, qlora_error) << name;
-    }
-  }
-  // bnb-int8: the tensors of a Linear8bitLt and the config that makes transformers load them.
-  const loftq::io::Checkpoint int8(out("loader-int8"));
-  const std::string module = "model.layers.0.self_attn.q_proj";
-  EXPECT_EQ(int8.at(module + ".weight").info->dtype, Dtype::i8);
-  EXPECT_EQ(int8.at(module + ".weight").info->shape, (std::vector<std::uint64_t>{hidden, hidden}));
-  EXPECT_EQ(int8.at(module + ".SCB").info->shape, (std::vector<std::uint64_t>{hidden}));
-  EXPECT_EQ(int8.at(module + ".weight_format").info->shape, (std::vector<std::uint64_t>{}));
-  const loftq::io::Json config = loftq::io::parse_json(file_bytes(out("loader-int8") / "config.json"));
-  EXPECT_TRUE(config.at("quantization_config").at("load_in_8bit").get<bool>());
-  EXPECT_FALSE(config.at("quantization_config").at("load_in_4bit").get<bool>());
-  EXPECT_TRUE(config.at("quantization_config").at("llm_int8_threshold").is_number_float());
-  // The 2-D weights that are not targets stay as stored: transformers must not replace them.
-  const auto skip = config.at("quantization_config").at("llm_int8_skip_modules").get<std::set<std::string>>();
-  EXPECT_EQ(skip.count("lm_head"), 1u);
-  EXPECT_EQ(skip.count("model.embed_tokens"), 1u);
-  EXPECT_EQ(skip.count("model.layers.0.self_attn.k_proj"), 1u);
-  EXPECT_EQ(skip.count("model.layers.0.self_attn.q_proj"), 0u);
-  EXPECT_EQ(skip.count("model.layers.0.input_layernorm"), 0u);
-}
-
 TEST_F(Convert, RefusesSettingsItsLoaderCannotHonor) {
   using loftq_convert::BackboneFormat;
   const auto message = [&](const std::function<void(loftq_convert::ConvertOptions&)>& change) -> std::string {
@@ -785,6 +677,127 @@ std::vector<loftq::io::TensorData> tensors_of(const loftq::io::Checkpoint& check
     }
   }
   return parts;
+}
+
+/// One load-exact case: a format, bits and double quantization.
+struct LoaderCase {
+  std::string label;
+  loftq_convert::BackboneFormat format;
+  int bits;
+  bool double_quant;
+};
+
+/// Every format, 4-bit and LLM.int8, with and without double quantization.
+const std::vector<LoaderCase> loader_cases = {
+    {"bf16", loftq_convert::BackboneFormat::bf16, 4, false},      {"bf16-dq", loftq_convert::BackboneFormat::bf16, 4, true},
+    {"fp16-dq", loftq_convert::BackboneFormat::fp16, 4, true},    {"fp32", loftq_convert::BackboneFormat::fp32, 4, false},
+    {"nf4", loftq_convert::BackboneFormat::bnb_nf4, 4, false},    {"nf4-dq", loftq_convert::BackboneFormat::bnb_nf4, 4, true},
+    {"bf16-int8", loftq_convert::BackboneFormat::bf16, 8, false}, {"fp16-int8", loftq_convert::BackboneFormat::fp16, 8, false},
+    {"fp32-int8", loftq_convert::BackboneFormat::fp32, 8, false}, {"int8", loftq_convert::BackboneFormat::bnb_int8, 8, false}};
+
+/// The tensor `name` of `c` as TensorData.
+loftq::io::TensorData tensor_data(const loftq::io::Checkpoint& c, const std::string& name) {
+  const loftq::io::Checkpoint::Entry e = c.at(name);
+  return {name, e.info->dtype, e.info->shape, e.file->read_raw(*e.info)};
+}
+
+/// What the loader of the README's "Fine-tuning the result" makes of target `name` in `out`
+/// (out x in; a Conv1D weight transposed as transformers does): bitsandbytes quantizing a 16- or
+/// 32-bit backbone at load time, or dequantizing the stored tensors, as the library models it (the
+/// golden files check that model against bitsandbytes' own code).
+Eigen::MatrixXf loaded_backbone(const fs::path& out, const std::string& name, const LoaderCase& c, bool conv1d) {
+  using loftq_convert::BackboneFormat;
+  const loftq::io::Checkpoint result(out);
+  const std::string module = name.substr(0, name.size() - 7);
+  if (c.format == BackboneFormat::bnb_nf4) return loftq::io::read_bnb(name, tensors_of(result, name)).dequantize();
+  if (c.format == BackboneFormat::bnb_int8) {
+    return loftq::io::read_bnb_int8(name, {tensor_data(result, name), tensor_data(result, module + ".SCB"),
+                                           tensor_data(result, module + ".weight_format")})
+        .dequantize();
+  }
+  loftq::RowMatrixXf stored = result.at(name).file->read_matrix(*result.at(name).info);
+  if (conv1d) stored = loftq::RowMatrixXf(stored.transpose());
+  const loftq::FloatType type = loftq_convert::float_type_of(c.format);
+  if (c.bits == 8) {
+    return loftq::quantize(stored, loftq::Codebook::llm_int8, static_cast<int>(stored.cols()),
+                           loftq::LoadPath{type, false, loftq::FloatType::float32})
+        .dequantize();
+  }
+  return loftq::quantize(stored, loftq::Codebook::nf4, 64, loftq::LoadPath{type, c.double_quant, type}).dequantize();
+}
+
+/// Converts `model` in every loader case with `target_modules` and checks each target's report:
+/// its last LoftQ error is that of the loaded backbone plus scaling * lora_B lora_A (alpha = r,
+/// scaling 1), its QLoRA error that of the same loader on the original weights, and LoftQ's is
+/// below QLoRA's.
+void expect_errors_of_what_the_loader_makes(const fs::path& model, const fs::path& scratch, const std::string& target_modules,
+                                            std::size_t targets, bool conv1d) {
+  const loftq::io::Checkpoint input(model);
+  for (const LoaderCase& c : loader_cases) {
+    SCOPED_TRACE(c.label);
+    loftq_convert::ConvertOptions o = options_for(model, scratch / ("loader-" + c.label));
+    o.format = c.format;
+    o.bits = c.bits;
+    o.double_quant = c.double_quant;
+    o.target_modules = target_modules;
+    o.report = scratch / ("loader-" + c.label + ".json");
+    loftq_convert::convert(o);
+    const std::map<std::string, loftq::io::Json> reports = reports_by_name(o.report);
+    const SafetensorsReader adapter(o.output / "loftq_init" / "adapter_model.safetensors");
+    ASSERT_EQ(reports.size(), targets);
+    for (const auto& [name, report] : reports) {
+      SCOPED_TRACE(name);
+      EXPECT_EQ(report.at("codebook").get<std::string>(), c.bits == 8 ? "llm_int8" : "nf4");
+      const loftq::io::Checkpoint::Entry in = input.at(name);
+      loftq::RowMatrixXf w = in.file->read_matrix(*in.info);
+      if (conv1d) w = loftq::RowMatrixXf(w.transpose());
+      const std::string key = "base_model.model." + name.substr(0, name.size() - 7);
+      const double loftq_error = reconstruction_error(w, loaded_backbone(o.output, name, c, conv1d), 1.0,
+                                                      adapter.read_matrix(adapter.at(key + ".lora_A.weight")),
+                                                      adapter.read_matrix(adapter.at(key + ".lora_B.weight")));
+      EXPECT_NEAR(loftq_error, reported_error(report), 1e-5 * loftq_error);
+      // QLoRA: the same loader on the original weights.
+      const loftq::Codebook codebook = c.bits == 8 ? loftq::Codebook::llm_int8 : loftq::Codebook::nf4;
+      const loftq::LoadPath path = loftq_convert::load_path_of(o, codebook, in.info->dtype, 2);
+      const Eigen::MatrixXf qlora = loftq::quantize(w, codebook, c.bits == 8 ? static_cast<int>(w.cols()) : 64, path).dequantize();
+      const double qlora_error = (w.cast<double>() - qlora.cast<double>()).norm() / w.cast<double>().norm();
+      EXPECT_NEAR(report.at("qlora_error").get<double>(), qlora_error, 1e-6 * qlora_error);
+      EXPECT_LT(loftq_error, qlora_error);
+    }
+  }
+}
+
+TEST_F(Convert, EveryFormatReportsTheErrorsOfWhatItsLoaderMakesOnALlamaShapedModel) {
+  const ScratchDir dir;
+  expect_errors_of_what_the_loader_makes(model(), dir.path(), R"(model\.layers\.0\.(self_attn\.q_proj|mlp\.down_proj))", 2, false);
+  // bnb-int8: the tensors of a Linear8bitLt and the config that makes transformers load them.
+  const loftq::io::Checkpoint int8(dir / "loader-int8");
+  const std::string module = "model.layers.0.self_attn.q_proj";
+  EXPECT_EQ(int8.at(module + ".weight").info->dtype, Dtype::i8);
+  EXPECT_EQ(int8.at(module + ".weight").info->shape, (std::vector<std::uint64_t>{hidden, hidden}));
+  EXPECT_EQ(int8.at(module + ".SCB").info->shape, (std::vector<std::uint64_t>{hidden}));
+  EXPECT_EQ(int8.at(module + ".weight_format").info->shape, (std::vector<std::uint64_t>{}));
+  const loftq::io::Json config = loftq::io::parse_json(file_bytes(dir / "loader-int8" / "config.json"));
+  const loftq::io::Json& quantization = config.at("quantization_config");
+  EXPECT_TRUE(quantization.at("load_in_8bit").get<bool>());
+  EXPECT_FALSE(quantization.at("load_in_4bit").get<bool>());
+  EXPECT_TRUE(quantization.at("llm_int8_threshold").is_number_float());
+  // The 2-D weights that are not targets stay as stored: transformers must not replace them.
+  const auto skip = quantization.at("llm_int8_skip_modules").get<std::set<std::string>>();
+  EXPECT_EQ(skip.count("lm_head"), 1u);
+  EXPECT_EQ(skip.count("model.embed_tokens"), 1u);
+  EXPECT_EQ(skip.count("model.layers.0.self_attn.k_proj"), 1u);
+  EXPECT_EQ(skip.count("model.layers.0.self_attn.q_proj"), 0u);
+  EXPECT_EQ(skip.count("model.layers.0.input_layernorm"), 0u);
+}
+
+TEST_F(Convert, EveryFormatReportsTheErrorsOfWhatItsLoaderMakesOnAGpt2ShapedModel) {
+  const ScratchDir dir;
+  write_gpt2_model(dir / "gpt2");
+  expect_errors_of_what_the_loader_makes(dir / "gpt2", dir.path(), "all-linear", gpt2_conv1d.size(), true);
+  const loftq::io::Checkpoint int8(dir / "loader-int8");
+  EXPECT_EQ(int8.at("h.0.attn.c_attn.weight").info->shape, (std::vector<std::uint64_t>{192, 64}));  // [out, in]
+  EXPECT_EQ(int8.at("h.0.attn.c_attn.SCB").info->shape, (std::vector<std::uint64_t>{192}));
 }
 
 TEST_F(Convert, Gpt2Conv1dLayersConvertAsTheirTransposeInBf16AndBitsandbytes) {
