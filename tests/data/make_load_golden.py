@@ -400,7 +400,7 @@ def edge_notes(F, torch, tag, cases16, cases8, w):
 
 def offset_study(torch, count_vectors):
     """torch's float32 mean() (bitsandbytes' double-quant offset, here on the CPU) against the
-    mean summed in double, one rounding to float32 (loftq-cpp's bnb_double_quantize)."""
+    mean summed in double, one rounding to float32 (loftq::double_quantize)."""
     rng = np.random.default_rng(20260101)
     kinds = ("normal-f32", "normal-bf16", "t3-f32", "t3-bf16")
     buckets = ("blocks 1-256", "blocks 257-8192", "blocks 8193-200000")
