@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <loftq/io/bnb.hpp>
+#include <loftq/io/safetensors.hpp>
 
 #include <algorithm>
 #include <array>
@@ -190,6 +191,42 @@ TEST(LoadGolden, LlmInt8) {
       const QuantizedMatrix back = loftq::io::read_bnb_int8("m.weight", loftq::io::bnb_int8_tensors("m.weight", q));
       EXPECT_EQ(differing(back.dequantize(), out), 0);
     }
+  }
+}
+
+TEST(LoadGolden, BitsandbytesReadsOurFilesAsWeDo) {
+  // tests/data/bnb_*.safetensors are the library's tensors of the golden inputs;
+  // golden_bnb_reads_ours.txt is what bitsandbytes' QuantState.from_dict + dequantize_4bit (or
+  // int8_vectorwise_dequant) makes of them: with the file's offset and nested map, bit for bit Q.
+  const auto fields = golden_fields("golden_bnb_reads_ours.txt");
+  struct Case {
+    std::string file, input;
+    Codebook codebook;
+  };
+  for (const Case& c : {Case{"bnb_nf4_dq_8x128", "golden_input_8x128.txt", Codebook::nf4},
+                        Case{"bnb_fp4_dq_6x100", "golden_input.txt", Codebook::fp4},
+                        Case{"bnb_int8_8x128", "golden_input_8x128.txt", Codebook::llm_int8}}) {
+    SCOPED_TRACE(c.file);
+    const Eigen::MatrixXf w = input_of({{"input", c.input}});
+    const bool int8 = c.codebook == Codebook::llm_int8;
+    const QuantizedMatrix q = int8 ? loftq::quantize(w, c.codebook, static_cast<int>(w.cols()), LoadPath{})
+                                   : loftq::quantize(w, c.codebook, 64, LoadPath{FloatType::float32, true, FloatType::bfloat16});
+    const std::vector<loftq::io::TensorData> ours = int8 ? loftq::io::bnb_int8_tensors("w.weight", q) : loftq::io::bnb_tensors("w.weight", q);
+    const loftq::io::SafetensorsReader file(loftq_test::data_path(c.file + ".safetensors"));
+    std::vector<loftq::io::TensorData> stored;
+    for (const loftq::io::TensorInfo& info : file.tensors()) stored.push_back({info.name, info.dtype, info.shape, file.read_raw(info)});
+    ASSERT_EQ(stored.size(), ours.size());
+    for (const loftq::io::TensorData& t : ours) {
+      const auto it = std::find_if(stored.begin(), stored.end(), [&](const loftq::io::TensorData& s) { return s.name == t.name; });
+      ASSERT_NE(it, stored.end()) << t.name;
+      EXPECT_EQ(it->dtype, t.dtype) << t.name;
+      EXPECT_EQ(it->shape, t.shape) << t.name;
+      EXPECT_EQ(it->bytes, t.bytes) << t.name;  // the library writes these files
+    }
+    const std::vector<float> theirs = parse_hex_floats(field(fields, c.file + ".out"));
+    const QuantizedMatrix back = int8 ? loftq::io::read_bnb_int8("w.weight", stored) : loftq::io::read_bnb("w.weight", stored);
+    EXPECT_EQ(differing(back.dequantize(), theirs), 0);
+    EXPECT_EQ(differing(q.dequantize(), theirs), 0);  // what the solver optimized for
   }
 }
 

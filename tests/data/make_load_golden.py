@@ -19,6 +19,12 @@ seed (numpy's legacy RandomState, whose stream numpy keeps unchanged). For each 
   int8_vectorwise_quant(W16) (threshold 0) and out = int8_vectorwise_dequant(codes, SCB), for
   W16 = W.half() (a float16 or float32 backbone) and W.to(bfloat16).half() (a bfloat16 one).
 
+And golden_bnb_reads_ours.txt: what bitsandbytes dequantizes from the files loftq-cpp writes,
+bnb_*.safetensors of this folder (the library's bnb_tensors / bnb_int8_tensors of the golden
+inputs; tests/test_load_golden.cpp checks that the library writes them byte for byte):
+QuantState.from_dict() of a 4-bit weight's tensors then dequantize_4bit(), and
+int8_vectorwise_dequant(weight, SCB) of a Linear8bitLt's.
+
 File format: lines starting with '#' are comments; every other line is `key: tokens`, tokens
 separated by single spaces. Floats are hex float32 ("0x1.8cd078p-3", float.hex() of the float32
 value with trailing zero digits dropped; std::strtof / float.fromhex read them back exactly).
@@ -441,6 +447,47 @@ def offset_study(torch, count_vectors):
 
 # ---------------------------------------------------------------------------- main
 
+OURS = (("bnb_nf4_dq_8x128", "4bit"), ("bnb_fp4_dq_6x100", "4bit"), ("bnb_int8_8x128", "int8"))
+
+
+def read_safetensors(torch, path):
+    """The tensors of a safetensors file, by name (little-endian, as the format has it)."""
+    import json
+    import struct
+    with open(path, "rb") as f:
+        raw = f.read()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    data = raw[8 + length:]
+    dtypes = {"U8": np.uint8, "I8": np.int8, "F32": np.float32}
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        a = np.frombuffer(data[begin:end], dtype=dtypes[info["dtype"]]).reshape(info["shape"]).copy()
+        out[name] = torch.from_numpy(a)
+    return out
+
+
+def bnb_reads_ours_lines(F, torch, rev):
+    """What bitsandbytes dequantizes from the library's bnb_*.safetensors files."""
+    lines = [f"# bitsandbytes {rev}: what it dequantizes from the files loftq-cpp writes",
+             "# <file>.out: QuantState.from_dict(tensors) + dequantize_4bit(weight, state), or",
+             "#   int8_vectorwise_dequant(weight, SCB); row-major, float32",
+             f"bitsandbytes: {rev}", "files: " + " ".join(name for name, _ in OURS)]
+    for name, kind in OURS:
+        t = read_safetensors(torch, os.path.join(HERE, name + ".safetensors"))
+        if kind == "4bit":
+            qs = {k[len("w.weight."):]: v for k, v in t.items() if k.startswith("w.weight.")}
+            state = F.QuantState.from_dict(qs, device="cpu")
+            out = F.dequantize_4bit(t["w.weight"], state).float()
+        else:
+            out = F.kernels["int8_vectorwise_dequant"](t["w.weight"], t["w.SCB"]).float()
+        lines.append(f"{name}.out: " + f32_tokens(out.numpy().reshape(-1)))
+    return lines
+
+
 def main():
     args = sys.argv[1:]
     if not args or args[0].startswith("-"):
@@ -480,6 +527,8 @@ def main():
         if mode == "write":
             requant_checks(F, torch, tag, w, c16, c32, c8)
             edge_notes(F, torch, tag, c16, c8, w)
+
+    files["golden_bnb_reads_ours.txt"] = text(bnb_reads_ours_lines(F, torch, rev))
 
     for name, body in files.items():
         path = os.path.join(HERE, name)
