@@ -209,8 +209,12 @@ TEST(LoadPath, SixteenBitBackboneRequantizesToTheSameMatrix) {
         const QuantizedMatrix again = loftq::quantize(stored, c, 64, path);
         EXPECT_EQ(again.scales(), q.scales());
         EXPECT_TRUE(again.dequantize() == q.dequantize()) << loftq::name_of(type) << " " << loftq::name_of(c) << " dq " << dq;
-        if (c == Codebook::nf4) EXPECT_EQ(again.codes(), q.codes());
-        if (dq) EXPECT_FALSE(stored == q.dequantize());  // the stored values are not the loaded ones
+        if (c == Codebook::nf4) {
+          EXPECT_EQ(again.codes(), q.codes());
+        }
+        if (dq) {
+          EXPECT_FALSE(stored == q.dequantize());  // the stored values are not the loaded ones
+        }
       }
     }
     const int cols = static_cast<int>(w.cols());
