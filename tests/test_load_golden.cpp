@@ -125,7 +125,9 @@ void check_four_bit(const std::map<std::string, std::string>& fields, const std:
   const std::vector<float> nested_absmax = parse_hex_floats(field(fields, name + ".nested_absmax"));
   const long offset_ulps = std::abs(static_cast<long>(bits_of_float(dq.offset)) - static_cast<long>(bits_of_float(offset)));
   EXPECT_LE(offset_ulps, 2);
-  if (offset_ulps == 0) EXPECT_EQ(dq.absmax, nested_absmax);  // max |absmax - offset|
+  if (offset_ulps == 0) {
+    EXPECT_EQ(dq.absmax, nested_absmax);  // max |absmax - offset|
+  }
   std::array<float, 256> map{};
   const std::vector<float> map_values = parse_hex_floats(field(fields, "dynamic_map"));
   std::copy(map_values.begin(), map_values.end(), map.begin());
