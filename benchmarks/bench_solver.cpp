@@ -48,6 +48,17 @@ void BM_Loftq(benchmark::State& state) {
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// loftq::loftq(W, 64, 4, 1): the cold step alone (9 passes over E and one quantize pass).
+void BM_LoftqOneStep(benchmark::State& state) {
+  const Eigen::MatrixXf& w = gaussian_weight(state.range(0), state.range(1));
+  double error = 0;
+  for (auto _ : state) error = loftq::loftq(w, 64, 4, 1).error();
+  state.counters["error"] = error;
+  const double mn = static_cast<double>(w.rows()) * static_cast<double>(w.cols());
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(9 * 2.0 * mn * 68 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 /// The same with the exact SVD (Eigen::BDCSVD); counter krylov_over_exact is the final error of
 /// the default path over this one's.
 void BM_LoftqExactSvd(benchmark::State& state) {
@@ -111,6 +122,12 @@ bool register_solver_benchmarks() {
   }
   for (auto [rows, cols] : {std::pair{1024, 1024}, std::pair{4096, 4096}, std::pair{4096, 11008}}) {
     benchmark::RegisterBenchmark("BM_Loftq", BM_Loftq)->Args({rows, cols})->UseRealTime()->Unit(benchmark::kMillisecond);
+    if (rows == 4096 && cols == 4096) {
+      benchmark::RegisterBenchmark("BM_LoftqOneStep", BM_LoftqOneStep)
+          ->Args({rows, cols})
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
     if (rows == 1024 || std::getenv("LOFTQ_BENCH_EXACT") != nullptr) {
       benchmark::RegisterBenchmark("BM_LoftqExactSvd", BM_LoftqExactSvd)
           ->Args({rows, cols})
