@@ -2,13 +2,19 @@
 // (randomized block Krylov) path at 1024 x 1024, 4096 x 4096 and 4096 x 11008, and the exact-SVD
 // path with the error ratio of the default path to it. The exact path takes about 100 s at
 // 4096 x 4096 and 330 s at 4096 x 11008: those sizes run only when LOFTQ_BENCH_EXACT is set.
+// BM_LoftqAccuracy is the accuracy table on Gaussian and heavy-tailed matrices (1024 x 1024, or
+// 4096 x 4096 when LOFTQ_BENCH_EXACT is set).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <loftq/loftq.hpp>
 #include <map>
 #include <random>
+#include <string>
 #include <utility>
+
+#include "test_helpers.hpp"
 
 namespace {
 
@@ -35,6 +41,22 @@ void BM_Loftq(benchmark::State& state) {
     error = r.error();
   }
   state.counters["error"] = error;
+  // The big products: 9 passes over E in the cold step (depth 5), 3 in each warm one (depth 2),
+  // each 2 m n 68 flops; and the quantize pass's A B^T of steps 2..5, 2 m n 64 each.
+  const double mn = static_cast<double>(w.rows()) * static_cast<double>(w.cols());
+  state.counters["GFLOP/s"] = benchmark::Counter((21 * 2.0 * mn * 68 + 4 * 2.0 * mn * 64) * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
+/// loftq::loftq(W, 64, 4, 1): the cold step alone (9 passes over E and one quantize pass).
+void BM_LoftqOneStep(benchmark::State& state) {
+  const Eigen::MatrixXf& w = gaussian_weight(state.range(0), state.range(1));
+  double error = 0;
+  for (auto _ : state) error = loftq::loftq(w, 64, 4, 1).error();
+  state.counters["error"] = error;
+  const double mn = static_cast<double>(w.rows()) * static_cast<double>(w.cols());
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(9 * 2.0 * mn * 68 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 /// The same with the exact SVD (Eigen::BDCSVD); counter krylov_over_exact is the final error of
@@ -54,9 +76,58 @@ void BM_LoftqExactSvd(benchmark::State& state) {
   state.counters["krylov_over_exact"] = loftq::loftq(w, 64, 4, 5).error() / error;
 }
 
+enum class Kind { gaussian, heavy_tailed_moderate, heavy_tailed_extreme };
+
+/// The accuracy table: the default path against the exact-SVD path on one matrix (Gaussian, or
+/// heavy-tailed with kurtosis about 60 or about 1000 at 4096; tests/test_helpers.hpp makes them),
+/// codebook NF`bits` and rank `rank`. Counter T<t> is the error of the default path's returned
+/// iterate over the exact path's best error, both over the same t steps (prefixes of one 5-step
+/// run of each); kurtosis is the matrix's.
+void BM_LoftqAccuracy(benchmark::State& state) {
+  const auto kind = static_cast<Kind>(state.range(0));
+  const Eigen::Index n = state.range(3);
+  const Eigen::MatrixXf w = kind == Kind::gaussian ? loftq_test::gaussian(n, n, 0.02f, 5)
+                            : kind == Kind::heavy_tailed_moderate ? loftq_test::heavy_tailed(n, n, {5.0f, 10.0f}, 1)
+                                                                  : loftq_test::heavy_tailed(n, n, {5.0f, 24.0f}, 1);
+  loftq::Options o;
+  o.rank = state.range(2);
+  o.iters = 5;
+  o.codebook = loftq::codebook_for_bits(static_cast<int>(state.range(1)));
+  loftq::Result fast, exact;
+  for (auto _ : state) {
+    fast = loftq::loftq(w, o);
+    loftq::Options e = o;
+    e.svd = loftq::SvdMethod::exact;
+    exact = loftq::loftq(w, e);
+  }
+  for (int t = 1; t <= 5; ++t) {
+    state.counters["T" + std::to_string(t)] = *std::min_element(fast.errors.begin(), fast.errors.begin() + t) /
+                                             *std::min_element(exact.errors.begin(), exact.errors.begin() + t);
+  }
+  state.counters["kurtosis"] = loftq_test::kurtosis(w);
+}
+
 bool register_solver_benchmarks() {
+  const int accuracy_size = std::getenv("LOFTQ_BENCH_EXACT") != nullptr ? 4096 : 1024;
+  for (int kind = 0; kind < 3; ++kind) {
+    for (int bits : {4, 2}) {
+      for (int rank : {16, 64}) {
+        benchmark::RegisterBenchmark("BM_LoftqAccuracy", BM_LoftqAccuracy)
+            ->Args({kind, bits, rank, accuracy_size})
+            ->ArgNames({"kind", "bits", "rank", "n"})
+            ->Iterations(1)
+            ->Unit(benchmark::kMillisecond);
+      }
+    }
+  }
   for (auto [rows, cols] : {std::pair{1024, 1024}, std::pair{4096, 4096}, std::pair{4096, 11008}}) {
-    benchmark::RegisterBenchmark("BM_Loftq", BM_Loftq)->Args({rows, cols})->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("BM_Loftq", BM_Loftq)->Args({rows, cols})->UseRealTime()->Unit(benchmark::kMillisecond);
+    if (rows == 4096 && cols == 4096) {
+      benchmark::RegisterBenchmark("BM_LoftqOneStep", BM_LoftqOneStep)
+          ->Args({rows, cols})
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
     if (rows == 1024 || std::getenv("LOFTQ_BENCH_EXACT") != nullptr) {
       benchmark::RegisterBenchmark("BM_LoftqExactSvd", BM_LoftqExactSvd)
           ->Args({rows, cols})

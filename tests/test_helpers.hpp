@@ -3,6 +3,7 @@
 
 #include <loftq/loftq.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -101,6 +102,49 @@ inline Eigen::MatrixXf gaussian(Eigen::Index rows, Eigen::Index cols, float stdd
     for (Eigen::Index i = 0; i < rows; ++i) m(i, j) = normal(gen);
   }
   return m;
+}
+
+/// How heavy the tails of heavy_tailed() are.
+struct HeavyTail {
+  float dof = 3.0f;             ///< Degrees of freedom of the Student-t bulk (low: heavier tails).
+  float outlier_scale = 20.0f;  ///< Factor of the outlier columns; the outlier rows take half of it.
+};
+
+/// A heavy-tailed rows x cols weight from a fixed seed, like a trained LLM matrix: a Student-t
+/// bulk (scaled to std about 0.02 for dof > 2), a decaying rank-8 part (scale 0.05 / (1 + k),
+/// k = 0..7), three outlier input channels (columns) scaled by outlier_scale and two outlier
+/// output channels (rows) scaled by outlier_scale / 2 (their crossings once). The kurtosis grows
+/// with outlier_scale and with the size (kurtosis() measures it): at 384 x 512, HeavyTail{5, 6}
+/// seed 1 has about 56 and HeavyTail{4.5, 64} seed 3 about 760; at 4096 x 4096 HeavyTail{5, 10}
+/// seed 1 about 63 and HeavyTail{5, 24} seed 1 about 960.
+inline Eigen::MatrixXf heavy_tailed(Eigen::Index rows, Eigen::Index cols, HeavyTail tail, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::student_t_distribution<double> student(static_cast<double>(tail.dof));
+  const double bulk = tail.dof > 2.0f ? 0.02 / std::sqrt(tail.dof / (tail.dof - 2.0)) : 0.02;
+  Eigen::MatrixXf m(rows, cols);
+  for (Eigen::Index j = 0; j < cols; ++j) {
+    for (Eigen::Index i = 0; i < rows; ++i) m(i, j) = static_cast<float>(bulk * student(gen));
+  }
+  const Eigen::MatrixXf u = gaussian(rows, 8, 1.0f, seed + 1);
+  const Eigen::MatrixXf v = gaussian(cols, 8, 1.0f, seed + 2);
+  for (Eigen::Index k = 0; k < 8; ++k) {
+    m += (0.05f / static_cast<float>(1 + k) / std::sqrt(static_cast<float>(rows))) * u.col(k) * v.col(k).transpose();
+  }
+  const Eigen::Index outlier_cols[] = {1, cols / 3, cols - 5};
+  const Eigen::Index outlier_rows[] = {rows / 4, rows - 3};
+  for (Eigen::Index i : outlier_rows) m.row(i) *= 0.5f * tail.outlier_scale;
+  for (Eigen::Index j : outlier_cols) {
+    for (Eigen::Index i : outlier_rows) m(i, j) /= 0.5f * tail.outlier_scale;  // scaled once, not twice
+    m.col(j) *= tail.outlier_scale;
+  }
+  return m;
+}
+
+/// Kurtosis E[x^4] / E[x^2]^2 of the elements of m (3 for a Gaussian), in double.
+inline double kurtosis(const Eigen::MatrixXf& m) {
+  const Eigen::ArrayXd x = m.reshaped().cast<double>().array();
+  const double second = x.square().mean();
+  return x.square().square().mean() / (second * second);
 }
 
 /// The error message of what `f` throws as std::invalid_argument, or "" when it does not.

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <Eigen/SVD>
+#include <algorithm>
 #include <limits>
 
 #include "test_helpers.hpp"
@@ -140,6 +141,45 @@ TEST(Loftq, RandomizedSvdStaysCloseToTheExactSvdPath) {
   o.svd = loftq::SvdMethod::block_krylov;
   o.warm_start = true;
   EXPECT_LT(loftq::loftq(w, o).error(), exact.error() * 1.003);
+}
+
+TEST(Loftq, DefaultPathStaysCloseToTheExactPathOnGaussianAndHeavyTailedMatrices) {
+  // 384 x 512: even the cold rank-64 sketch (5 blocks of 68 columns) is narrower than the matrix.
+  // The ratio is the error of the default path's returned iterate over the exact-SVD path's best
+  // error over the same T (T = 1..5 are the prefixes of one 5-step run of each: more steps extend
+  // the same error sequence). Measured largest today: 1.0024 (heavy-tailed kurtosis ~56, NF2,
+  // rank 16, T = 5); the target of issue 13 is 1.002 on every case.
+  struct Case {
+    const char* name;
+    Eigen::MatrixXf w;
+  };
+  const Case cases[] = {{"gaussian", loftq_test::gaussian(384, 512, 0.02f, 5)},
+                        {"heavy_tailed_56", loftq_test::heavy_tailed(384, 512, {5.0f, 6.0f}, 1)},
+                        {"heavy_tailed_760", loftq_test::heavy_tailed(384, 512, {4.5f, 64.0f}, 3)}};
+  EXPECT_LT(loftq_test::kurtosis(cases[0].w), 3.2);
+  EXPECT_GT(loftq_test::kurtosis(cases[1].w), 40.0);
+  EXPECT_GT(loftq_test::kurtosis(cases[2].w), 500.0);
+  double worst = 0.0;
+  for (const Case& c : cases) {
+    for (Codebook codebook : {Codebook::nf4, Codebook::nf2}) {
+      for (Eigen::Index rank : {16, 64}) {
+        loftq::Options o;
+        o.rank = rank;
+        o.iters = 5;
+        o.codebook = codebook;
+        const auto fast = loftq::loftq(c.w, o);
+        o.svd = loftq::SvdMethod::exact;
+        const auto exact = loftq::loftq(c.w, o);
+        for (std::size_t t = 1; t <= 5; ++t) {
+          const double ratio = *std::min_element(fast.errors.begin(), fast.errors.begin() + t) /
+                               *std::min_element(exact.errors.begin(), exact.errors.begin() + t);
+          worst = std::max(worst, ratio);
+          EXPECT_LT(ratio, 1.003) << c.name << " " << loftq::name_of(codebook) << " rank " << rank << " T " << t;
+        }
+      }
+    }
+  }
+  RecordProperty("worst_ratio_to_exact", std::to_string(worst));
 }
 
 TEST(Loftq, ResultsDependOnTheSeedAndNotOnTheThreadCount) {

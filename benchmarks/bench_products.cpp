@@ -1,0 +1,102 @@
+// The rate of the solver's products next to one large Eigen SGEMM of the same shape, in the same
+// run, so that the gap to the machine's GEMM rate is a number. Counter GFLOP/s counts 2 m n k
+// flops per product over the wall time (UseRealTime: the products run on several threads). At
+// 4096 x 4096 and 68 columns (rank 64 + oversampling 4):
+//  - BM_SolverProduct/multiply: the Krylov pass E X (E row-major 4096 x 4096, X 4096 x 68), as
+//    the randomized SVD runs it (detail::multiply: fixed row pieces, one thread each);
+//  - BM_SolverProduct/multiply_transposed: the pass E^T Y (detail::multiply_transposed);
+//  - BM_SolverProduct/low_rank: the quantize pass's A B^T (A 4096 x 64, B 4096 x 64), formed
+//    piece by piece as quantize_pass() forms it, without the quantization;
+//  - BM_EigenSgemm: one Eigen product E X of a column-major E, parallelized by Eigen itself on
+//    the same threads.
+// BM_Loftq (bench_solver.cpp) has the same counter for the whole loftq(W, 64, 4, 5): the flops of
+// its big products over its whole time.
+#include <benchmark/benchmark.h>
+
+#include <loftq/loftq.hpp>
+#include <map>
+#include <random>
+#include <utility>
+
+namespace {
+
+constexpr Eigen::Index sketch_width = 68;  // rank 64 + oversampling 4
+
+/// A rows x cols Gaussian matrix (std 0.02) from seed 3, built once.
+const Eigen::MatrixXf& weight(Eigen::Index rows, Eigen::Index cols) {
+  static std::map<std::pair<Eigen::Index, Eigen::Index>, Eigen::MatrixXf> cache;
+  auto it = cache.find({rows, cols});
+  if (it == cache.end()) {
+    std::mt19937 gen(3);
+    std::normal_distribution<float> normal(0.0f, 0.02f);
+    Eigen::MatrixXf w(rows, cols);
+    for (Eigen::Index i = 0; i < w.size(); ++i) w.data()[i] = normal(gen);
+    it = cache.emplace(std::pair{rows, cols}, std::move(w)).first;
+  }
+  return it->second;
+}
+
+/// A rows x cols matrix of uniform values in [-1, 1] (Eigen's Random), seeded.
+Eigen::MatrixXf block(Eigen::Index rows, Eigen::Index cols) {
+  std::srand(4);
+  return Eigen::MatrixXf::Random(rows, cols);
+}
+
+benchmark::Counter gflops(double flops) {
+  return benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+enum class Product { multiply, multiply_transposed, low_rank };
+
+void BM_SolverProduct(benchmark::State& state, Product product) {
+  const Eigen::Index rows = state.range(0), cols = state.range(1);
+  const loftq::RowMatrixXf e = weight(rows, cols);
+  const loftq::detail::ThreadScope scope;
+  const Eigen::MatrixXf x = block(cols, sketch_width), y = block(rows, sketch_width);
+  const Eigen::MatrixXf a = block(rows, 64), b = block(cols, 64);
+  Eigen::MatrixXf out;
+  double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(cols) * sketch_width;
+  for (auto _ : state) {
+    switch (product) {
+      case Product::multiply:
+        loftq::detail::multiply(e, x, out);
+        break;
+      case Product::multiply_transposed:
+        loftq::detail::multiply_transposed(e, y, out);
+        break;
+      case Product::low_rank:
+        loftq::detail::over_low_rank_pieces(a, b, rows, cols, 64, [](std::size_t, std::size_t, const float* l) {
+          benchmark::DoNotOptimize(l);
+          return 0.0;
+        });
+        break;
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  if (product == Product::low_rank) flops = 2.0 * static_cast<double>(rows) * static_cast<double>(cols) * 64;
+  state.counters["GFLOP/s"] = gflops(flops);
+  state.counters["threads"] = loftq::threads();
+}
+
+void BM_EigenSgemm(benchmark::State& state) {
+  const Eigen::Index rows = state.range(0), cols = state.range(1);
+  const Eigen::MatrixXf& e = weight(rows, cols);
+  const Eigen::MatrixXf x = block(cols, sketch_width);
+  Eigen::setNbThreads(loftq::threads());
+  Eigen::MatrixXf out(rows, sketch_width);
+  for (auto _ : state) {
+    out.noalias() = e * x;
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["GFLOP/s"] = gflops(2.0 * static_cast<double>(rows) * static_cast<double>(cols) * sketch_width);
+  state.counters["threads"] = Eigen::nbThreads();
+}
+
+}  // namespace
+
+BENCHMARK_CAPTURE(BM_SolverProduct, multiply, Product::multiply)->Args({4096, 4096})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_SolverProduct, multiply_transposed, Product::multiply_transposed)
+    ->Args({4096, 4096})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_SolverProduct, low_rank, Product::low_rank)->Args({4096, 4096})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_EigenSgemm)->Args({4096, 4096})->UseRealTime()->Unit(benchmark::kMillisecond);
