@@ -148,7 +148,7 @@ TEST(Loftq, DefaultPathStaysCloseToTheExactPathOnGaussianAndHeavyTailedMatrices)
   // The ratio is the error of the default path's returned iterate over the exact-SVD path's best
   // error over the same T (T = 1..5 are the prefixes of one 5-step run of each: more steps extend
   // the same error sequence). Measured largest today: 1.0024 (heavy-tailed kurtosis ~56, NF2,
-  // rank 16, T = 5); the target of issue 13 is 1.002 on every case.
+  // rank 16, T = 5); the goal is 1.002 on every case.
   struct Case {
     const char* name;
     Eigen::MatrixXf w;
