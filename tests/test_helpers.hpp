@@ -60,13 +60,13 @@ inline float float_of_bits(std::uint32_t u) {
   return x;
 }
 
-/// The golden input matrix (tests/data/golden_input.txt), row-major.
-inline loftq::RowMatrixXf golden_input() {
-  const auto lines = data_lines("golden_input.txt");
+/// A golden input matrix (tests/data/golden_input.txt by default), row-major.
+inline loftq::RowMatrixXf golden_input(const std::string& name = "golden_input.txt") {
+  const auto lines = data_lines(name);
   const auto shape = parse_ints(lines.at(0));
   const auto values = parse_hex_floats(lines.at(1));
   loftq::RowMatrixXf w(shape.at(0), shape.at(1));
-  if (values.size() != static_cast<std::size_t>(w.size())) throw std::runtime_error("bad golden_input.txt");
+  if (values.size() != static_cast<std::size_t>(w.size())) throw std::runtime_error("bad " + name);
   std::memcpy(w.data(), values.data(), values.size() * sizeof(float));
   return w;
 }

@@ -63,13 +63,7 @@ std::vector<std::uint8_t> hex_bytes(const std::string& text) {
 
 /// The golden input named by the file's `input` key, row-major.
 Eigen::MatrixXf input_of(const std::map<std::string, std::string>& fields) {
-  const auto lines = data_lines(field(fields, "input"));
-  const auto shape = parse_ints(lines.at(0));
-  const auto values = parse_hex_floats(lines.at(1));
-  loftq::RowMatrixXf w(shape.at(0), shape.at(1));
-  if (values.size() != static_cast<std::size_t>(w.size())) throw std::runtime_error("bad input");
-  std::memcpy(w.data(), values.data(), values.size() * sizeof(float));
-  return w;
+  return loftq_test::golden_input(field(fields, "input"));
 }
 
 /// Counts the elements of `ours` (row-major of m) whose bits differ from `theirs`, a zero of

@@ -20,6 +20,16 @@
 
 namespace loftq {
 
+namespace detail {
+
+/// The scales the loader multiplies by for block scales `scales` on `path`: the restored ones
+/// with double quantization, else the scales themselves.
+inline std::vector<float> loaded_scales(const std::vector<float>& scales, const LoadPath& path) {
+  return path.double_quant ? restored_scales(double_quantize(scales)) : scales;
+}
+
+}  // namespace detail
+
 /// A blockwise-quantized rows x cols matrix.
 ///
 /// Element (i, j) is element k = i * cols + j of the row-major flattening; block b holds
@@ -94,7 +104,7 @@ class QuantizedMatrix {
   /// The scales dequantization multiplies by: scales(), or with double quantization the ones
   /// bitsandbytes restores from their 8-bit codes (restored_scales()).
   std::vector<float> loaded_scales() const {
-    return load_path_.double_quant ? restored_scales(double_quantize(scales_)) : scales_;
+    return detail::loaded_scales(scales_, load_path_);
   }
   /// The code of element k of the row-major flattening.
   std::uint8_t code(std::size_t k) const { return detail::get_code(codes_.data(), k, bits()); }

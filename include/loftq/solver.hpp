@@ -229,8 +229,7 @@ double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matr
     return 0.0;
   });
   check_scales_finite("W - A B^T", q.scales, options.block_size, residual.cols());
-  const std::vector<float> loaded =
-      options.load_path.double_quant ? restored_scales(double_quantize(q.scales)) : q.scales;
+  const std::vector<float> loaded = loaded_scales(q.scales, options.load_path);
   return over_pieces(residual.rows(), residual.cols(), options.block_size, [&](std::size_t first, std::size_t n) {
     Scalar* e = residual.data() + first;
     dequantize_run(isa, q.codes.data() + first * bits / 8, loaded.data() + first / block, n, options.block_size,
