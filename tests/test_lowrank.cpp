@@ -147,6 +147,56 @@ TEST(TruncatedSvd, AWarmStartFromTheRightSubspaceIsExactInOnePass) {
   EXPECT_GT(residual_norm(e, cold), residual_norm(e, warm) * 1.01);
 }
 
+TEST(TruncatedSvd, ATolerancePicksTheDepthTheSpectrumNeedsAndStopsThere) {
+  // A gap after the rank converges in a few blocks; a flat spectrum takes the most. Either
+  // way the result is, bit for bit, the fixed-depth result of the depth it picked, for every
+  // thread count.
+  const Eigen::MatrixXf noise = loftq_test::gaussian(400, 300, 1e-3f, 35);
+  const Eigen::MatrixXf gapped = loftq_test::gaussian(400, 8, 1.0f, 36) * loftq_test::gaussian(8, 300, 1.0f, 37) + noise;
+  const Eigen::MatrixXf flat = loftq_test::gaussian(400, 300, 1.0f, 38);
+  loftq::SvdOptions options;
+  options.depth = 5;
+  options.tolerance = 5e-4;
+  options.seed = 3;
+  const auto gapped_adaptive = loftq::truncated_svd(gapped, 8, options);
+  const auto flat_adaptive = loftq::truncated_svd(flat, 8, options);
+  EXPECT_LE(gapped_adaptive.krylov_depth, 3);
+  EXPECT_EQ(flat_adaptive.krylov_depth, 5);
+  for (const auto* m : {&gapped, &flat}) {
+    const auto adaptive = loftq::truncated_svd(*m, 8, options);
+    loftq::SvdOptions fixed = options;
+    fixed.tolerance = 0.0;
+    fixed.depth = adaptive.krylov_depth;
+    const auto same = loftq::truncated_svd(*m, 8, fixed);
+    EXPECT_EQ(same.krylov_depth, adaptive.krylov_depth);
+    EXPECT_EQ(same.A, adaptive.A);
+    EXPECT_EQ(same.B, adaptive.B);
+    loftq::set_threads(1);
+    const auto one_thread = loftq::truncated_svd(*m, 8, options);
+    loftq::set_threads(0);
+    EXPECT_EQ(one_thread.A, adaptive.A);
+  }
+  EXPECT_EQ(loftq::truncated_svd(flat, 8, SvdMethod::exact).krylov_depth, 0);
+  EXPECT_EQ(loftq::truncated_svd(flat, 8, SvdMethod::subspace_iteration).krylov_depth, 0);
+}
+
+TEST(TruncatedSvd, KrylovStopsWhenTheExtrapolatedGainIsWithinTheTolerance) {
+  using loftq::detail::converged;
+  // Gains 1, 0.1, 0.01: rho = 0.1, what is left to gain 0.01 * 0.1 / 0.9 = 1.1e-3.
+  EXPECT_TRUE(converged({1.0, 0.1, 0.01}, 1.11, 10.0, 1.2e-4));
+  EXPECT_FALSE(converged({1.0, 0.1, 0.01}, 1.11, 10.0, 1.0e-4));
+  // The larger of the last two ratios counts: 0.5 after 0.1 extrapolates 0.05 * 0.5 / 0.5.
+  EXPECT_FALSE(converged({1.0, 0.1, 0.05}, 1.15, 10.0, 4e-3));
+  EXPECT_TRUE(converged({1.0, 0.1, 0.05}, 1.15, 10.0, 6e-3));
+  // A growing gain, or a single block, never stops; no gain at all, or one within float rounding
+  // of the captured energy (1e-5 of it), always does.
+  EXPECT_FALSE(converged({0.1, 0.5}, 0.6, 10.0, 1.0));
+  EXPECT_FALSE(converged({0.1}, 0.1, 10.0, 1.0));
+  EXPECT_TRUE(converged({0.1, 0.0}, 0.1, 0.0, 0.0));
+  EXPECT_TRUE(converged({1e6, 9.0}, 1e6, 1.0, 0.0));
+  EXPECT_FALSE(converged({1e6, 11.0}, 1e6, 1.0, 0.0));
+}
+
 TEST(TruncatedSvd, AZeroMatrixGivesZeroFactorsWithoutNaN) {
   const Eigen::MatrixXf e = Eigen::MatrixXf::Zero(150, 120);
   for (SvdMethod method : all_methods) {
@@ -185,6 +235,10 @@ TEST(TruncatedSvd, BadArgumentsThrowNamingThem) {
   options = {};
   options.depth = 0;
   EXPECT_NE(message([&] { loftq::truncated_svd(e, 1, options); }).find("depth = 0 must be >= 1"), std::string::npos);
+  options = {};
+  options.tolerance = -1.0;
+  EXPECT_NE(message([&] { loftq::truncated_svd(e, 1, options); }).find("tolerance = -1.000000 must be finite and >= 0"),
+            std::string::npos);
   options = {};
   options.power_iters = 0;
   EXPECT_NE(message([&] { loftq::truncated_svd(e, 1, options); }).find("power_iters = 0 must be >= 1"),

@@ -80,8 +80,9 @@ struct MixedPrecision {
 struct SolverSettings {
   loftq::SvdMethod svd = loftq::Options{}.svd;                  ///< Truncated-SVD method.
   int oversampling = loftq::Options{}.oversampling;             ///< Sketch columns beyond the rank.
-  int krylov_depth = loftq::Options{}.krylov_depth;             ///< Krylov blocks of a cold step.
-  int warm_krylov_depth = loftq::Options{}.warm_krylov_depth;   ///< Krylov blocks of a warm step.
+  int krylov_depth = loftq::Options{}.krylov_depth;             ///< Most Krylov blocks of a cold step.
+  int warm_krylov_depth = loftq::Options{}.warm_krylov_depth;   ///< Most Krylov blocks of a warm step.
+  double krylov_tolerance = loftq::Options{}.krylov_tolerance;  ///< When a step stops adding Krylov blocks.
   int power_iters = loftq::Options{}.power_iters;               ///< subspace_iteration passes.
   bool warm_start = loftq::Options{}.warm_start;                ///< Warm-start step t > 1 with B_{t-1}.
   std::uint64_t seed = loftq::Options{}.seed;                   ///< Seed of the randomized SVD.

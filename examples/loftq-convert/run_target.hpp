@@ -23,8 +23,8 @@ inline loftq::Options solver_options(const ConvertOptions& options, loftq::Codeb
   loftq::Options result;
   // One binding per field: a field added to loftq::Options stops the build here until it is set
   // below (and, when it changes the output, recorded in the shard manifest).
-  auto& [rank, iters, codebook, block_size, svd, oversampling, krylov_depth, warm_krylov_depth, power_iters,
-         warm_start, seed, threads, keep_best, load_path] = result;
+  auto& [rank, iters, codebook, block_size, svd, oversampling, krylov_depth, warm_krylov_depth, krylov_tolerance,
+         power_iters, warm_start, seed, threads, keep_best, load_path] = result;
   rank = std::min<Eigen::Index>(options.rank, std::min(rows, cols));
   iters = options.iters;
   codebook = target_codebook;
@@ -33,6 +33,7 @@ inline loftq::Options solver_options(const ConvertOptions& options, loftq::Codeb
   oversampling = options.solver.oversampling;
   krylov_depth = options.solver.krylov_depth;
   warm_krylov_depth = options.solver.warm_krylov_depth;
+  krylov_tolerance = options.solver.krylov_tolerance;
   power_iters = options.solver.power_iters;
   warm_start = options.solver.warm_start;
   seed = options.solver.seed;

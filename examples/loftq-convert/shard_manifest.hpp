@@ -88,7 +88,8 @@ inline loftq::io::OrderedJson settings_json(const ConvertOptions& options, const
   const auto& [input_dir, output, bits, rank, iters, codebook, block_size, target_modules, mixed, bits_budget,
                lora_alpha, use_rslora, format, double_quant, solver, threads, shard_index, shard_count, merge, report, overwrite] =
       options;
-  const auto& [svd, oversampling, krylov_depth, warm_krylov_depth, power_iters, warm_start, seed, keep_best] = solver;
+  const auto& [svd, oversampling, krylov_depth, warm_krylov_depth, krylov_tolerance, power_iters, warm_start, seed, keep_best] =
+      solver;
   // Not recorded, since they change no output byte: input_dir and output (the input is recorded
   // by identity), threads (results do not depend on them), shard_index and shard_count
   // (recorded beside the settings), merge, report and overwrite. `codebook` is recorded as
@@ -114,6 +115,7 @@ inline loftq::io::OrderedJson settings_json(const ConvertOptions& options, const
       {"oversampling", oversampling},
       {"krylov_depth", krylov_depth},
       {"warm_krylov_depth", warm_krylov_depth},
+      {"krylov_tolerance", krylov_tolerance},
       {"power_iters", power_iters},
       {"warm_start", warm_start},
       {"seed", seed},

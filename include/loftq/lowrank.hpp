@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -27,9 +28,9 @@ namespace loftq {
 enum class SvdMethod : std::uint8_t {
   /// Full thin SVD (Eigen::BDCSVD), then the leading rank triplets: the reference.
   exact,
-  /// Randomized block Krylov (Musco and Musco, 2015): `depth` blocks of rank + oversampling
-  /// columns spanning E^T E's Krylov space from a Gaussian (or given) sketch, 2 depth - 1
-  /// passes over E, then a Rayleigh-Ritz step. The default.
+  /// Randomized block Krylov (Musco and Musco, 2015): up to `depth` blocks of rank +
+  /// oversampling columns spanning E^T E's Krylov space from a Gaussian (or given) sketch, 2 d - 1
+  /// passes over E for d blocks, then a Rayleigh-Ritz step. The default.
   block_krylov,
   /// Randomized subspace iteration with power_iters >= 1 applications of E^T E, 2 power_iters
   /// + 1 passes over E: cheaper per pass and less accurate than block_krylov.
@@ -40,7 +41,12 @@ enum class SvdMethod : std::uint8_t {
 struct SvdOptions {
   SvdMethod method = SvdMethod::block_krylov;  ///< The method.
   int oversampling = 4;    ///< Columns of a sketch block beyond the rank, >= 0.
-  int depth = 5;           ///< Krylov blocks of block_krylov, >= 1.
+  int depth = 5;           ///< Krylov blocks of block_krylov, >= 1: all of them, or the most with a tolerance.
+  /// block_krylov: stop adding blocks once the captured energy (the sum of the rank largest
+  /// squared Ritz values) has converged: when what further blocks would add, extrapolated from
+  /// the last two blocks' gains as a geometric series, is at most tolerance times the energy
+  /// left, ||E||_F^2 minus the captured energy. >= 0; 0 always takes `depth` blocks.
+  double tolerance = 0.0;
   int power_iters = 1;     ///< Applications of E E^T in subspace_iteration, >= 1.
   std::uint64_t seed = 0;  ///< Seed of the Gaussian sketch; results depend only on it.
 };
@@ -50,6 +56,7 @@ struct LowRankFactors {
   Eigen::MatrixXf A;                ///< rows x rank, U_r sqrt(S_r).
   Eigen::MatrixXf B;                ///< cols x rank, V_r sqrt(S_r).
   Eigen::VectorXf singular_values;  ///< S_r, non-increasing.
+  int krylov_depth = 0;             ///< Krylov blocks block_krylov took; 0 for the other methods.
 };
 
 namespace detail {
@@ -78,6 +85,9 @@ inline void check_svd_options(const SvdOptions& options) {
     fail("oversampling = " + std::to_string(options.oversampling) + " must be >= 0");
   }
   if (options.depth < 1) fail("depth = " + std::to_string(options.depth) + " must be >= 1");
+  if (!(options.tolerance >= 0.0 && options.tolerance <= std::numeric_limits<double>::max())) {
+    fail("tolerance = " + std::to_string(options.tolerance) + " must be finite and >= 0");
+  }
   if (options.power_iters < 1) {
     fail("power_iters = " + std::to_string(options.power_iters) + " must be >= 1");
   }
@@ -113,11 +123,13 @@ void append_columns(Matrix<Scalar>& basis, const Matrix<Scalar>& block) {
 }
 
 /// Rayleigh-Ritz on the right: the best rank-`rank` factors of E P P^T, given P (orthonormal
-/// columns) and EP = E P. The small eigenproblem of (EP)^T EP = P^T E^T E P is solved in double.
+/// columns), EP = E P and its Gram matrix (EP)^T EP = P^T E^T E P, whose eigenproblem is solved in
+/// double.
 template <class Scalar>
-LowRankFactors rayleigh_ritz(const Matrix<Scalar>& P, const Matrix<Scalar>& EP, Eigen::Index rank) {
+LowRankFactors rayleigh_ritz(const Matrix<Scalar>& P, const Matrix<Scalar>& EP, const Eigen::MatrixXd& gram,
+                             Eigen::Index rank) {
   static_assert(std::is_same_v<Scalar, float>, "LowRankFactors hold float");
-  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(cross_product(EP, EP));
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);
   const Eigen::Index l = P.cols();
   Eigen::MatrixXd to_a(l, rank);  // W_r S_r^(-1/2)
   Eigen::MatrixXd to_b(l, rank);  // W_r S_r^(1/2)
@@ -149,25 +161,70 @@ Matrix<Scalar> initial_sketch(Eigen::Index cols, Eigen::Index block, const Matri
   return sketch;
 }
 
+/// Appends the columns of Y to EP and the rows and columns of (EP)^T Y to its Gram matrix.
+template <class Scalar>
+void append_to_gram(Matrix<Scalar>& EP, const Matrix<Scalar>& Y, Eigen::MatrixXd& gram) {
+  append_columns(EP, Y);
+  const Eigen::MatrixXd new_columns = cross_product(EP, Y);
+  const Eigen::Index old = gram.cols();
+  gram.conservativeResize(EP.cols(), EP.cols());
+  gram.rightCols(Y.cols()) = new_columns;
+  gram.bottomLeftCorner(Y.cols(), old) = new_columns.topRows(old).transpose();
+}
+
+/// The energy of E P P^T's best rank-`rank` approximation: the sum of the `rank` largest
+/// eigenvalues of the Gram matrix of E P, computed in double.
+inline double captured_energy(const Eigen::MatrixXd& gram, Eigen::Index rank) {
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram, Eigen::EigenvaluesOnly);
+  const Eigen::Index k = std::min(rank, gram.cols());
+  return eigen.eigenvalues().tail(k).cwiseMax(0.0).sum();  // eigenvalues ascend
+}
+
+/// Relative size below which a gain of captured energy is float rounding of the products.
+inline constexpr double captured_energy_rounding = 1e-5;
+
+/// Whether block Krylov may stop, given the captured energy each block added so far (gains[j] for
+/// block j + 1), the energy captured and the energy left, ||E||^2 minus the captured: when the
+/// last gain is within float rounding of the captured energy, or when what further blocks would
+/// add, extrapolated as a geometric series (gain rho / (1 - rho)) from the last gain and the
+/// larger of the last two gain ratios rho, is at most tolerance times the energy left.
+inline bool converged(const std::vector<double>& gains, double captured, double left, double tolerance) {
+  const std::size_t j = gains.size();
+  if (j < 2) return false;
+  const double gain = gains[j - 1];
+  if (gain <= captured_energy_rounding * captured) return true;
+  double rho = gain / gains[j - 2];
+  if (j >= 3) rho = std::max(rho, gains[j - 2] / gains[j - 3]);
+  if (!(rho < 1.0)) return false;
+  return gain * rho <= tolerance * std::max(0.0, left) * (1.0 - rho);
+}
+
 /// Randomized truncated SVD of E (block_krylov or subspace_iteration); `start` (cols x k) or
-/// nullptr seeds the sketch. Both methods work on the right: from an orthonormal block P_0 of
-/// the sketch, each next block is P_{j+1} = orth(E^T orth(E P_j)), orthogonal to the blocks
-/// before it. block_krylov keeps all `depth` blocks (2 depth - 1 passes over E), subspace
-/// iteration only the last of power_iters + 1 (2 power_iters + 1 passes); Rayleigh-Ritz on the
-/// kept blocks P then needs E P, which the passes have made already.
+/// nullptr seeds the sketch; `energy` is ||E||_F^2, used only by a tolerance. Both methods work
+/// on the right: from an orthonormal block P_0 of the sketch, each next block is
+/// P_{j+1} = orth(E^T orth(E P_j)), orthogonal to the blocks before it. block_krylov keeps all its
+/// blocks (2 d - 1 passes over E for d blocks), and with a tolerance stops adding them once the
+/// captured energy has converged; subspace iteration keeps only the last of power_iters + 1
+/// (2 power_iters + 1 passes). Rayleigh-Ritz on the kept blocks P then needs E P, which the passes
+/// have made already.
 template <class Scalar>
 LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
-                              const Matrix<Scalar>* start) {
+                              const Matrix<Scalar>* start, double energy) {
   const Eigen::Index block = std::min<Eigen::Index>(rank + options.oversampling, std::min(E.rows(), E.cols()));
   const bool krylov = options.method == SvdMethod::block_krylov;
   const int blocks = krylov ? options.depth : options.power_iters + 1;
+  const bool adaptive = krylov && options.tolerance > 0.0;
   const Matrix<Scalar> none;
   Matrix<Scalar> P = initial_sketch(E.cols(), block, start, options.seed);  // kept blocks
   orthonormalize(none, P);
   Matrix<Scalar> EP;  // E P
   multiply(E, P, EP);
+  Eigen::MatrixXd gram = cross_product(EP, EP);  // (EP)^T EP
+  double captured = adaptive ? captured_energy(gram, rank) : 0.0;
+  std::vector<double> gains = {captured};  // captured energy each block added
+  int depth = 1;
   Matrix<Scalar> Y, Z;
-  for (int j = 1; j < blocks; ++j) {
+  for (; depth < blocks; ++depth) {
     Y = EP.rightCols(block);
     orthonormalize(none, Y);
     multiply_transposed(E, Y, Z);
@@ -175,14 +232,25 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
       orthonormalize(P, Z);
       append_columns(P, Z);
       multiply(E, Z, Y);
-      append_columns(EP, Y);
+      append_to_gram(EP, Y, gram);
+      if (adaptive) {
+        gains.push_back(captured_energy(gram, rank) - captured);
+        captured += gains.back();
+        if (converged(gains, captured, energy - captured, options.tolerance)) {
+          ++depth;
+          break;
+        }
+      }
     } else {
       orthonormalize(none, Z);
       P = std::move(Z);
       multiply(E, P, EP);
+      gram = cross_product(EP, EP);
     }
   }
-  return rayleigh_ritz(P, EP, rank);
+  LowRankFactors factors = rayleigh_ritz(P, EP, gram, rank);
+  factors.krylov_depth = krylov ? depth : 0;
+  return factors;
 }
 
 /// Columns the randomized method's basis would have.
@@ -191,22 +259,25 @@ inline Eigen::Index sketch_columns(Eigen::Index rank, const SvdOptions& options)
   return options.method == SvdMethod::block_krylov ? block * options.depth : block;
 }
 
-/// truncated_svd() on a row-major matrix, inside the caller's ThreadScope.
+/// truncated_svd() on a row-major matrix, inside the caller's ThreadScope; `energy` is
+/// ||E||_F^2, or negative to have it computed when a tolerance needs it.
 template <class Scalar>
 LowRankFactors truncated_svd_row_major(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
-                                       const Matrix<Scalar>* start) {
+                                       const Matrix<Scalar>* start, double energy) {
   if (rank == 0) return empty_factors(E.rows(), E.cols());
   // A sketch as wide as E's smaller side holds no saving: compute the exact SVD.
   if (options.method == SvdMethod::exact || sketch_columns(rank, options) >= std::min(E.rows(), E.cols())) {
     return exact_svd(E, rank);
   }
-  return randomized_svd(E, rank, options, start);
+  if (energy < 0.0 && options.tolerance > 0.0) energy = E.template cast<double>().squaredNorm();
+  return randomized_svd(E, rank, options, start, energy);
 }
 
 #ifdef LOFTQ_SEPARATE_COMPILATION
 // Instantiated once, in the source that includes <loftq/src.hpp>.
 extern template LowRankFactors truncated_svd_row_major<float>(const RowMatrix<float>& E, Eigen::Index rank,
-                                                              const SvdOptions& options, const Matrix<float>* start);
+                                                              const SvdOptions& options, const Matrix<float>* start,
+                                                              double energy);
 #endif
 
 /// Checks the arguments of truncated_svd() and computes it.
@@ -225,7 +296,7 @@ LowRankFactors checked_truncated_svd(const Eigen::MatrixBase<Derived>& E, Eigen:
   const ThreadScope scope;
   return with_row_major(E, [&](const RowMatrixXf& row_major) {
     check_finite("E", row_major.data(), row_major.rows(), row_major.cols());
-    return truncated_svd_row_major(row_major, rank, options, start);
+    return truncated_svd_row_major(row_major, rank, options, start, -1.0);
   });
 }
 

@@ -36,8 +36,12 @@ struct Options {
   int block_size = 64;                 ///< Elements per quantization block, >= 1.
   SvdMethod svd = SvdMethod::block_krylov;  ///< Truncated-SVD method.
   int oversampling = 4;                ///< Randomized SVD: sketch columns beyond the rank, >= 0.
-  int krylov_depth = 5;                ///< block_krylov: Krylov blocks of a cold step, >= 1.
-  int warm_krylov_depth = 2;           ///< block_krylov: Krylov blocks of a warm-started step, >= 1.
+  int krylov_depth = 5;                ///< block_krylov: most Krylov blocks of a cold step, >= 1.
+  int warm_krylov_depth = 3;           ///< block_krylov: most Krylov blocks of a warm-started step, >= 1.
+  /// block_krylov: a step stops adding Krylov blocks once the last one lowered its squared
+  /// error by at most krylov_tolerance times what is left of it (SvdOptions::tolerance), >= 0;
+  /// 0 always takes the most.
+  double krylov_tolerance = 5e-4;
   int power_iters = 1;                 ///< subspace_iteration: applications of E E^T, >= 1.
   bool warm_start = true;              ///< Randomized SVD: begin step t > 1's sketch with B_{t-1}.
   std::uint64_t seed = 0;              ///< Seed of the randomized SVD; exact ignores it.
@@ -62,6 +66,9 @@ struct Result {
   double quantization_error = 0.0;
   /// The step (1-based) whose Q, A, B are returned.
   int iteration = 0;
+  /// krylov_depths[t - 1] = Krylov blocks step t's block_krylov SVD took (0 for another method,
+  /// or when it fell back to the exact SVD).
+  std::vector<int> krylov_depths;
   /// The relative error of the returned Q, A, B: errors[iteration - 1].
   double error() const { return errors.at(static_cast<std::size_t>(iteration - 1)); }
 };
@@ -76,6 +83,7 @@ inline SvdOptions svd_options_of(const Options& options, int step, bool warm) {
   svd.oversampling = options.oversampling;
   svd.depth = warm ? options.warm_krylov_depth : options.krylov_depth;
   svd.power_iters = options.power_iters;
+  svd.tolerance = options.krylov_tolerance;
   svd.seed = mix64(options.seed) + static_cast<std::uint64_t>(step);
   return svd;
 }
@@ -87,6 +95,9 @@ inline void check_options(const Options& options, Eigen::Index rows, Eigen::Inde
   check_block_size(options.block_size);
   check_codebook(options.codebook);
   check_load_path(options.load_path, options.codebook);
+  if (!(options.krylov_tolerance >= 0.0 && options.krylov_tolerance <= std::numeric_limits<double>::max())) {
+    fail("krylov_tolerance = " + std::to_string(options.krylov_tolerance) + " must be finite and >= 0");
+  }
   check_svd_options(svd_options_of(options, 0, false));
   if (options.warm_krylov_depth < 1) {
     fail("warm_krylov_depth = " + std::to_string(options.warm_krylov_depth) + " must be >= 1");
@@ -292,12 +303,14 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, co
   Result result;
   result.quantization_error = std::sqrt(residual_norm2) * to_relative;
   result.errors.reserve(static_cast<std::size_t>(options.iters));
+  result.krylov_depths.reserve(static_cast<std::size_t>(options.iters));
   double least = std::numeric_limits<double>::infinity();
   Matrix<Scalar> previous_b;
   for (int t = 1; t <= options.iters; ++t) {
     const bool warm = options.warm_start && previous_b.cols() > 0;
     LowRankFactors factors = truncated_svd_row_major(residual, options.rank, svd_options_of(options, t, warm),
-                                                     warm ? &previous_b : nullptr);
+                                                     warm ? &previous_b : nullptr, residual_norm2);
+    result.krylov_depths.push_back(factors.krylov_depth);
     const double error = std::sqrt(factor_squared_error(factors, residual_norm2, options, residual)) * to_relative;
     result.errors.push_back(error);
     if (!options.keep_best || error < least || result.iteration == 0) {

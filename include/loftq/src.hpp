@@ -16,6 +16,7 @@ namespace loftq::detail {
 
 template Result loftq_in_range<float>(const RowMatrix<float>& W, const Options& options);
 template LowRankFactors truncated_svd_row_major<float>(const RowMatrix<float>& E, Eigen::Index rank,
-                                                       const SvdOptions& options, const Matrix<float>* start);
+                                                       const SvdOptions& options, const Matrix<float>* start,
+                                                       double energy);
 
 }  // namespace loftq::detail
