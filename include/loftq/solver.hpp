@@ -134,15 +134,12 @@ double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Ei
   // Each member of the team takes a fixed range of pieces and one buffer for their A B^T.
   parallel_for(team, [&](std::ptrdiff_t member) {
     RowMatrix<Scalar> low_rank(piece_rows, cols);
+    if (A.cols() == 0) low_rank.setZero();  // once: every piece's A B^T is 0
     for (std::ptrdiff_t p = member * pieces / team; p < (member + 1) * pieces / team; ++p) {
       const Eigen::Index first_row = p * piece_rows;
       const Eigen::Index count = std::min(piece_rows, rows - first_row);
       auto l = low_rank.topRows(count);
-      if (A.cols() > 0) {
-        l.noalias() = A.middleRows(first_row, count) * B.transpose();
-      } else {
-        l.setZero();
-      }
+      if (A.cols() > 0) l.noalias() = A.middleRows(first_row, count) * B.transpose();
       partial[static_cast<std::size_t>(p)] =
           piece(static_cast<std::size_t>(first_row) * static_cast<std::size_t>(cols),
                 static_cast<std::size_t>(count) * static_cast<std::size_t>(cols), l.data());
