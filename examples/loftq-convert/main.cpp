@@ -11,6 +11,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "engine.hpp"
 
 namespace {
@@ -227,6 +231,15 @@ int main(int argc, char** argv) {
   // Past a file size limit (ulimit -f), let write() fail with EFBIG and clean up, rather than
   // be killed with a half-written temporary left behind.
   std::signal(SIGXFSZ, SIG_IGN);
+#if defined(__GLIBC__)
+  // Every target allocates matrices of tens to hundreds of MB (W, its residual, the backbone).
+  // glibc would map each afresh and unmap it when freed, so every target would fault in its
+  // pages again (a third of the LoftQ time of a 4096 x 4096 T = 1 target); from the heap, and
+  // with freed memory kept, later targets reuse the pages of earlier ones. The peak stays the
+  // largest target's.
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, -1);
+#endif
   CLI::App app(description, "loftq-convert");
   app.footer(footer);
   Flags flags;
