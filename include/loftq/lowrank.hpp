@@ -219,7 +219,8 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   orthonormalize(none, P);
   Matrix<Scalar> EP;  // E P
   multiply(E, P, EP);
-  Eigen::MatrixXd gram = cross_product(EP, EP);  // (EP)^T EP
+  Eigen::MatrixXd gram;  // (EP)^T EP: grown block by block by block_krylov
+  if (krylov) gram = cross_product(EP, EP);
   double captured = adaptive ? captured_energy(gram, rank) : 0.0;
   std::vector<double> gains = {captured};  // captured energy each block added
   int depth = 1;
@@ -245,9 +246,9 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
       orthonormalize(none, Z);
       P = std::move(Z);
       multiply(E, P, EP);
-      gram = cross_product(EP, EP);
     }
   }
+  if (!krylov) gram = cross_product(EP, EP);
   LowRankFactors factors = rayleigh_ritz(P, EP, gram, rank);
   factors.krylov_depth = krylov ? depth : 0;
   return factors;
