@@ -231,6 +231,7 @@ TEST_F(Convert, MixedPrecisionAndBitsBudgetChooseBitsPerTarget) {
     const bool first_block = t.at("name").get<std::string>().find("layers.0.") != std::string::npos;
     EXPECT_EQ(t.at("bits").get<std::uint64_t>(), first_block ? 4u : 2u);
     EXPECT_EQ(t.at("loftq_errors").size(), 2u);
+    EXPECT_EQ(t.at("krylov_depths").size(), 2u);
     EXPECT_GT(t.at("qlora_error").get<double>(), 0.0);
   }
 
@@ -1043,6 +1044,7 @@ TEST(ConvertReport, ReadsBackTheByteCountsItWrites) {
   r.qlora_error = 0.1;
   r.loftq_errors = {0.09, 0.08};
   r.iteration = 2;
+  r.krylov_depths = {5, 3};
   r.seconds = 0.5;
   r.bytes = {49152, 7000, 8192};
   // As a work file's metadata holds it: written, then parsed.
@@ -1052,6 +1054,7 @@ TEST(ConvertReport, ReadsBackTheByteCountsItWrites) {
   EXPECT_EQ(back.bytes.original, 49152u);
   EXPECT_EQ(back.bytes.backbone, 7000u);
   EXPECT_EQ(back.bytes.adapter, 8192u);
+  EXPECT_EQ(back.krylov_depths, (std::vector<int>{5, 3}));
   EXPECT_EQ(loftq_convert::report_json(back), j);
   loftq::io::Json missing = j;
   missing.erase("backbone_bytes");

@@ -47,6 +47,7 @@ struct TargetReport {
   double qlora_error = 0.0;          ///< ||W - q(W)|| / ||W||.
   std::vector<double> loftq_errors;  ///< Relative error after each step.
   int iteration = 0;                 ///< Step returned.
+  std::vector<int> krylov_depths;    ///< Krylov blocks each step's truncated SVD took (0: another method).
   double seconds = 0.0;              ///< Wall time of its LoftQ call.
   ByteCounts bytes;                  ///< Its bytes in the input and the output.
 };
@@ -77,6 +78,7 @@ inline loftq::io::Json report_json(const TargetReport& r) {
                        {"qlora_error", r.qlora_error},
                        {"loftq_errors", r.loftq_errors},
                        {"iteration", r.iteration},
+                       {"krylov_depths", r.krylov_depths},
                        {"seconds", r.seconds}};
   j.update(bytes_json(r.bytes));
   return j;
@@ -98,6 +100,9 @@ inline TargetReport report_from_json(const loftq::io::Json& j, const std::string
   if (!errors.is_array()) throw FormatError(what + ": loftq_errors is not an array");
   for (const Json& e : errors) r.loftq_errors.push_back(json_number(e, what + ": loftq_errors"));
   r.iteration = static_cast<int>(json_u64(json_at(j, "iteration", what), what + ": iteration"));
+  const Json& depths = json_at(j, "krylov_depths", what);
+  if (!depths.is_array()) throw FormatError(what + ": krylov_depths is not an array");
+  for (const Json& d : depths) r.krylov_depths.push_back(static_cast<int>(json_u64(d, what + ": krylov_depths")));
   r.seconds = json_number(json_at(j, "seconds", what), what + ": seconds");
   r.bytes.original = json_u64(json_at(j, "original_bytes", what), what + ": original_bytes");
   r.bytes.backbone = json_u64(json_at(j, "backbone_bytes", what), what + ": backbone_bytes");

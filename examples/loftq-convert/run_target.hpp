@@ -65,6 +65,7 @@ inline loftq::Result run_target(const loftq::io::Checkpoint& checkpoint, const T
   report.qlora_error = r.quantization_error;
   report.loftq_errors = r.errors;
   report.iteration = r.iteration;
+  report.krylov_depths = r.krylov_depths;
   report.bytes.original = target.info.bytes();
   return r;
 }
