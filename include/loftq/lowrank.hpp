@@ -223,9 +223,8 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   if (krylov) gram = cross_product(EP, EP);
   double captured = adaptive ? captured_energy(gram, rank) : 0.0;
   std::vector<double> gains = {captured};  // captured energy each block added
-  int depth = 1;
   Matrix<Scalar> Y, Z;
-  for (; depth < blocks; ++depth) {
+  for (int j = 1; j < blocks; ++j) {
     Y = EP.rightCols(block);
     orthonormalize(none, Y);
     multiply_transposed(E, Y, Z);
@@ -237,10 +236,7 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
       if (adaptive) {
         gains.push_back(captured_energy(gram, rank) - captured);
         captured += gains.back();
-        if (converged(gains, captured, energy - captured, options.tolerance)) {
-          ++depth;
-          break;
-        }
+        if (converged(gains, captured, energy - captured, options.tolerance)) break;
       }
     } else {
       orthonormalize(none, Z);
@@ -250,7 +246,7 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   }
   if (!krylov) gram = cross_product(EP, EP);
   LowRankFactors factors = rayleigh_ritz(P, EP, gram, rank);
-  factors.krylov_depth = krylov ? depth : 0;
+  factors.krylov_depth = krylov ? static_cast<int>(P.cols() / block) : 0;
   return factors;
 }
 

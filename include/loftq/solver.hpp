@@ -38,9 +38,9 @@ struct Options {
   int oversampling = 4;                ///< Randomized SVD: sketch columns beyond the rank, >= 0.
   int krylov_depth = 5;                ///< block_krylov: most Krylov blocks of a cold step, >= 1.
   int warm_krylov_depth = 3;           ///< block_krylov: most Krylov blocks of a warm-started step, >= 1.
-  /// block_krylov: a step stops adding Krylov blocks once the last one lowered its squared
-  /// error by at most krylov_tolerance times what is left of it (SvdOptions::tolerance), >= 0;
-  /// 0 always takes the most.
+  /// block_krylov: a step stops adding Krylov blocks once what more blocks would lower its
+  /// squared error by, extrapolated from the blocks so far, is at most krylov_tolerance times
+  /// what is left of it (SvdOptions::tolerance), >= 0; 0 always takes the most.
   double krylov_tolerance = 5e-4;
   int power_iters = 1;                 ///< subspace_iteration: applications of E E^T, >= 1.
   bool warm_start = true;              ///< Randomized SVD: begin step t > 1's sketch with B_{t-1}.
