@@ -173,9 +173,11 @@ void append_to_gram(Matrix<Scalar>& EP, const Matrix<Scalar>& Y, Eigen::MatrixXd
 }
 
 /// The energy of E P P^T's best rank-`rank` approximation: the sum of the `rank` largest
-/// eigenvalues of the Gram matrix of E P, computed in double.
-inline double captured_energy(const Eigen::MatrixXd& gram, Eigen::Index rank) {
-  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram, Eigen::EigenvaluesOnly);
+/// eigenvalues of the Gram matrix of E P (an Eigen::MatrixXd), computed in double. A template, so
+/// that only a program that calls it compiles the eigensolver.
+template <class Gram>
+double captured_energy(const Gram& gram, Eigen::Index rank) {
+  const Eigen::SelfAdjointEigenSolver<Gram> eigen(gram, Eigen::EigenvaluesOnly);
   const Eigen::Index k = std::min(rank, gram.cols());
   return eigen.eigenvalues().tail(k).cwiseMax(0.0).sum();  // eigenvalues ascend
 }
