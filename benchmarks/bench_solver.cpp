@@ -50,23 +50,21 @@ void count_products(benchmark::State& state, const loftq::Result& r, Eigen::Inde
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 
-/// The call the README times: loftq::loftq(W, 64, 4, 5) on a column-major Eigen::MatrixXf.
-void BM_Loftq(benchmark::State& state) {
+/// loftq::loftq(W, 64, 4, iters) on the Gaussian W of the state's shape, with counters error,
+/// passes and GFLOP/s.
+void time_loftq(benchmark::State& state, int iters) {
   const Eigen::MatrixXf& w = gaussian_weight(state.range(0), state.range(1));
   loftq::Result r;
-  for (auto _ : state) r = loftq::loftq(w, 64, 4, 5);
+  for (auto _ : state) r = loftq::loftq(w, 64, 4, iters);
   state.counters["error"] = r.error();
   count_products(state, r, w.rows(), w.cols());
 }
 
+/// The call the README times: loftq::loftq(W, 64, 4, 5) on a column-major Eigen::MatrixXf.
+void BM_Loftq(benchmark::State& state) { time_loftq(state, 5); }
+
 /// loftq::loftq(W, 64, 4, 1): the cold step alone (its passes over E and one quantize pass).
-void BM_LoftqOneStep(benchmark::State& state) {
-  const Eigen::MatrixXf& w = gaussian_weight(state.range(0), state.range(1));
-  loftq::Result r;
-  for (auto _ : state) r = loftq::loftq(w, 64, 4, 1);
-  state.counters["error"] = r.error();
-  count_products(state, r, w.rows(), w.cols());
-}
+void BM_LoftqOneStep(benchmark::State& state) { time_loftq(state, 1); }
 
 /// The same with the exact SVD (Eigen::BDCSVD); counter krylov_over_exact is the final error of
 /// the default path over this one's.
