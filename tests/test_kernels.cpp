@@ -87,6 +87,12 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
+/// True when a and b have the same shape and bits.
+bool same_bits(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() &&
+         std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(float)) == 0;
+}
+
 /// The index of the first element where a and b differ in bits, or a.size().
 template <class T>
 std::size_t first_difference(const T* a, const T* b, std::size_t n) {
@@ -494,6 +500,56 @@ TEST_F(Kernels, QuantizeResidualRejectsBadShapesBlockSizesAndInfiniteTargets) {
                                        residual.data());
             }).find("infinite value in block 2 (from row 2, col 0)"),
             std::string::npos);
+}
+
+
+/// C = E B (transposed false) or E^T B, each element one std::fma chain over its sum in index
+/// order from 0: what the product kernels of every instruction set must give, bit for bit.
+Eigen::MatrixXf fma_chain_product(const loftq::RowMatrixXf& e, bool transposed, const Eigen::MatrixXf& b) {
+  const Eigen::Index rows = transposed ? e.cols() : e.rows();
+  const Eigen::Index depth = transposed ? e.rows() : e.cols();
+  Eigen::MatrixXf c(rows, b.cols());
+  for (Eigen::Index i = 0; i < rows; ++i) {
+    for (Eigen::Index j = 0; j < b.cols(); ++j) {
+      float sum = 0.0f;
+      for (Eigen::Index p = 0; p < depth; ++p) sum = std::fma(transposed ? e(p, i) : e(i, p), b(p, j), sum);
+      c(i, j) = sum;
+    }
+  }
+  return c;
+}
+
+TEST_P(IsaKernels, ProductsAreOneFmaChainPerElementOnEveryShapeAndThreadCount) {
+  // Shapes around the tiles (4, 16 and 64 rows), the 8 x 8 transposes, the 256-term chunks and
+  // the column steps (68 columns: 8 steps of 6 and 4 of 5 on AVX-512).
+  struct Case {
+    Eigen::Index rows, cols, k;
+  };
+  const Case cases[] = {{1, 1, 1},    {5, 13, 3},    {63, 65, 7},    {64, 64, 68},
+                        {65, 300, 68}, {257, 513, 13}, {3, 700, 68}, {130, 9, 6}};
+  loftq::force_isa(GetParam());
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.rows) + " x " + std::to_string(c.cols) + ", k = " + std::to_string(c.k));
+    const loftq::RowMatrixXf e = loftq_test::gaussian(c.rows, c.cols, 1.0f, static_cast<unsigned>(c.rows + c.cols));
+    const Eigen::MatrixXf x = loftq_test::gaussian(c.cols, c.k, 1.0f, 7);
+    const Eigen::MatrixXf y = loftq_test::gaussian(c.rows, c.k, 1.0f, 8);
+    const Eigen::MatrixXf ex = fma_chain_product(e, false, x);
+    const Eigen::MatrixXf ety = fma_chain_product(e, true, y);
+    // The reference is the product: the same sums in double agree to float rounding.
+    const Eigen::MatrixXd exact = e.cast<double>() * x.cast<double>();
+    ASSERT_LT((ex.cast<double>() - exact).norm(), 1e-5 * exact.norm() * std::sqrt(static_cast<double>(c.cols)));
+    for (int threads : {1, 2}) {
+      loftq::set_threads(threads);
+      const loftq::detail::ThreadScope scope;
+      Eigen::MatrixXf out;
+      loftq::detail::multiply(e, x, out);
+      ASSERT_EQ(out.rows(), c.rows);
+      ASSERT_TRUE(same_bits(out, ex)) << "E X, threads " << threads;
+      loftq::detail::multiply_transposed(e, y, out);
+      ASSERT_EQ(out.rows(), c.cols);
+      ASSERT_TRUE(same_bits(out, ety)) << "E^T Y, threads " << threads;
+    }
+  }
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 /// @file isa.hpp
-/// The instruction set of the quantization kernels: what this CPU supports, which one is used,
+/// The instruction set of the quantization and product kernels: what this CPU supports, which one is used,
 /// and how to force one (force_isa() or the environment variable LOFTQ_FORCE_ISA).
 ///
 /// Every instruction set gives the same bits, so the choice changes speed only.
@@ -16,7 +16,7 @@
 
 namespace loftq {
 
-/// Instruction sets of the quantization kernels.
+/// Instruction sets of the quantization and product kernels.
 enum class Isa : std::uint8_t {
   scalar,  ///< Portable C++, on every target.
   avx2,    ///< AVX2 and FMA (x86-64).

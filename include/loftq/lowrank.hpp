@@ -17,8 +17,9 @@
 #include "detail/checks.hpp"
 #include "detail/orthonormalization.hpp"
 #include "detail/pieced_products.hpp"
-#include "detail/row_major.hpp"
 #include "detail/random.hpp"
+#include "detail/row_major.hpp"
+#include "kernels/products.hpp"
 #include "matrix.hpp"
 #include "threads.hpp"
 

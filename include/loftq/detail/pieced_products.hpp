@@ -1,7 +1,9 @@
 /// @file detail/pieced_products.hpp
-/// Matrix products split into fixed row pieces, run by parallel_for: each piece is one
+/// The small products of the randomized SVD (Gram matrices, cross products, products with a
+/// small matrix), split into fixed row pieces run by parallel_for: each piece is one
 /// single-threaded Eigen product of the same shape whatever the thread count, and sums over
-/// pieces are added in piece order, so every result is independent of the thread count.
+/// pieces are added in piece order, so every result is independent of the thread count. The big
+/// products E X and E^T Y are in kernels/products.hpp.
 /// Call them inside a ThreadScope, which keeps each piece's Eigen product on one thread.
 #pragma once
 
@@ -32,28 +34,6 @@ void for_row_pieces(Eigen::Index rows, Piece&& piece) {
   parallel_for(pieces, [&](std::ptrdiff_t p) {
     const Eigen::Index first = p * product_piece_rows;
     piece(first, std::min(product_piece_rows, rows - first));
-  });
-}
-
-/// out = E * X, E rows x cols row-major, X cols x k; out is resized. Each piece is formed as
-/// X^T E_piece^T, so that Eigen reads E's rows as the columns of a column-major right-hand side
-/// instead of repacking them as a row-major left-hand side.
-template <class Scalar>
-void multiply(const RowMatrix<Scalar>& E, const Matrix<Scalar>& X, Matrix<Scalar>& out) {
-  const Matrix<Scalar> x_transposed = X.transpose();
-  Matrix<Scalar> out_transposed(X.cols(), E.rows());
-  for_row_pieces(E.rows(), [&](Eigen::Index first, Eigen::Index count) {
-    out_transposed.middleCols(first, count).noalias() = x_transposed * E.middleRows(first, count).transpose();
-  });
-  out = out_transposed.transpose();
-}
-
-/// out = E^T * Y, E rows x cols row-major, Y rows x k; out (cols x k) is resized.
-template <class Scalar>
-void multiply_transposed(const RowMatrix<Scalar>& E, const Matrix<Scalar>& Y, Matrix<Scalar>& out) {
-  out.resize(E.cols(), Y.cols());
-  for_row_pieces(E.cols(), [&](Eigen::Index first, Eigen::Index count) {
-    out.middleRows(first, count).noalias() = E.middleCols(first, count).transpose() * Y;
   });
 }
 

@@ -191,6 +191,37 @@ class ByteSearch {
 };
 
 #include "quantize-inl.hpp"
+
+/// dst[i * ldd + j] = src[j * lds + i] for i, j < 8.
+/// Always inlined, also into the AVX-512 kernels, which use it as it is.
+LOFTQ_TARGET_AVX2 __attribute__((always_inline)) inline void transpose8(const float* src, std::size_t lds, float* dst,
+                                                                        std::size_t ldd) {
+  __m256 r[8], t[8];
+  for (std::size_t j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * lds);
+  for (std::size_t j = 0; j < 8; j += 2) {
+    t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+  }
+  for (std::size_t j = 0; j < 8; j += 4) {
+    for (std::size_t h = 0; h < 2; ++h) {
+      const __m256 a = t[j + h], b = t[j + h + 2];
+      r[j + 2 * h] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+      r[j + 2 * h + 1] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2));
+    }
+  }
+  for (std::size_t i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
+/// Vectors per tile of the products' C: 16 rows.
+inline constexpr std::size_t tile_vectors = 2;
+
+/// Columns of C per step of the products: 12 accumulators of the 16 registers.
+inline constexpr std::size_t tile_columns = 6;
+
+#include "product-inl.hpp"
 #undef LOFTQ_MM
 #undef LOFTQ_TARGET
 

@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "../codebook.hpp"
+#include "avx2.hpp"
 #include "scalar.hpp"
 
 /// Compiles a function for AVX-512 F, BW, DQ and VL, and for AVX2 and FMA, which they extend.
@@ -219,6 +220,16 @@ class ByteSearch {
 };
 
 #include "quantize-inl.hpp"
+
+using avx2::transpose8;
+
+/// Vectors per tile of the products' C: 64 rows.
+inline constexpr std::size_t tile_vectors = 4;
+
+/// Columns of C per step of the products: 24 accumulators of the 32 registers.
+inline constexpr std::size_t tile_columns = 6;
+
+#include "product-inl.hpp"
 #undef LOFTQ_MM
 #undef LOFTQ_TARGET
 

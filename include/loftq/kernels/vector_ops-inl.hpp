@@ -1,5 +1,5 @@
 /// @file kernels/vector_ops-inl.hpp
-/// The vector operations of kernels/quantize-inl.hpp that differ between instruction sets only in
+/// The vector operations of kernels/quantize-inl.hpp and kernels/product-inl.hpp that differ between instruction sets only in
 /// the prefix of their intrinsics (_mm256_, _mm512_), written once.
 ///
 /// This file has no include guard, on purpose: kernels/avx2.hpp and kernels/avx512.hpp include
@@ -41,6 +41,9 @@ LOFTQ_TARGET inline Vec sub(Vec a, Vec b) { return LOFTQ_MM(sub_ps)(a, b); }
 
 /// a * b.
 LOFTQ_TARGET inline Vec mul(Vec a, Vec b) { return LOFTQ_MM(mul_ps)(a, b); }
+
+/// a * b + c with one rounding, as std::fma.
+LOFTQ_TARGET inline Vec fmadd(Vec a, Vec b, Vec c) { return LOFTQ_MM(fmadd_ps)(a, b, c); }
 
 /// max(a, b) lane by lane; b where either is NaN.
 LOFTQ_TARGET inline Vec maximum(Vec a, Vec b) { return LOFTQ_MM(max_ps)(a, b); }

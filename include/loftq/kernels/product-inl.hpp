@@ -1,0 +1,133 @@
+/// @file kernels/product-inl.hpp
+/// The float products of the solver's passes over a row-major matrix E, written once for every
+/// instruction set: one tile of rows of C = E B or of C = E^T B, with B row-major and C
+/// column-major. Every element of C is one chain of FMAs over its sum in index order, starting
+/// from 0, so each instruction set, tile size and thread count gives the same bits.
+///
+/// This file has no include guard, on purpose: kernels/avx2.hpp, kernels/avx512.hpp and
+/// kernels/products.hpp (the scalar set) include it inside their namespaces, once each, after
+/// they have included <algorithm> and <cstddef> and defined
+/// - LOFTQ_TARGET, the `__attribute__((target(...)))` of every function here (empty for scalar);
+/// - `Vec` (float lanes), `lanes`, zero, set1, load, store and fmadd (a * b + c, one rounding);
+/// - transpose8(src, lds, dst, ldd), which writes dst[i * ldd + j] = src[j * lds + i] for an
+///   8 x 8 block;
+/// - `tile_vectors` and `tile_columns`: a tile of C holds tile_vectors * lanes rows and is
+///   computed tile_columns columns at a time, as many accumulators as the set has registers for.
+/// Include nothing here: whatever this file includes would land in those namespaces.
+
+#ifndef LOFTQ_TARGET
+#error "kernels/product-inl.hpp is included by kernels/avx2.hpp, kernels/avx512.hpp and kernels/products.hpp only"
+#endif
+
+/// Rows of a tile of C.
+inline constexpr std::size_t tile_rows = tile_vectors * lanes;
+
+/// Terms of each sum taken per chunk: a chunk of E's tile is packed (or read) once and used for
+/// every column of B. It changes the speed only, never the bits.
+inline constexpr std::size_t depth_chunk = 256;
+
+/// c[r + j ldc] = (accumulate ? c[r + j ldc] : 0) + sum over p < depth of a[p lda + r] b[p ldb + j],
+/// for r < tile_rows and j < Columns, each sum one chain of FMAs in p order.
+template <std::size_t Columns>
+LOFTQ_TARGET inline void tile_product(const float* a, std::size_t lda, const float* b, std::size_t ldb,
+                                      std::size_t depth, bool accumulate, float* c, std::size_t ldc) {
+  Vec sum[Columns][tile_vectors];
+#pragma GCC unroll 8
+  for (std::size_t j = 0; j < Columns; ++j) {
+#pragma GCC unroll 8
+    for (std::size_t u = 0; u < tile_vectors; ++u) sum[j][u] = accumulate ? load(c + j * ldc + u * lanes) : zero();
+  }
+#pragma GCC unroll 2
+  for (std::size_t p = 0; p < depth; ++p) {
+    Vec column[tile_vectors];
+#pragma GCC unroll 8
+    for (std::size_t u = 0; u < tile_vectors; ++u) column[u] = load(a + p * lda + u * lanes);
+#pragma GCC unroll 8
+    for (std::size_t j = 0; j < Columns; ++j) {
+      const Vec factor = set1(b[p * ldb + j]);
+#pragma GCC unroll 8
+      for (std::size_t u = 0; u < tile_vectors; ++u) sum[j][u] = fmadd(column[u], factor, sum[j][u]);
+    }
+  }
+#pragma GCC unroll 8
+  for (std::size_t j = 0; j < Columns; ++j) {
+#pragma GCC unroll 8
+    for (std::size_t u = 0; u < tile_vectors; ++u) store(c + j * ldc + u * lanes, sum[j][u]);
+  }
+}
+
+/// tile_product() over `columns` (1 <= columns <= Columns) columns of B and C.
+template <std::size_t Columns>
+LOFTQ_TARGET inline void tile_product_of_width(const float* a, std::size_t lda, const float* b, std::size_t ldb,
+                                               std::size_t depth, std::size_t columns, bool accumulate, float* c,
+                                               std::size_t ldc) {
+  if constexpr (Columns > 1) {
+    if (columns < Columns) return tile_product_of_width<Columns - 1>(a, lda, b, ldb, depth, columns, accumulate, c, ldc);
+  }
+  tile_product<Columns>(a, lda, b, ldb, depth, accumulate, c, ldc);
+}
+
+/// tile_product() over all `columns` columns of B and C, in as few steps of at most
+/// tile_columns columns as there can be, of widths that differ by at most one (68 columns: 8
+/// steps of 6 and 4 of 5), so that no step is left with few accumulators.
+LOFTQ_TARGET inline void tile_product_all(const float* a, std::size_t lda, const float* b, std::size_t ldb,
+                                          std::size_t depth, std::size_t columns, bool accumulate, float* c,
+                                          std::size_t ldc) {
+  const std::size_t steps = (columns + tile_columns - 1) / tile_columns;
+  std::size_t j = 0;
+  for (std::size_t step = 0; step < steps; ++step) {
+    const std::size_t width = columns / steps + (step < columns % steps ? 1 : 0);
+    tile_product_of_width<tile_columns>(a, lda, b + j, ldb, depth, width, accumulate, c + j * ldc, ldc);
+    j += width;
+  }
+}
+
+/// panel[p tile_rows + r] = e[r lde + p] for r < rows (<= tile_rows) and p < depth; rows past
+/// `rows` are 0.
+LOFTQ_TARGET inline void pack_transposed(const float* e, std::size_t lde, std::size_t rows, std::size_t depth,
+                                         float* panel) {
+  std::size_t r = 0;
+  for (; r + 8 <= rows; r += 8) {
+    std::size_t p = 0;
+    for (; p + 8 <= depth; p += 8) transpose8(e + r * lde + p, lde, panel + p * tile_rows + r, tile_rows);
+    for (; p < depth; ++p) {
+      for (std::size_t i = r; i < r + 8; ++i) panel[p * tile_rows + i] = e[i * lde + p];
+    }
+  }
+  for (std::size_t p = 0; p < depth; ++p) {
+    for (std::size_t i = r; i < tile_rows; ++i) panel[p * tile_rows + i] = i < rows ? e[i * lde + p] : 0.0f;
+  }
+}
+
+/// One tile of C = E B: c[r + j ldc] = sum over p < depth of e[r lde + p] b[p ldb + j] for
+/// r < rows (<= tile_rows; C has room for tile_rows rows) and j < columns. panel: depth_chunk *
+/// tile_rows floats of scratch.
+LOFTQ_TARGET inline void product_tile(const float* e, std::size_t lde, std::size_t rows, std::size_t depth,
+                                      const float* b, std::size_t ldb, std::size_t columns, float* c,
+                                      std::size_t ldc, float* panel) {
+  for (std::size_t p = 0; p < depth; p += depth_chunk) {
+    const std::size_t chunk = std::min(depth_chunk, depth - p);
+    pack_transposed(e + p, lde, rows, chunk, panel);
+    tile_product_all(panel, tile_rows, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
+  }
+}
+
+/// One tile of C = E^T B: c[r + j ldc] = sum over p < depth of e[p lde + r] b[p ldb + j] for
+/// r < rows (<= tile_rows; C has room for tile_rows rows) and j < columns. A full tile reads E
+/// where it is; a partial one is copied into `panel` (depth_chunk * tile_rows floats), padded
+/// with 0, so that no read passes the end of E.
+LOFTQ_TARGET inline void transposed_product_tile(const float* e, std::size_t lde, std::size_t rows, std::size_t depth,
+                                                 const float* b, std::size_t ldb, std::size_t columns, float* c,
+                                                 std::size_t ldc, float* panel) {
+  for (std::size_t p = 0; p < depth; p += depth_chunk) {
+    const std::size_t chunk = std::min(depth_chunk, depth - p);
+    if (rows == tile_rows) {
+      tile_product_all(e + p * lde, lde, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
+      continue;
+    }
+    for (std::size_t q = 0; q < chunk; ++q) {
+      for (std::size_t r = 0; r < tile_rows; ++r) panel[q * tile_rows + r] = r < rows ? e[(p + q) * lde + r] : 0.0f;
+    }
+    tile_product_all(panel, tile_rows, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
+  }
+}

@@ -1,0 +1,145 @@
+/// @file kernels/products.hpp
+/// The big products of the randomized SVD, E X and E^T Y for a row-major float E and a thin X or
+/// Y, on the kernels of active_isa() (kernels/product-inl.hpp; the portable set is here). Not
+/// API: lowrank.hpp uses them.
+///
+/// Every element of a product is one chain of FMAs over its sum in index order, starting from 0.
+/// So the result is the same bits on every instruction set and every thread count; the portable
+/// set uses std::fma, which is slow only on CPUs without FMA.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <vector>
+
+#include "../detail/cpu.hpp"
+#include "../isa.hpp"
+#include "../matrix.hpp"
+#include "../threads.hpp"
+#include "avx2.hpp"
+#include "avx512.hpp"
+
+namespace loftq::detail {
+
+namespace kernels::scalar {
+
+/// One float: the portable set's vector.
+using Vec = float;
+
+/// Lanes of a vector.
+inline constexpr std::size_t lanes = 1;
+
+/// 0.
+inline Vec zero() { return 0.0f; }
+
+/// x.
+inline Vec set1(float x) { return x; }
+
+/// *p.
+inline Vec load(const float* p) { return *p; }
+
+/// *p = v.
+inline void store(float* p, Vec v) { *p = v; }
+
+/// a * b + c with one rounding.
+inline Vec fmadd(Vec a, Vec b, Vec c) { return std::fma(a, b, c); }
+
+/// dst[i * ldd + j] = src[j * lds + i] for i, j < 8.
+inline void transpose8(const float* src, std::size_t lds, float* dst, std::size_t ldd) {
+  for (std::size_t i = 0; i < 8; ++i) {
+    for (std::size_t j = 0; j < 8; ++j) dst[i * ldd + j] = src[j * lds + i];
+  }
+}
+
+/// Vectors (floats) per tile of the products' C.
+inline constexpr std::size_t tile_vectors = 4;
+
+/// Columns of C per step of the products.
+inline constexpr std::size_t tile_columns = 4;
+
+#define LOFTQ_TARGET
+#include "product-inl.hpp"
+#undef LOFTQ_TARGET
+
+}  // namespace kernels::scalar
+
+/// The rows of a product's C are padded to a multiple of this for the kernels, whose tiles
+/// (4, 16 or 64 rows) divide it.
+inline constexpr Eigen::Index product_row_padding = 64;
+
+/// The tile kernels of one instruction set.
+struct ProductKernels {
+  std::size_t tile_rows;     ///< Rows of a tile of C.
+  std::size_t panel_floats;  ///< Scratch a tile needs.
+  /// One tile of C = E B (kernels' product_tile()).
+  void (*product)(const float*, std::size_t, std::size_t, std::size_t, const float*, std::size_t, std::size_t,
+                  float*, std::size_t, float*);
+  /// One tile of C = E^T B (kernels' transposed_product_tile()).
+  void (*transposed)(const float*, std::size_t, std::size_t, std::size_t, const float*, std::size_t, std::size_t,
+                     float*, std::size_t, float*);
+};
+
+/// The tile kernels of `isa`.
+inline ProductKernels product_kernels(Isa isa) {
+  switch (isa) {
+#if LOFTQ_X86_KERNELS
+    case Isa::avx512:
+      return {kernels::avx512::tile_rows, kernels::avx512::depth_chunk * kernels::avx512::tile_rows,
+              kernels::avx512::product_tile, kernels::avx512::transposed_product_tile};
+    case Isa::avx2:
+      return {kernels::avx2::tile_rows, kernels::avx2::depth_chunk * kernels::avx2::tile_rows,
+              kernels::avx2::product_tile, kernels::avx2::transposed_product_tile};
+#endif
+    default:
+      return {kernels::scalar::tile_rows, kernels::scalar::depth_chunk * kernels::scalar::tile_rows,
+              kernels::scalar::product_tile, kernels::scalar::transposed_product_tile};
+  }
+}
+
+/// out = E B (transposed false; out is E.rows() x B.cols()) or E^T B (true; E.cols() x B.cols()),
+/// B given row-major with E.cols() or E.rows() rows; out is resized. Tiles of out's rows run in
+/// parallel on the kernels of active_isa().
+inline void product_of(const RowMatrixXf& E, bool transposed, const RowMatrixXf& B,
+                       Eigen::MatrixXf& out) {
+  const ProductKernels set = product_kernels(active_isa());
+  const auto rows = static_cast<std::size_t>(transposed ? E.cols() : E.rows());
+  const auto depth = static_cast<std::size_t>(transposed ? E.rows() : E.cols());
+  const auto lde = static_cast<std::size_t>(E.cols());
+  const auto columns = static_cast<std::size_t>(B.cols());
+  const Eigen::Index padded_rows = (static_cast<Eigen::Index>(rows) + product_row_padding - 1) /
+                                   product_row_padding * product_row_padding;
+  Eigen::MatrixXf padded;
+  Eigen::MatrixXf& c = padded_rows == static_cast<Eigen::Index>(rows) ? out : padded;
+  c.resize(padded_rows, B.cols());
+  const std::size_t tiles = (rows + set.tile_rows - 1) / set.tile_rows;
+  parallel_for(static_cast<std::ptrdiff_t>(tiles), [&](std::ptrdiff_t t) {
+    std::vector<float> panel(set.panel_floats);
+    const std::size_t first = static_cast<std::size_t>(t) * set.tile_rows;
+    const std::size_t count = std::min(set.tile_rows, rows - first);
+    float* tile = c.data() + first;
+    if (transposed) {
+      set.transposed(E.data() + first, lde, count, depth, B.data(), columns, columns, tile,
+                         static_cast<std::size_t>(padded_rows), panel.data());
+    } else {
+      set.product(E.data() + first * lde, lde, count, depth, B.data(), columns, columns, tile,
+                      static_cast<std::size_t>(padded_rows), panel.data());
+    }
+  });
+  if (&c == &padded) out = padded.topRows(static_cast<Eigen::Index>(rows));
+}
+
+/// out = E X, E rows x cols row-major, X cols x k; out is resized.
+inline void multiply(const RowMatrixXf& E, const Eigen::MatrixXf& X,
+                     Eigen::MatrixXf& out) {
+  product_of(E, false, RowMatrixXf(X), out);
+}
+
+/// out = E^T Y, E rows x cols row-major, Y rows x k; out (cols x k) is resized.
+inline void multiply_transposed(const RowMatrixXf& E, const Eigen::MatrixXf& Y,
+                                Eigen::MatrixXf& out) {
+  product_of(E, true, RowMatrixXf(Y), out);
+}
+
+}  // namespace loftq::detail
