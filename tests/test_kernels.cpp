@@ -552,4 +552,18 @@ TEST_P(IsaKernels, ProductsAreOneFmaChainPerElementOnEveryShapeAndThreadCount) {
   }
 }
 
+TEST_P(IsaKernels, RowMajorCopiesEqualEigensOnEveryShape) {
+  loftq::force_isa(GetParam());
+  for (const Shape& shape : shapes) {
+    for (const Shape& s : {shape, Shape{shape.cols, shape.rows}, Shape{40, 70}, Shape{8, 8}}) {
+      const Eigen::MatrixXf w = loftq_test::gaussian(s.rows, s.cols, 1.0f, static_cast<unsigned>(s.size()));
+      const loftq::RowMatrixXf expected = w;
+      const loftq::RowMatrixXf copy = loftq::detail::row_major_copy(w);
+      ASSERT_EQ(copy.rows(), s.rows);
+      ASSERT_EQ(copy.cols(), s.cols);
+      ASSERT_EQ(std::memcmp(copy.data(), expected.data(), s.size() * sizeof(float)), 0) << s.rows << " x " << s.cols;
+    }
+  }
+}
+
 }  // namespace

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -86,9 +85,7 @@ inline void check_svd_options(const SvdOptions& options) {
     fail("oversampling = " + std::to_string(options.oversampling) + " must be >= 0");
   }
   if (options.depth < 1) fail("depth = " + std::to_string(options.depth) + " must be >= 1");
-  if (!(options.tolerance >= 0.0 && options.tolerance <= std::numeric_limits<double>::max())) {
-    fail("tolerance = " + std::to_string(options.tolerance) + " must be finite and >= 0");
-  }
+  check_tolerance("tolerance", options.tolerance);
   if (options.power_iters < 1) {
     fail("power_iters = " + std::to_string(options.power_iters) + " must be >= 1");
   }

@@ -95,9 +95,7 @@ inline void check_options(const Options& options, Eigen::Index rows, Eigen::Inde
   check_block_size(options.block_size);
   check_codebook(options.codebook);
   check_load_path(options.load_path, options.codebook);
-  if (!(options.krylov_tolerance >= 0.0 && options.krylov_tolerance <= std::numeric_limits<double>::max())) {
-    fail("krylov_tolerance = " + std::to_string(options.krylov_tolerance) + " must be finite and >= 0");
-  }
+  check_tolerance("krylov_tolerance", options.krylov_tolerance);
   check_svd_options(svd_options_of(options, 0, false));
   if (options.warm_krylov_depth < 1) {
     fail("warm_krylov_depth = " + std::to_string(options.warm_krylov_depth) + " must be >= 1");

@@ -52,6 +52,13 @@ inline void check_finite(const char* name, const float* data, std::ptrdiff_t row
   }
 }
 
+/// Throws unless the option `name` is finite and >= 0 (a tolerance).
+inline void check_tolerance(const char* name, double value) {
+  if (!(value >= 0.0 && std::isfinite(value))) {
+    fail(std::string(name) + " = " + std::to_string(value) + " must be finite and >= 0");
+  }
+}
+
 /// Throws unless block_size >= 1.
 inline void check_block_size(int block_size) {
   if (block_size < 1) {

@@ -4,27 +4,32 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <cstddef>
 #include <type_traits>
 
+#include "../isa.hpp"
+#include "../kernels/products.hpp"
 #include "../matrix.hpp"
 #include "../threads.hpp"
 
 namespace loftq::detail {
 
-/// W in row-major order, copied in parallel pieces of 32 rows, tile by 32 x 32 tile: a tile
-/// reads 32 whole cache lines of W's columns and writes 32 of the copy's rows, so the copy
-/// neither strides across pages element by element nor leaves cache lines half used.
-template <class Scalar>
-Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> row_major_copy(
-    const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& W) {
-  Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> out(W.rows(), W.cols());
-  constexpr Eigen::Index tile = 32;
-  parallel_for((W.rows() + tile - 1) / tile, [&](std::ptrdiff_t p) {
-    const Eigen::Index first = p * tile;
-    const Eigen::Index count = std::min(tile, W.rows() - first);
-    for (Eigen::Index col = 0; col < W.cols(); col += tile) {
-      const Eigen::Index width = std::min(tile, W.cols() - col);
-      out.block(first, col, count, width) = W.block(first, col, count, width);
+/// W in row-major order, copied in parallel pieces of 32 rows, tile by 32 x 32 tile with the
+/// 8 x 8 transposes of the active instruction set: a tile reads 32 whole cache lines of W's
+/// columns and writes 32 of the copy's rows, so the copy neither strides across pages element by
+/// element nor leaves cache lines half used.
+inline RowMatrixXf row_major_copy(const Eigen::MatrixXf& W) {
+  RowMatrixXf out(W.rows(), W.cols());
+  const Isa isa = active_isa();
+  const auto rows = static_cast<std::size_t>(W.rows()), cols = static_cast<std::size_t>(W.cols());
+  constexpr std::size_t tile = 32;
+  parallel_for(static_cast<std::ptrdiff_t>((rows + tile - 1) / tile), [&](std::ptrdiff_t p) {
+    const std::size_t first = static_cast<std::size_t>(p) * tile;
+    const std::size_t count = std::min(tile, rows - first);
+    for (std::size_t col = 0; col < cols; col += tile) {
+      // W's columns col.. are rows of a row-major cols x rows array.
+      transpose_block(isa, W.data() + col * rows + first, rows, std::min(tile, cols - col), count,
+                      out.data() + first * cols + col, cols);
     }
   });
   return out;

@@ -131,3 +131,20 @@ LOFTQ_TARGET inline void transposed_product_tile(const float* e, std::size_t lde
     tile_product_all(panel, tile_rows, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
   }
 }
+
+/// dst[j ldd + i] = src[i lds + j] for i < rows and j < cols: 8 x 8 blocks by transpose8(), the
+/// edges one element at a time.
+LOFTQ_TARGET inline void transpose_block(const float* src, std::size_t lds, std::size_t rows, std::size_t cols,
+                                         float* dst, std::size_t ldd) {
+  std::size_t i = 0;
+  for (; i + 8 <= rows; i += 8) {
+    std::size_t j = 0;
+    for (; j + 8 <= cols; j += 8) transpose8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+    for (; j < cols; ++j) {
+      for (std::size_t k = i; k < i + 8; ++k) dst[j * ldd + k] = src[k * lds + j];
+    }
+  }
+  for (; i < rows; ++i) {
+    for (std::size_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+  }
+}

@@ -1,7 +1,8 @@
 /// @file kernels/products.hpp
 /// The big products of the randomized SVD, E X and E^T Y for a row-major float E and a thin X or
-/// Y, on the kernels of active_isa() (kernels/product-inl.hpp; the portable set is here). Not
-/// API: lowrank.hpp uses them.
+/// Y, and the transposes of W's row-major copy, on the kernels of active_isa()
+/// (kernels/product-inl.hpp; the portable set is here). Not API: lowrank.hpp and
+/// detail/row_major.hpp use them.
 ///
 /// Every element of a product is one chain of FMAs over its sum in index order, starting from 0.
 /// So the result is the same bits on every instruction set and every thread count; the portable
@@ -128,6 +129,21 @@ inline void product_of(const RowMatrixXf& E, bool transposed, const RowMatrixXf&
     }
   });
   if (&c == &padded) out = padded.topRows(static_cast<Eigen::Index>(rows));
+}
+
+/// dst[j ldd + i] = src[i lds + j] for i < rows and j < cols, on the kernels of `isa`.
+inline void transpose_block(Isa isa, const float* src, std::size_t lds, std::size_t rows, std::size_t cols, float* dst,
+                            std::size_t ldd) {
+  switch (isa) {
+#if LOFTQ_X86_KERNELS
+    case Isa::avx512:
+      return kernels::avx512::transpose_block(src, lds, rows, cols, dst, ldd);
+    case Isa::avx2:
+      return kernels::avx2::transpose_block(src, lds, rows, cols, dst, ldd);
+#endif
+    default:
+      return kernels::scalar::transpose_block(src, lds, rows, cols, dst, ldd);
+  }
 }
 
 /// out = E X, E rows x cols row-major, X cols x k; out is resized.
