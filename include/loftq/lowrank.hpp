@@ -233,7 +233,7 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
       append_columns(P, Z);
       multiply(E, Z, Y);
       append_to_gram(EP, Y, gram);
-      if (adaptive) {
+      if (adaptive && j + 1 < blocks) {  // after the last block there is nothing to decide
         gains.push_back(captured_energy(gram, rank) - captured);
         captured += gains.back();
         if (converged(gains, captured, energy - captured, options.tolerance)) break;
