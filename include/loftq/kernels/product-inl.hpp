@@ -82,21 +82,30 @@ LOFTQ_TARGET inline void tile_product_all(const float* a, std::size_t lda, const
   }
 }
 
+/// dst[j ldd + i] = src[i lds + j] for i < rows and j < cols: 8 x 8 blocks by transpose8(), the
+/// edges one element at a time.
+LOFTQ_TARGET inline void transpose_block(const float* src, std::size_t lds, std::size_t rows, std::size_t cols,
+                                         float* dst, std::size_t ldd) {
+  std::size_t i = 0;
+  for (; i + 8 <= rows; i += 8) {
+    std::size_t j = 0;
+    for (; j + 8 <= cols; j += 8) transpose8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+    for (; j < cols; ++j) {
+      for (std::size_t k = i; k < i + 8; ++k) dst[j * ldd + k] = src[k * lds + j];
+    }
+  }
+  for (; i < rows; ++i) {
+    for (std::size_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+  }
+}
+
 /// panel[p tile_rows + r] = e[r lde + p] for r < rows (<= tile_rows) and p < depth; rows past
 /// `rows` are 0.
 LOFTQ_TARGET inline void pack_transposed(const float* e, std::size_t lde, std::size_t rows, std::size_t depth,
                                          float* panel) {
-  std::size_t r = 0;
-  for (; r + 8 <= rows; r += 8) {
-    std::size_t p = 0;
-    for (; p + 8 <= depth; p += 8) transpose8(e + r * lde + p, lde, panel + p * tile_rows + r, tile_rows);
-    for (; p < depth; ++p) {
-      for (std::size_t i = r; i < r + 8; ++i) panel[p * tile_rows + i] = e[i * lde + p];
-    }
-  }
-  for (std::size_t p = 0; p < depth; ++p) {
-    for (std::size_t i = r; i < tile_rows; ++i) panel[p * tile_rows + i] = i < rows ? e[i * lde + p] : 0.0f;
-  }
+  transpose_block(e, lde, rows, depth, panel, tile_rows);
+  if (rows == tile_rows) return;
+  for (std::size_t p = 0; p < depth; ++p) std::fill(panel + p * tile_rows + rows, panel + (p + 1) * tile_rows, 0.0f);
 }
 
 /// One tile of C = E B: c[r + j ldc] = sum over p < depth of e[r lde + p] b[p ldb + j] for
@@ -129,22 +138,5 @@ LOFTQ_TARGET inline void transposed_product_tile(const float* e, std::size_t lde
       for (std::size_t r = 0; r < tile_rows; ++r) panel[q * tile_rows + r] = r < rows ? e[(p + q) * lde + r] : 0.0f;
     }
     tile_product_all(panel, tile_rows, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
-  }
-}
-
-/// dst[j ldd + i] = src[i lds + j] for i < rows and j < cols: 8 x 8 blocks by transpose8(), the
-/// edges one element at a time.
-LOFTQ_TARGET inline void transpose_block(const float* src, std::size_t lds, std::size_t rows, std::size_t cols,
-                                         float* dst, std::size_t ldd) {
-  std::size_t i = 0;
-  for (; i + 8 <= rows; i += 8) {
-    std::size_t j = 0;
-    for (; j + 8 <= cols; j += 8) transpose8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
-    for (; j < cols; ++j) {
-      for (std::size_t k = i; k < i + 8; ++k) dst[j * ldd + k] = src[k * lds + j];
-    }
-  }
-  for (; i < rows; ++i) {
-    for (std::size_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
   }
 }
