@@ -1,8 +1,9 @@
 /// @file kernels/avx2.hpp
 /// AVX2 kernels of blockwise quantization, equal bit for bit to kernels/scalar.hpp: the vector
 /// operations of kernels/quantize-inl.hpp on 8-lane vectors (two per group of 16), and that file
-/// instantiated with them. They are compiled for AVX2 and FMA whatever the build flags, and run
-/// only on CPUs that have them (see isa.hpp).
+/// instantiated with them; and the product kernels of kernels/product-inl.hpp, equal bit for bit
+/// to the portable ones of kernels/products.hpp. They are compiled for AVX2 and FMA whatever the
+/// build flags, and run only on CPUs that have them (see isa.hpp).
 #pragma once
 
 #include "../detail/cpu.hpp"

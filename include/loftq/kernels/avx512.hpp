@@ -1,9 +1,10 @@
 /// @file kernels/avx512.hpp
 /// AVX-512 kernels of blockwise quantization, equal bit for bit to kernels/scalar.hpp: the vector
 /// operations of kernels/quantize-inl.hpp on 16-lane vectors (one per group of 16, with masked
-/// loads and mask registers), and that file instantiated with them. They are compiled for
-/// AVX-512 F, BW, DQ and VL whatever the build flags, and run only on CPUs that have them (see
-/// isa.hpp).
+/// loads and mask registers), and that file instantiated with them; and the product kernels of
+/// kernels/product-inl.hpp, equal bit for bit to the portable ones of kernels/products.hpp. They
+/// are compiled for AVX-512 F, BW, DQ and VL whatever the build flags, and run only on CPUs that
+/// have them (see isa.hpp).
 #pragma once
 
 #include "../detail/cpu.hpp"
