@@ -112,20 +112,13 @@ LowRankFactors exact_svd(const RowMatrix<Scalar>& E, Eigen::Index rank) {
   return f;
 }
 
-/// Appends the columns of `block` to `basis`.
-template <class Scalar>
-void append_columns(Matrix<Scalar>& basis, const Matrix<Scalar>& block) {
-  const Eigen::Index old = basis.cols();
-  basis.conservativeResize(block.rows(), old + block.cols());
-  basis.rightCols(block.cols()) = block;
-}
-
 /// Rayleigh-Ritz on the right: the best rank-`rank` factors of E P P^T, given P (orthonormal
-/// columns), EP = E P and its Gram matrix (EP)^T EP = P^T E^T E P, whose eigenproblem is solved in
-/// double.
-template <class Scalar>
-LowRankFactors rayleigh_ritz(const Matrix<Scalar>& P, const Matrix<Scalar>& EP, const Eigen::MatrixXd& gram,
-                             Eigen::Index rank) {
+/// columns), EP = E P (matrices or blocks of columns) and its Gram matrix (EP)^T EP =
+/// P^T E^T E P, whose eigenproblem is solved in double.
+template <class PDerived, class EPDerived>
+LowRankFactors rayleigh_ritz(const Eigen::MatrixBase<PDerived>& P, const Eigen::MatrixBase<EPDerived>& EP,
+                             const Eigen::MatrixXd& gram, Eigen::Index rank) {
+  using Scalar = typename PDerived::Scalar;
   static_assert(std::is_same_v<Scalar, float>, "LowRankFactors hold float");
   const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);
   const Eigen::Index l = P.cols();
@@ -159,15 +152,15 @@ Matrix<Scalar> initial_sketch(Eigen::Index cols, Eigen::Index block, const Matri
   return sketch;
 }
 
-/// Appends the columns of Y to EP and the rows and columns of (EP)^T Y to its Gram matrix.
-template <class Scalar>
-void append_to_gram(Matrix<Scalar>& EP, const Matrix<Scalar>& Y, Eigen::MatrixXd& gram) {
-  append_columns(EP, Y);
-  const Eigen::MatrixXd new_columns = cross_product(EP, Y);
+/// Grows the Gram matrix of EP's first columns to all of EP's columns (a block of them).
+template <class EPDerived>
+void extend_gram(const Eigen::MatrixBase<EPDerived>& EP, Eigen::MatrixXd& gram) {
   const Eigen::Index old = gram.cols();
+  const Eigen::Index added = EP.cols() - old;
+  const Eigen::MatrixXd new_columns = cross_product(EP, EP.rightCols(added));
   gram.conservativeResize(EP.cols(), EP.cols());
-  gram.rightCols(Y.cols()) = new_columns;
-  gram.bottomLeftCorner(Y.cols(), old) = new_columns.topRows(old).transpose();
+  gram.rightCols(added) = new_columns;
+  gram.bottomLeftCorner(added, old) = new_columns.topRows(old).transpose();
 }
 
 /// The energy of E P P^T's best rank-`rank` approximation: the sum of the `rank` largest
@@ -215,24 +208,30 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   const int blocks = krylov ? options.depth : options.power_iters + 1;
   const bool adaptive = krylov && options.tolerance > 0.0;
   const Matrix<Scalar> none;
-  Matrix<Scalar> P = initial_sketch(E.cols(), block, start, options.seed);  // kept blocks
-  orthonormalize(none, P);
-  Matrix<Scalar> EP;  // E P
-  multiply(E, P, EP);
+  // The kept blocks P and E P, in the leading `kept` columns of buffers allocated once: growing
+  // them block by block would map fresh memory, and fault its pages in, at every block.
+  const Eigen::Index width = krylov ? block * blocks : block;
+  Matrix<Scalar> P(E.cols(), width), EP(E.rows(), width);
+  Matrix<Scalar> sketch = initial_sketch(E.cols(), block, start, options.seed);
+  orthonormalize(none, sketch);
+  P.leftCols(block) = sketch;
+  Matrix<Scalar> Y(E.rows(), block), Z(E.cols(), block);
+  multiply(E, P.leftCols(block), EP.leftCols(block));
+  Eigen::Index kept = block;
   Eigen::MatrixXd gram;  // (EP)^T EP: grown block by block by block_krylov
-  if (krylov) gram = cross_product(EP, EP);
+  if (krylov) gram = cross_product(EP.leftCols(block), EP.leftCols(block));
   double captured = adaptive ? captured_energy(gram, rank) : 0.0;
   std::vector<double> gains = {captured};  // captured energy each block added
-  Matrix<Scalar> Y, Z;
   for (int j = 1; j < blocks; ++j) {
-    Y = EP.rightCols(block);
+    Y = EP.middleCols(kept - block, block);
     orthonormalize(none, Y);
     multiply_transposed(E, Y, Z);
     if (krylov) {
-      orthonormalize(P, Z);
-      append_columns(P, Z);
-      multiply(E, Z, Y);
-      append_to_gram(EP, Y, gram);
+      orthonormalize(P.leftCols(kept), Z);
+      P.middleCols(kept, block) = Z;
+      multiply(E, Z, EP.middleCols(kept, block));
+      kept += block;
+      extend_gram(EP.leftCols(kept), gram);
       if (adaptive && j + 1 < blocks) {  // after the last block there is nothing to decide
         gains.push_back(captured_energy(gram, rank) - captured);
         captured += gains.back();
@@ -240,13 +239,13 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
       }
     } else {
       orthonormalize(none, Z);
-      P = std::move(Z);
+      P = Z;
       multiply(E, P, EP);
     }
   }
   if (!krylov) gram = cross_product(EP, EP);
-  LowRankFactors factors = rayleigh_ritz(P, EP, gram, rank);
-  factors.krylov_depth = krylov ? static_cast<int>(P.cols() / block) : 0;
+  LowRankFactors factors = rayleigh_ritz(P.leftCols(kept), EP.leftCols(kept), gram, rank);
+  factors.krylov_depth = krylov ? static_cast<int>(kept / block) : 0;
   return factors;
 }
 

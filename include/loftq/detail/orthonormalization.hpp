@@ -6,22 +6,19 @@
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <Eigen/QR>
-#include <utility>
 
 #include "pieced_products.hpp"
 
 namespace loftq::detail {
 
-/// Y -= P (P^T Y), twice (classical Gram-Schmidt with reorthogonalization); P has orthonormal
-/// columns.
-template <class Scalar>
-void project_out(const Matrix<Scalar>& P, Matrix<Scalar>& Y) {
+/// Y -= P (P^T Y), twice (classical Gram-Schmidt with reorthogonalization), in place; P (a
+/// matrix or a block of columns) has orthonormal columns.
+template <class PDerived, class Scalar>
+void project_out(const Eigen::MatrixBase<PDerived>& P, Matrix<Scalar>& Y) {
   if (P.cols() == 0) return;
-  Matrix<Scalar> correction;
   for (int pass = 0; pass < 2; ++pass) {
     const Matrix<Scalar> C = cross_product(P, Y).template cast<Scalar>();
-    multiply_small(P, C, correction);
-    Y -= correction;
+    subtract_product(P, C, Y);
   }
 }
 
@@ -37,17 +34,16 @@ bool cholesky_qr_step(Matrix<Scalar>& Y, double max_spread) {
   const Eigen::Index k = Y.cols();
   const Matrix<Scalar> inverse_transpose =
       llt.matrixU().solve(Eigen::MatrixXd::Identity(k, k)).template cast<Scalar>();  // U^-1 = L^-T
-  Matrix<Scalar> orthonormal;
-  multiply_small(Y, inverse_transpose, orthonormal);
-  Y = std::move(orthonormal);
+  multiply_in_place(Y, inverse_transpose);
   return true;
 }
 
-/// Makes Y's columns orthonormal and orthogonal to P's (orthonormal) columns: Gram-Schmidt
-/// against P, then CholeskyQR2; when Y is too ill-conditioned for it, a Householder QR of [P, Y]
-/// in double, whose trailing columns are orthogonal to P whatever Y is.
-template <class Scalar>
-void orthonormalize(const Matrix<Scalar>& P, Matrix<Scalar>& Y) {
+/// Makes Y's columns orthonormal and orthogonal to P's (orthonormal) columns, in place:
+/// Gram-Schmidt against P (a matrix or a block of columns), then CholeskyQR2; when Y is too
+/// ill-conditioned for it, a Householder QR of [P, Y] in double, whose trailing columns are
+/// orthogonal to P whatever Y is.
+template <class PDerived, class Scalar>
+void orthonormalize(const Eigen::MatrixBase<PDerived>& P, Matrix<Scalar>& Y) {
   project_out(P, Y);
   if (cholesky_qr_step(Y, 1e5) && cholesky_qr_step(Y, 10.0)) return;
   Eigen::MatrixXd joined(Y.rows(), P.cols() + Y.cols());

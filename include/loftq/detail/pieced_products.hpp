@@ -53,9 +53,11 @@ Eigen::MatrixXd sum_over_pieces(Eigen::Index rows, Eigen::Index shape_rows, Eige
   return sum;
 }
 
-/// X^T * Y for X, Y with equal row counts: float products of row pieces, added in double.
-template <class Scalar>
-Eigen::MatrixXd cross_product(const Matrix<Scalar>& X, const Matrix<Scalar>& Y) {
+/// X^T * Y for X, Y with equal row counts (matrices or blocks of columns): float products of
+/// row pieces, added in double.
+template <class XDerived, class YDerived>
+Eigen::MatrixXd cross_product(const Eigen::MatrixBase<XDerived>& X, const Eigen::MatrixBase<YDerived>& Y) {
+  using Scalar = typename XDerived::Scalar;
   return sum_over_pieces(X.rows(), X.cols(), Y.cols(), [&](Eigen::Index first, Eigen::Index count) {
     const Matrix<Scalar> piece = X.middleRows(first, count).transpose() * Y.middleRows(first, count);
     return Eigen::MatrixXd(piece.template cast<double>());
@@ -71,12 +73,31 @@ Eigen::MatrixXd gram_in_double(const Matrix<Scalar>& X) {
   });
 }
 
-/// out = X * C for X rows x k and a small k x j matrix C; out is resized.
-template <class Scalar>
-void multiply_small(const Matrix<Scalar>& X, const Matrix<Scalar>& C, Matrix<Scalar>& out) {
+/// out = X * C for X rows x k (a matrix or a block of columns) and a small k x j matrix C; out
+/// is resized.
+template <class XDerived, class Scalar>
+void multiply_small(const Eigen::MatrixBase<XDerived>& X, const Matrix<Scalar>& C, Matrix<Scalar>& out) {
   out.resize(X.rows(), C.cols());
   for_row_pieces(X.rows(), [&](Eigen::Index first, Eigen::Index count) {
     out.middleRows(first, count).noalias() = X.middleRows(first, count) * C;
+  });
+}
+
+/// Y -= X * C for X rows x k (a matrix or a block of columns) and a small k x j matrix C, in
+/// place.
+template <class XDerived, class Scalar>
+void subtract_product(const Eigen::MatrixBase<XDerived>& X, const Matrix<Scalar>& C, Matrix<Scalar>& Y) {
+  for_row_pieces(X.rows(), [&](Eigen::Index first, Eigen::Index count) {
+    Y.middleRows(first, count).noalias() -= X.middleRows(first, count) * C;
+  });
+}
+
+/// Y = Y * C for a small square C, in place, one row piece at a time.
+template <class Scalar>
+void multiply_in_place(Matrix<Scalar>& Y, const Matrix<Scalar>& C) {
+  for_row_pieces(Y.rows(), [&](Eigen::Index first, Eigen::Index count) {
+    const Matrix<Scalar> piece = Y.middleRows(first, count) * C;
+    Y.middleRows(first, count) = piece;
   });
 }
 

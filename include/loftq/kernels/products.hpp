@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <stdexcept>
 #include <vector>
 
 #include "../detail/cpu.hpp"
@@ -99,36 +100,36 @@ inline ProductKernels product_kernels(Isa isa) {
   }
 }
 
-/// out = E B (transposed false; out is E.rows() x B.cols()) or E^T B (true; E.cols() x B.cols()),
-/// B given row-major with E.cols() or E.rows() rows; out is resized. Tiles of out's rows run in
-/// parallel on the kernels of active_isa().
-inline void product_of(const RowMatrixXf& E, bool transposed, const RowMatrixXf& B,
-                       Eigen::MatrixXf& out) {
+/// out = E B (transposed false; E.rows() x B.cols()) or E^T B (true; E.cols() x B.cols()), B
+/// given row-major with E.cols() or E.rows() rows; out must have that shape. Tiles of out's rows
+/// run in parallel on the kernels of active_isa(), straight into out when its rows are a multiple
+/// of product_row_padding, else into a padded copy.
+inline void product_of(const RowMatrixXf& E, bool transposed, const RowMatrixXf& B, Eigen::Ref<Eigen::MatrixXf> out) {
   const ProductKernels set = product_kernels(active_isa());
   const auto rows = static_cast<std::size_t>(transposed ? E.cols() : E.rows());
   const auto depth = static_cast<std::size_t>(transposed ? E.rows() : E.cols());
   const auto lde = static_cast<std::size_t>(E.cols());
   const auto columns = static_cast<std::size_t>(B.cols());
-  const Eigen::Index padded_rows = (static_cast<Eigen::Index>(rows) + product_row_padding - 1) /
-                                   product_row_padding * product_row_padding;
+  if (out.rows() != static_cast<Eigen::Index>(rows) || out.cols() != B.cols()) {
+    throw std::logic_error("product_of: out has the wrong shape");
+  }
+  const bool direct = rows % static_cast<std::size_t>(product_row_padding) == 0;
   Eigen::MatrixXf padded;
-  Eigen::MatrixXf& c = padded_rows == static_cast<Eigen::Index>(rows) ? out : padded;
-  c.resize(padded_rows, B.cols());
+  if (!direct) padded.resize((static_cast<Eigen::Index>(rows) + product_row_padding - 1) / product_row_padding * product_row_padding, B.cols());
+  float* c = direct ? out.data() : padded.data();
+  const auto ldc = static_cast<std::size_t>(direct ? out.outerStride() : padded.rows());
   const std::size_t tiles = (rows + set.tile_rows - 1) / set.tile_rows;
   parallel_for(static_cast<std::ptrdiff_t>(tiles), [&](std::ptrdiff_t t) {
     std::vector<float> panel(set.panel_floats);
     const std::size_t first = static_cast<std::size_t>(t) * set.tile_rows;
     const std::size_t count = std::min(set.tile_rows, rows - first);
-    float* tile = c.data() + first;
     if (transposed) {
-      set.transposed(E.data() + first, lde, count, depth, B.data(), columns, columns, tile,
-                         static_cast<std::size_t>(padded_rows), panel.data());
+      set.transposed(E.data() + first, lde, count, depth, B.data(), columns, columns, c + first, ldc, panel.data());
     } else {
-      set.product(E.data() + first * lde, lde, count, depth, B.data(), columns, columns, tile,
-                      static_cast<std::size_t>(padded_rows), panel.data());
+      set.product(E.data() + first * lde, lde, count, depth, B.data(), columns, columns, c + first, ldc, panel.data());
     }
   });
-  if (&c == &padded) out = padded.topRows(static_cast<Eigen::Index>(rows));
+  if (!direct) out = padded.topRows(static_cast<Eigen::Index>(rows));
 }
 
 /// dst[j ldd + i] = src[i lds + j] for i < rows and j < cols, on the kernels of `isa`.
@@ -146,16 +147,27 @@ inline void transpose_block(Isa isa, const float* src, std::size_t lds, std::siz
   }
 }
 
-/// out = E X, E rows x cols row-major, X cols x k; out is resized.
-inline void multiply(const RowMatrixXf& E, const Eigen::MatrixXf& X,
-                     Eigen::MatrixXf& out) {
+/// out = E X, E rows x cols row-major, X cols x k; out must be rows x k.
+inline void multiply(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& X, Eigen::Ref<Eigen::MatrixXf> out) {
   product_of(E, false, RowMatrixXf(X), out);
 }
 
-/// out = E^T Y, E rows x cols row-major, Y rows x k; out (cols x k) is resized.
-inline void multiply_transposed(const RowMatrixXf& E, const Eigen::MatrixXf& Y,
-                                Eigen::MatrixXf& out) {
+/// out = E X, resized to rows x k.
+inline void multiply(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& X, Eigen::MatrixXf& out) {
+  out.resize(E.rows(), X.cols());
+  multiply(E, X, Eigen::Ref<Eigen::MatrixXf>(out));
+}
+
+/// out = E^T Y, E rows x cols row-major, Y rows x k; out must be cols x k.
+inline void multiply_transposed(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& Y,
+                                Eigen::Ref<Eigen::MatrixXf> out) {
   product_of(E, true, RowMatrixXf(Y), out);
+}
+
+/// out = E^T Y, resized to cols x k.
+inline void multiply_transposed(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& Y, Eigen::MatrixXf& out) {
+  out.resize(E.cols(), Y.cols());
+  multiply_transposed(E, Y, Eigen::Ref<Eigen::MatrixXf>(out));
 }
 
 }  // namespace loftq::detail
