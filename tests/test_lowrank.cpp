@@ -1,7 +1,10 @@
 // truncated_svd: factor form, the exact path against a double-precision SVD, the randomized
-// paths against the exact one, warm starts, seeds and threads, ranks 0 and min(rows, cols).
+// paths against the exact one, warm starts, seeds and threads, ranks 0 and min(rows, cols); the
+// largest eigenpairs of Rayleigh-Ritz against Eigen's full symmetric eigensolver.
 #include <gtest/gtest.h>
 
+#include <Eigen/Eigenvalues>
+#include <Eigen/QR>
 #include <Eigen/SVD>
 #include <cmath>
 #include <limits>
@@ -249,6 +252,53 @@ TEST(TruncatedSvd, BadArgumentsThrowNamingThem) {
   EXPECT_NE(message([&] { loftq::truncated_svd(e, 1, loftq::SvdOptions{}, Eigen::MatrixXf::Ones(4, 2)); })
                 .find("start is 4 x 2, needs E.cols() = 3 rows"),
             std::string::npos);
+}
+
+/// Checks pairs against Eigen's full solver on G: the k largest eigenvalues, non-increasing, to
+/// 1e-13 of ||G||_2, and orthonormal vectors with ||G v - lambda v|| within 1e-13 of ||G||_2.
+void expect_largest_eigenpairs(const Eigen::MatrixXd& g, Eigen::Index k) {
+  SCOPED_TRACE("n = " + std::to_string(g.rows()) + ", k = " + std::to_string(k));
+  const loftq::detail::LargestEigenpairs pairs = loftq::detail::largest_eigenpairs(g, k);
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> reference(g);
+  const double scale = std::max(reference.eigenvalues().cwiseAbs().maxCoeff(), std::numeric_limits<double>::min());
+  ASSERT_EQ(pairs.values.size(), k);
+  ASSERT_EQ(pairs.vectors.rows(), g.rows());
+  ASSERT_EQ(pairs.vectors.cols(), k);
+  for (Eigen::Index j = 0; j < k; ++j) {
+    EXPECT_NEAR(pairs.values(j), reference.eigenvalues()(g.rows() - 1 - j), 1e-13 * scale) << j;
+    if (j > 0) {
+      EXPECT_GE(pairs.values(j - 1), pairs.values(j));
+    }
+  }
+  const auto n = static_cast<double>(g.rows());
+  EXPECT_LT((pairs.vectors.transpose() * pairs.vectors - Eigen::MatrixXd::Identity(k, k)).norm(), 1e-13 * n);
+  EXPECT_LT((g * pairs.vectors - pairs.vectors * pairs.values.asDiagonal()).stableNorm(), 1e-13 * scale * n);
+}
+
+TEST(LargestEigenpairs, MatchEigensFullSolverOnGramMatrices) {
+  for (Eigen::Index n : {1, 2, 3, 17, 68, 204}) {
+    const Eigen::MatrixXd x = loftq_test::gaussian(2 * n + 5, n, 1.0f, static_cast<unsigned>(n)).cast<double>();
+    const Eigen::MatrixXd g = x.transpose() * x;
+    for (Eigen::Index k : {Eigen::Index{0}, Eigen::Index{1}, (n + 2) / 3, n}) expect_largest_eigenpairs(g, k);
+  }
+}
+
+TEST(LargestEigenpairs, RepeatedZeroAndNegativeEigenvaluesGiveOrthonormalVectors) {
+  const Eigen::Index n = 40;
+  const Eigen::HouseholderQR<Eigen::MatrixXd> qr(loftq_test::gaussian(n, n, 1.0f, 3).cast<double>());
+  const Eigen::MatrixXd q = qr.householderQ();
+  Eigen::VectorXd spectrum(n);
+  for (Eigen::Index i = 0; i < n; ++i) spectrum(i) = i < 10 ? 3.0 : i < 20 ? 2.0 : i < 30 ? 0.0 : -1.0 - static_cast<double>(i);
+  expect_largest_eigenpairs(q * spectrum.asDiagonal() * q.transpose(), 15);  // a cluster split at k
+  expect_largest_eigenpairs(Eigen::MatrixXd::Identity(n, n), 7);              // one eigenvalue n times
+  expect_largest_eigenpairs(Eigen::MatrixXd::Zero(n, n), 5);
+  expect_largest_eigenpairs(Eigen::MatrixXd(spectrum.asDiagonal()), 12);     // already diagonal
+}
+
+TEST(LargestEigenpairs, ScaleOfTheMatrixDoesNotMatter) {
+  const Eigen::MatrixXd x = loftq_test::gaussian(30, 20, 1.0f, 9).cast<double>();
+  const Eigen::MatrixXd g = x.transpose() * x;
+  for (double scale : {1e-200, 1e200}) expect_largest_eigenpairs(g * scale, 6);
 }
 
 }  // namespace

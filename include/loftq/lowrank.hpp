@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "detail/checks.hpp"
+#include "detail/largest_eigenpairs.hpp"
 #include "detail/orthonormalization.hpp"
 #include "detail/pieced_products.hpp"
 #include "detail/random.hpp"
@@ -114,26 +115,24 @@ LowRankFactors exact_svd(const RowMatrix<Scalar>& E, Eigen::Index rank) {
 
 /// Rayleigh-Ritz on the right: the best rank-`rank` factors of E P P^T, given P (orthonormal
 /// columns), EP = E P (matrices or blocks of columns) and its Gram matrix (EP)^T EP =
-/// P^T E^T E P, whose eigenproblem is solved in double.
+/// P^T E^T E P, whose `rank` largest eigenpairs are computed in double.
 template <class PDerived, class EPDerived>
 LowRankFactors rayleigh_ritz(const Eigen::MatrixBase<PDerived>& P, const Eigen::MatrixBase<EPDerived>& EP,
                              const Eigen::MatrixXd& gram, Eigen::Index rank) {
   using Scalar = typename PDerived::Scalar;
   static_assert(std::is_same_v<Scalar, float>, "LowRankFactors hold float");
-  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);
+  const LargestEigenpairs eigen = largest_eigenpairs(gram, rank);
   const Eigen::Index l = P.cols();
   Eigen::MatrixXd to_a(l, rank);  // W_r S_r^(-1/2)
   Eigen::MatrixXd to_b(l, rank);  // W_r S_r^(1/2)
   LowRankFactors f;
   f.singular_values.resize(rank);
   for (Eigen::Index k = 0; k < rank; ++k) {
-    const Eigen::Index source = l - 1 - k;  // eigenvalues ascend
-    const double sigma = std::sqrt(std::max(eigen.eigenvalues()(source), 0.0));
+    const double sigma = std::sqrt(std::max(eigen.values(k), 0.0));
     const double root = std::sqrt(sigma);
     f.singular_values(k) = static_cast<float>(sigma);
-    to_b.col(k) = eigen.eigenvectors().col(source) * root;
-    to_a.col(k) = root > 0.0 ? Eigen::VectorXd(eigen.eigenvectors().col(source) / root)
-                             : Eigen::VectorXd::Zero(l);
+    to_b.col(k) = eigen.vectors.col(k) * root;
+    to_a.col(k) = root > 0.0 ? Eigen::VectorXd(eigen.vectors.col(k) / root) : Eigen::VectorXd::Zero(l);
   }
   multiply_small(EP, Matrix<Scalar>(to_a.cast<Scalar>()), f.A);
   multiply_small(P, Matrix<Scalar>(to_b.cast<Scalar>()), f.B);
