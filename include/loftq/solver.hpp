@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -287,7 +288,7 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, co
                            std::vector<float>(blocks)};
   };
   QuantizedArrays current = arrays();  // Q_t
-  QuantizedArrays best = arrays();     // the Q of least error so far
+  QuantizedArrays best;                // the Q of least error so far; given arrays by the first swap
   RowMatrix<Scalar> residual(rows, cols);  // W - Q_t
 
   double w_norm2 = 0.0;
@@ -316,6 +317,7 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, co
       result.iteration = t;
     }
     if (t == options.iters) break;
+    if (current.codes.empty()) current = arrays();  // a second Q, made only when one is computed
     residual_norm2 = quantize_pass(w, factors.A, factors.B, options, current, residual);  // Q_{t+1}
     previous_b = std::move(factors.B);
   }
@@ -324,27 +326,41 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, co
   return result;
 }
 
-/// Largest |element| of the row-major W, found in parallel pieces.
-template <class Scalar>
-Scalar max_abs(const RowMatrix<Scalar>& W) {
-  std::vector<Scalar> partial(static_cast<std::size_t>((W.rows() + product_piece_rows - 1) / product_piece_rows));
+/// Largest |element| of the finite, row-major W, in one parallel pass that also checks that W is
+/// finite: the largest of the elements' bits with the sign cleared, which orders finite floats
+/// by magnitude and puts inf and NaN above them all. Throws std::invalid_argument, naming the
+/// first non-finite element, when there is one.
+inline float checked_max_abs(const RowMatrixXf& W) {
+  std::vector<std::uint32_t> partial(static_cast<std::size_t>((W.rows() + product_piece_rows - 1) / product_piece_rows));
   for_row_pieces(W.rows(), [&](Eigen::Index first, Eigen::Index count) {
-    partial[static_cast<std::size_t>(first / product_piece_rows)] = W.middleRows(first, count).cwiseAbs().maxCoeff();
+    const float* data = W.data() + first * W.cols();
+    const auto n = static_cast<std::size_t>(count * W.cols());
+    std::uint32_t largest = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint32_t bits;
+      std::memcpy(&bits, data + i, sizeof bits);
+      largest = std::max(largest, bits & 0x7fffffffu);
+    }
+    partial[static_cast<std::size_t>(first / product_piece_rows)] = largest;
   });
-  return *std::max_element(partial.begin(), partial.end());
+  const std::uint32_t largest = *std::max_element(partial.begin(), partial.end());
+  if (largest >= 0x7f800000u) check_finite("W", W.data(), W.rows(), W.cols());  // throws, naming the element
+  float magnitude;
+  std::memcpy(&magnitude, &largest, sizeof magnitude);
+  return magnitude;
 }
 
-/// loftq_row_major() on W scaled by a power of two when its largest magnitude is outside
-/// [2^-60, 2^60]: a W near float's limits would overflow the products of the truncated SVD (or
-/// lose digits in denormals), and scaling by 2^k is exact, so W is brought to magnitude about 1,
-/// and Q's scales and A B^T are scaled back by 2^-k (A and B by 2^(-k/2) each, k even). A
-/// scale that then exceeds float's range is clamped just below its largest value, so that every
-/// dequantized value stays finite. A W with a load path that is not plain, or LLMInt8, is never
-/// scaled: rounding to 16 bits does not commute with scaling near the ends of their range, and
-/// the loader does not scale either.
+/// loftq_row_major() on W, once checked to be finite, scaled by a power of two when its largest
+/// magnitude is outside [2^-60, 2^60]: a W near float's limits would overflow the products of
+/// the truncated SVD (or lose digits in denormals), and scaling by 2^k is exact, so W is brought
+/// to magnitude about 1, and Q's scales and A B^T are scaled back by 2^-k (A and B by 2^(-k/2)
+/// each, k even). A scale that then exceeds float's range is clamped just below its largest
+/// value, so that every dequantized value stays finite. A W with a load path that is not plain,
+/// or LLMInt8, is never scaled: rounding to 16 bits does not commute with scaling near the ends
+/// of their range, and the loader does not scale either.
 template <class Scalar>
 Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options) {
-  const Scalar largest = max_abs(W);
+  const Scalar largest = checked_max_abs(W);
   int exponent = 0;
   std::frexp(largest, &exponent);
   if (largest == 0.0f || (exponent >= -60 && exponent <= 60) || !is_kernel_path(options.load_path, options.codebook)) {
@@ -381,10 +397,7 @@ Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options) {
   detail::check_not_empty("W", W.rows(), W.cols());
   detail::check_options(options, W.rows(), W.cols());
   const detail::ThreadScope scope(options.threads);
-  return detail::with_row_major(W, [&](const RowMatrixXf& row_major) {
-    detail::check_finite("W", row_major.data(), row_major.rows(), row_major.cols());
-    return detail::loftq_in_range(row_major, options);
-  });
+  return detail::with_row_major(W, [&](const RowMatrixXf& row_major) { return detail::loftq_in_range(row_major, options); });
 }
 
 /// LoftQ with `bits` 2 (NF2), 4 (NF4) or 8 (Int8) and the other Options at their defaults
