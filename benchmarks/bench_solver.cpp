@@ -51,11 +51,15 @@ void count_products(benchmark::State& state, const loftq::Result& r, Eigen::Inde
 }
 
 /// loftq::loftq(W, 64, 4, iters) on the Gaussian W of the state's shape, with counters error,
-/// passes and GFLOP/s.
-void time_loftq(benchmark::State& state, int iters) {
+/// passes and GFLOP/s; with one loftq::Workspace for every call when `reuse` is set.
+void time_loftq(benchmark::State& state, int iters, bool reuse = false) {
   const Eigen::MatrixXf& w = gaussian_weight(state.range(0), state.range(1));
+  loftq::Options options;
+  options.rank = 64;
+  options.iters = iters;
+  loftq::Workspace workspace;
   loftq::Result r;
-  for (auto _ : state) r = loftq::loftq(w, 64, 4, iters);
+  for (auto _ : state) r = reuse ? loftq::loftq(w, options, workspace) : loftq::loftq(w, options);
   state.counters["error"] = r.error();
   count_products(state, r, w.rows(), w.cols());
 }
@@ -65,6 +69,10 @@ void BM_Loftq(benchmark::State& state) { time_loftq(state, 5); }
 
 /// loftq::loftq(W, 64, 4, 1): the cold step alone (its passes over E and one quantize pass).
 void BM_LoftqOneStep(benchmark::State& state) { time_loftq(state, 1); }
+
+/// loftq::loftq(W, options, workspace) with T = range(2), every call in the same
+/// loftq::Workspace: the calls of a program that runs many matrices of one size.
+void BM_LoftqReused(benchmark::State& state) { time_loftq(state, static_cast<int>(state.range(2)), true); }
 
 /// The same with the exact SVD (Eigen::BDCSVD); counter krylov_over_exact is the final error of
 /// the default path over this one's.
@@ -135,6 +143,15 @@ bool register_solver_benchmarks() {
           ->Args({rows, cols})
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
+    }
+    if (rows == 4096) {
+      for (int iters : {5, 1}) {
+        if (cols == 11008 && iters == 1) continue;
+        benchmark::RegisterBenchmark("BM_LoftqReused", BM_LoftqReused)
+            ->Args({rows, cols, iters})
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+      }
     }
     if (rows == 1024 || std::getenv("LOFTQ_BENCH_EXACT") != nullptr) {
       benchmark::RegisterBenchmark("BM_LoftqExactSvd", BM_LoftqExactSvd)

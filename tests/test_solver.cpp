@@ -275,6 +275,37 @@ TEST(Loftq, RowMajorColumnMajorAndExpressionInputsAgreeBitForBit) {
   EXPECT_EQ(a.Q.codes(), c.Q.codes());
 }
 
+TEST(Loftq, AReusedWorkspaceGivesTheSameBitsAsFreshCalls) {
+  const Eigen::MatrixXf first = llm_like(260, 200, 47);
+  const loftq::RowMatrixXf same_count = llm_like(200, 260, 48);  // row-major: no copy is made
+  const Eigen::MatrixXf smaller = llm_like(130, 150, 49);
+  const Eigen::MatrixXf tiny = llm_like(130, 150, 50) * 1e-25f;  // scaled by 2^k inside the call
+  loftq::Options o;
+  o.rank = 9;
+  o.iters = 3;
+  loftq::Workspace workspace;
+  EXPECT_EQ(workspace.bytes(), 0u);
+  auto expect_fresh = [&](const auto& w, std::size_t bytes) {
+    const loftq::Result reused = loftq::loftq(w, o, workspace);
+    const loftq::Result fresh = loftq::loftq(w, o);
+    EXPECT_EQ(reused.Q.codes(), fresh.Q.codes());
+    EXPECT_EQ(reused.Q.scales(), fresh.Q.scales());
+    EXPECT_EQ(reused.A, fresh.A);
+    EXPECT_EQ(reused.B, fresh.B);
+    EXPECT_EQ(reused.errors, fresh.errors);
+    EXPECT_EQ(workspace.bytes(), bytes);
+  };
+  const std::size_t large = 260 * 200 * sizeof(float), small = 130 * 150 * sizeof(float);
+  expect_fresh(first, 2 * large);       // the residual and W's row-major copy
+  expect_fresh(same_count, 2 * large);  // the residual is reused; the copy is kept, unused
+  expect_fresh(smaller, 2 * small);
+  expect_fresh(tiny, 2 * small);
+  expect_fresh(first, 2 * large);
+  workspace.release();
+  EXPECT_EQ(workspace.bytes(), 0u);
+  expect_fresh(smaller, 2 * small);
+}
+
 TEST(Loftq, ShapesThatAreNotAMultipleOfTheBlockWork) {
   for (auto [rows, cols] : {std::pair{13, 7}, std::pair{1, 100}, std::pair{100, 1}, std::pair{33, 65}}) {
     const Eigen::MatrixXf w = loftq_test::gaussian(rows, cols, 0.02f, 40);

@@ -74,6 +74,33 @@ struct Result {
   double error() const { return errors.at(static_cast<std::size_t>(iteration - 1)); }
 };
 
+/// Memory that loftq() calls can share: the two arrays the size of W that a call needs, the
+/// residual W - Q_t and W's row-major copy (made for a W that is not a RowMatrixXf). A call
+/// resizes them, which keeps their memory when the element count is unchanged: a workspace
+/// reused for matrices of one size spares every call after the first the mapping of that memory
+/// and the page faults of its first touch (see the README's performance section). Results are
+/// the same bits with any workspace. One call at a time may use a workspace.
+class Workspace {
+ public:
+  /// Bytes held by the two arrays.
+  std::size_t bytes() const {
+    return sizeof(float) * static_cast<std::size_t>(residual_.size() + row_major_.size());
+  }
+
+  /// Frees the two arrays.
+  void release() {
+    residual_ = RowMatrixXf();
+    row_major_ = RowMatrixXf();
+  }
+
+ private:
+  template <class Derived>
+  friend Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options, Workspace& workspace);
+
+  RowMatrixXf residual_;   // W - Q_t
+  RowMatrixXf row_major_;  // W's row-major copy
+};
+
 namespace detail {
 
 /// The truncated-SVD settings of step `step`, warm-started or not: each step draws its own
@@ -276,9 +303,11 @@ double factor_squared_error(const LowRankFactors& factors, double residual_norm2
   return squared_error(factors.A, factors.B, options, residual);
 }
 
-/// LoftQ on the row-major, finite W (rows x cols), inside the caller's ThreadScope.
+/// LoftQ on the row-major, finite W (rows x cols), inside the caller's ThreadScope; `residual`
+/// is resized to hold W - Q_t.
 template <class Scalar>
-Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, const Options& options) {
+Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, const Options& options,
+                       RowMatrix<Scalar>& residual) {
   static_assert(std::is_same_v<Scalar, float>, "loftq::Result holds float");
   const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
   const std::size_t blocks = (n + static_cast<std::size_t>(options.block_size) - 1) /
@@ -289,7 +318,7 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, co
   };
   QuantizedArrays current = arrays();  // Q_t
   QuantizedArrays best;                // the Q of least error so far; given arrays by the first swap
-  RowMatrix<Scalar> residual(rows, cols);  // W - Q_t
+  residual.resize(rows, cols);  // W - Q_t
 
   double w_norm2 = 0.0;
   // Q_1 = q(W)
@@ -359,16 +388,16 @@ inline float checked_max_abs(const RowMatrixXf& W) {
 /// or LLMInt8, is never scaled: rounding to 16 bits does not commute with scaling near the ends
 /// of their range, and the loader does not scale either.
 template <class Scalar>
-Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options) {
+Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options, RowMatrix<Scalar>& residual) {
   const Scalar largest = checked_max_abs(W);
   int exponent = 0;
   std::frexp(largest, &exponent);
   if (largest == 0.0f || (exponent >= -60 && exponent <= 60) || !is_kernel_path(options.load_path, options.codebook)) {
-    return loftq_row_major(W.data(), W.rows(), W.cols(), options);
+    return loftq_row_major(W.data(), W.rows(), W.cols(), options, residual);
   }
   const int k = -(exponent & ~1);  // even, so that 2^(-k/2) is exact
   const RowMatrix<Scalar> scaled = (W.template cast<double>() * std::ldexp(1.0, k)).template cast<Scalar>();  // 2^k may not fit a float
-  Result r = loftq_row_major(scaled.data(), scaled.rows(), scaled.cols(), options);
+  Result r = loftq_row_major(scaled.data(), scaled.rows(), scaled.cols(), options, residual);
   // 3 ulps below float's largest value: Int8 dequantizes 127 * (scale / 127), up to 2 ulps above scale.
   constexpr float largest_scale = 0x1.fffff8p127f;
   std::vector<float> scales = r.Q.scales();
@@ -382,22 +411,32 @@ Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options) {
 
 #ifdef LOFTQ_SEPARATE_COMPILATION
 // Instantiated once, in the source that includes <loftq/src.hpp>.
-extern template Result loftq_in_range<float>(const RowMatrix<float>& W, const Options& options);
+extern template Result loftq_in_range<float>(const RowMatrix<float>& W, const Options& options,
+                                            RowMatrix<float>& residual);
 #endif
 
 }  // namespace detail
 
-/// LoftQ with every choice in `options`. W is any Eigen expression of floats, out x in. The
-/// result depends on W and the options only, never on the thread count. Throws
-/// std::invalid_argument (naming the argument and value) for an empty W, a non-finite element,
-/// or an option out of range.
+/// LoftQ with every choice in `options`, in the memory of `workspace`. W is any Eigen expression
+/// of floats, out x in. The result depends on W and the options only, never on the thread count
+/// or the workspace. Throws std::invalid_argument (naming the argument and value) for an empty
+/// W, a non-finite element, or an option out of range.
 template <class Derived>
-Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options) {
+Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options, Workspace& workspace) {
   static_assert(std::is_same_v<typename Derived::Scalar, float>, "loftq::loftq: W must hold float");
   detail::check_not_empty("W", W.rows(), W.cols());
   detail::check_options(options, W.rows(), W.cols());
   const detail::ThreadScope scope(options.threads);
-  return detail::with_row_major(W, [&](const RowMatrixXf& row_major) { return detail::loftq_in_range(row_major, options); });
+  return detail::with_row_major(W, workspace.row_major_, [&](const RowMatrixXf& row_major) {
+    return detail::loftq_in_range(row_major, options, workspace.residual_);
+  });
+}
+
+/// loftq() with a workspace of its own, freed on return.
+template <class Derived>
+Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options) {
+  Workspace workspace;
+  return loftq(W, options, workspace);
 }
 
 /// LoftQ with `bits` 2 (NF2), 4 (NF4) or 8 (Int8) and the other Options at their defaults
