@@ -51,7 +51,8 @@ void count_products(benchmark::State& state, const loftq::Result& r, Eigen::Inde
 }
 
 /// loftq::loftq(W, 64, 4, iters) on the Gaussian W of the state's shape, with counters error,
-/// passes and GFLOP/s; with one loftq::Workspace for every call when `reuse` is set.
+/// passes and GFLOP/s; with one loftq::Workspace for every call when `reuse` is set, sized by an
+/// untimed call first.
 void time_loftq(benchmark::State& state, int iters, bool reuse = false) {
   const Eigen::MatrixXf& w = gaussian_weight(state.range(0), state.range(1));
   loftq::Options options;
@@ -59,6 +60,7 @@ void time_loftq(benchmark::State& state, int iters, bool reuse = false) {
   options.iters = iters;
   loftq::Workspace workspace;
   loftq::Result r;
+  if (reuse) r = loftq::loftq(w, options, workspace);  // untimed: the call that sizes the workspace
   for (auto _ : state) r = reuse ? loftq::loftq(w, options, workspace) : loftq::loftq(w, options);
   state.counters["error"] = r.error();
   count_products(state, r, w.rows(), w.cols());
