@@ -74,7 +74,9 @@ void BM_LoftqOneStep(benchmark::State& state) { time_loftq(state, 1); }
 
 /// loftq::loftq(W, options, workspace) with T = range(2), every call in the same
 /// loftq::Workspace: the calls of a program that runs many matrices of one size.
-void BM_LoftqReused(benchmark::State& state) { time_loftq(state, static_cast<int>(state.range(2)), true); }
+void BM_LoftqReused(benchmark::State& state) {
+  time_loftq(state, static_cast<int>(state.range(2)), true);
+}
 
 /// The same with the exact SVD (Eigen::BDCSVD); counter krylov_over_exact is the final error of
 /// the default path over this one's.

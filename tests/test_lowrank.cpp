@@ -260,7 +260,8 @@ void expect_largest_eigenpairs(const Eigen::MatrixXd& g, Eigen::Index k) {
   SCOPED_TRACE("n = " + std::to_string(g.rows()) + ", k = " + std::to_string(k));
   const loftq::detail::LargestEigenpairs pairs = loftq::detail::largest_eigenpairs(g, k);
   const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> reference(g);
-  const double scale = std::max(reference.eigenvalues().cwiseAbs().maxCoeff(), std::numeric_limits<double>::min());
+  const double scale =
+      std::max(reference.eigenvalues().cwiseAbs().maxCoeff(), std::numeric_limits<double>::min());
   ASSERT_EQ(pairs.values.size(), k);
   ASSERT_EQ(pairs.vectors.rows(), g.rows());
   ASSERT_EQ(pairs.vectors.cols(), k);
@@ -271,28 +272,36 @@ void expect_largest_eigenpairs(const Eigen::MatrixXd& g, Eigen::Index k) {
     }
   }
   const auto n = static_cast<double>(g.rows());
-  EXPECT_LT((pairs.vectors.transpose() * pairs.vectors - Eigen::MatrixXd::Identity(k, k)).norm(), 1e-13 * n);
-  EXPECT_LT((g * pairs.vectors - pairs.vectors * pairs.values.asDiagonal()).stableNorm(), 1e-13 * scale * n);
+  EXPECT_LT((pairs.vectors.transpose() * pairs.vectors - Eigen::MatrixXd::Identity(k, k)).norm(),
+            1e-13 * n);
+  EXPECT_LT((g * pairs.vectors - pairs.vectors * pairs.values.asDiagonal()).stableNorm(),
+            1e-13 * scale * n);
 }
 
 TEST(LargestEigenpairs, MatchEigensFullSolverOnGramMatrices) {
   for (Eigen::Index n : {1, 2, 3, 17, 68, 204}) {
-    const Eigen::MatrixXd x = loftq_test::gaussian(2 * n + 5, n, 1.0f, static_cast<unsigned>(n)).cast<double>();
+    const Eigen::MatrixXd x =
+        loftq_test::gaussian(2 * n + 5, n, 1.0f, static_cast<unsigned>(n)).cast<double>();
     const Eigen::MatrixXd g = x.transpose() * x;
-    for (Eigen::Index k : {Eigen::Index{0}, Eigen::Index{1}, (n + 2) / 3, n}) expect_largest_eigenpairs(g, k);
+    for (Eigen::Index k : {Eigen::Index{0}, Eigen::Index{1}, (n + 2) / 3, n}) {
+      expect_largest_eigenpairs(g, k);
+    }
   }
 }
 
 TEST(LargestEigenpairs, RepeatedZeroAndNegativeEigenvaluesGiveOrthonormalVectors) {
   const Eigen::Index n = 40;
-  const Eigen::HouseholderQR<Eigen::MatrixXd> qr(loftq_test::gaussian(n, n, 1.0f, 3).cast<double>());
+  const Eigen::HouseholderQR<Eigen::MatrixXd> qr(
+      loftq_test::gaussian(n, n, 1.0f, 3).cast<double>());
   const Eigen::MatrixXd q = qr.householderQ();
   Eigen::VectorXd spectrum(n);
-  for (Eigen::Index i = 0; i < n; ++i) spectrum(i) = i < 10 ? 3.0 : i < 20 ? 2.0 : i < 30 ? 0.0 : -1.0 - static_cast<double>(i);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    spectrum(i) = i < 10 ? 3.0 : i < 20 ? 2.0 : i < 30 ? 0.0 : -1.0 - static_cast<double>(i);
+  }
   expect_largest_eigenpairs(q * spectrum.asDiagonal() * q.transpose(), 15);  // a cluster split at k
-  expect_largest_eigenpairs(Eigen::MatrixXd::Identity(n, n), 7);              // one eigenvalue n times
+  expect_largest_eigenpairs(Eigen::MatrixXd::Identity(n, n), 7);  // one eigenvalue n times
   expect_largest_eigenpairs(Eigen::MatrixXd::Zero(n, n), 5);
-  expect_largest_eigenpairs(Eigen::MatrixXd(spectrum.asDiagonal()), 12);     // already diagonal
+  expect_largest_eigenpairs(Eigen::MatrixXd(spectrum.asDiagonal()), 12);  // already diagonal
 }
 
 TEST(LargestEigenpairs, ScaleOfTheMatrixDoesNotMatter) {

@@ -117,8 +117,9 @@ LowRankFactors exact_svd(const RowMatrix<Scalar>& E, Eigen::Index rank) {
 /// columns), EP = E P (matrices or blocks of columns) and its Gram matrix (EP)^T EP =
 /// P^T E^T E P, whose `rank` largest eigenpairs are computed in double.
 template <class PDerived, class EPDerived>
-LowRankFactors rayleigh_ritz(const Eigen::MatrixBase<PDerived>& P, const Eigen::MatrixBase<EPDerived>& EP,
-                             const Eigen::MatrixXd& gram, Eigen::Index rank) {
+LowRankFactors rayleigh_ritz(const Eigen::MatrixBase<PDerived>& P,
+                             const Eigen::MatrixBase<EPDerived>& EP, const Eigen::MatrixXd& gram,
+                             Eigen::Index rank) {
   using Scalar = typename PDerived::Scalar;
   static_assert(std::is_same_v<Scalar, float>, "LowRankFactors hold float");
   const LargestEigenpairs eigen = largest_eigenpairs(gram, rank);
@@ -132,7 +133,8 @@ LowRankFactors rayleigh_ritz(const Eigen::MatrixBase<PDerived>& P, const Eigen::
     const double root = std::sqrt(sigma);
     f.singular_values(k) = static_cast<float>(sigma);
     to_b.col(k) = eigen.vectors.col(k) * root;
-    to_a.col(k) = root > 0.0 ? Eigen::VectorXd(eigen.vectors.col(k) / root) : Eigen::VectorXd::Zero(l);
+    to_a.col(k) =
+        root > 0.0 ? Eigen::VectorXd(eigen.vectors.col(k) / root) : Eigen::VectorXd::Zero(l);
   }
   multiply_small(EP, Matrix<Scalar>(to_a.cast<Scalar>()), f.A);
   multiply_small(P, Matrix<Scalar>(to_b.cast<Scalar>()), f.B);
@@ -151,7 +153,8 @@ Matrix<Scalar> initial_sketch(Eigen::Index cols, Eigen::Index block, const Matri
   return sketch;
 }
 
-/// Grows the Gram matrix of EP's first columns to all of EP's columns (a block of them).
+/// Extends `gram`, the Gram matrix of EP's first gram.cols() columns, to all of EP's columns (EP:
+/// a matrix or a block of columns).
 template <class EPDerived>
 void extend_gram(const Eigen::MatrixBase<EPDerived>& EP, Eigen::MatrixXd& gram) {
   const Eigen::Index old = gram.cols();

@@ -18,14 +18,14 @@
 #include "blockwise.hpp"
 #include "codebook.hpp"
 #include "detail/checks.hpp"
+#include "detail/packing.hpp"
 #include "detail/pieced_products.hpp"
 #include "detail/row_major.hpp"
-#include "detail/packing.hpp"
 #include "kernels/passes.hpp"
 #include "load_path.hpp"
 #include "lowrank.hpp"
-#include "threads.hpp"
 #include "quantized.hpp"
+#include "threads.hpp"
 
 namespace loftq {
 
@@ -95,7 +95,8 @@ class Workspace {
 
  private:
   template <class Derived>
-  friend Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options, Workspace& workspace);
+  friend Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options,
+                      Workspace& workspace);
 
   RowMatrixXf residual_;   // W - Q_t
   RowMatrixXf row_major_;  // W's row-major copy
@@ -306,8 +307,8 @@ double factor_squared_error(const LowRankFactors& factors, double residual_norm2
 /// LoftQ on the row-major, finite W (rows x cols), inside the caller's ThreadScope; `residual`
 /// is resized to hold W - Q_t.
 template <class Scalar>
-Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, const Options& options,
-                       RowMatrix<Scalar>& residual) {
+Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols,
+                       const Options& options, RowMatrix<Scalar>& residual) {
   static_assert(std::is_same_v<Scalar, float>, "loftq::Result holds float");
   const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
   const std::size_t blocks = (n + static_cast<std::size_t>(options.block_size) - 1) /
@@ -317,7 +318,7 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, co
                            std::vector<float>(blocks)};
   };
   QuantizedArrays current = arrays();  // Q_t
-  QuantizedArrays best;                // the Q of least error so far; given arrays by the first swap
+  QuantizedArrays best;         // the Q of least error so far; given arrays by the first swap
   residual.resize(rows, cols);  // W - Q_t
 
   double w_norm2 = 0.0;
@@ -360,7 +361,8 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, co
 /// by magnitude and puts inf and NaN above them all. Throws std::invalid_argument, naming the
 /// first non-finite element, when there is one.
 inline float checked_max_abs(const RowMatrixXf& W) {
-  std::vector<std::uint32_t> partial(static_cast<std::size_t>((W.rows() + product_piece_rows - 1) / product_piece_rows));
+  std::vector<std::uint32_t> partial(
+      static_cast<std::size_t>((W.rows() + product_piece_rows - 1) / product_piece_rows));
   for_row_pieces(W.rows(), [&](Eigen::Index first, Eigen::Index count) {
     const float* data = W.data() + first * W.cols();
     const auto n = static_cast<std::size_t>(count * W.cols());
@@ -373,7 +375,9 @@ inline float checked_max_abs(const RowMatrixXf& W) {
     partial[static_cast<std::size_t>(first / product_piece_rows)] = largest;
   });
   const std::uint32_t largest = *std::max_element(partial.begin(), partial.end());
-  if (largest >= 0x7f800000u) check_finite("W", W.data(), W.rows(), W.cols());  // throws, naming the element
+  if (largest >= 0x7f800000u) {
+    check_finite("W", W.data(), W.rows(), W.cols());  // throws, naming the element
+  }
   float magnitude;
   std::memcpy(&magnitude, &largest, sizeof magnitude);
   return magnitude;
@@ -388,7 +392,8 @@ inline float checked_max_abs(const RowMatrixXf& W) {
 /// or LLMInt8, is never scaled: rounding to 16 bits does not commute with scaling near the ends
 /// of their range, and the loader does not scale either.
 template <class Scalar>
-Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options, RowMatrix<Scalar>& residual) {
+Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options,
+                      RowMatrix<Scalar>& residual) {
   const Scalar largest = checked_max_abs(W);
   int exponent = 0;
   std::frexp(largest, &exponent);
@@ -412,7 +417,7 @@ Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options, RowMat
 #ifdef LOFTQ_SEPARATE_COMPILATION
 // Instantiated once, in the source that includes <loftq/src.hpp>.
 extern template Result loftq_in_range<float>(const RowMatrix<float>& W, const Options& options,
-                                            RowMatrix<float>& residual);
+                                             RowMatrix<float>& residual);
 #endif
 
 }  // namespace detail

@@ -42,7 +42,8 @@ struct PlaneRotation {
 /// `diagonal` holds the eigenvalues (unsorted) and rotations R_1, ..., R_m are appended to
 /// `rotations`, such that column j of R_1 R_2 ... R_m is a unit eigenvector of diagonal(j).
 /// Throws std::runtime_error if an eigenvalue takes more than 60 QL steps.
-inline void tridiagonal_ql(Eigen::VectorXd& diagonal, Eigen::VectorXd& off, std::vector<PlaneRotation>& rotations) {
+inline void tridiagonal_ql(Eigen::VectorXd& diagonal, Eigen::VectorXd& off,
+                           std::vector<PlaneRotation>& rotations) {
   const Eigen::Index n = diagonal.size();
   Eigen::VectorXd e = Eigen::VectorXd::Zero(n);  // e(i) couples i and i + 1; e(n - 1) = 0
   if (n > 1) e.head(n - 1) = off;
@@ -53,7 +54,9 @@ inline void tridiagonal_ql(Eigen::VectorXd& diagonal, Eigen::VectorXd& off, std:
       Eigen::Index m = l;  // first negligible coupling at or after l
       while (m + 1 < n && std::abs(e(m)) > eps * (std::abs(d[m]) + std::abs(d[m + 1]))) ++m;
       if (m == l) break;
-      if (steps == 60) throw std::runtime_error("largest_eigenpairs: the QL algorithm did not converge");
+      if (steps == 60) {
+        throw std::runtime_error("largest_eigenpairs: the QL algorithm did not converge");
+      }
       // Wilkinson's shift from the leading 2 x 2 block, then a chase of rotations from m up to l.
       double g = (d[l + 1] - d[l]) / (2.0 * e(l));
       double r = norm2(g, 1.0);
@@ -115,7 +118,8 @@ LargestEigenpairs largest_eigenpairs(const Gram& G, Eigen::Index k) {
   // The k largest, ties in index order.
   std::vector<Eigen::Index> order(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), Eigen::Index{0});
-  std::stable_sort(order.begin(), order.end(), [&](Eigen::Index a, Eigen::Index b) { return values(a) > values(b); });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](Eigen::Index a, Eigen::Index b) { return values(a) > values(b); });
   // Row-major n x k: X = R_m^T ... applied backwards, X = R_1 (R_2 (... (R_m E_k))), where E_k
   // holds the unit vectors of the chosen positions; each rotation mixes two rows of X.
   using RowMatrixXd = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

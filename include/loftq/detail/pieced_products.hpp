@@ -56,7 +56,8 @@ Eigen::MatrixXd sum_over_pieces(Eigen::Index rows, Eigen::Index shape_rows, Eige
 /// X^T * Y for X, Y with equal row counts (matrices or blocks of columns): float products of
 /// row pieces, added in double.
 template <class XDerived, class YDerived>
-Eigen::MatrixXd cross_product(const Eigen::MatrixBase<XDerived>& X, const Eigen::MatrixBase<YDerived>& Y) {
+Eigen::MatrixXd cross_product(const Eigen::MatrixBase<XDerived>& X,
+                              const Eigen::MatrixBase<YDerived>& Y) {
   using Scalar = typename XDerived::Scalar;
   return sum_over_pieces(X.rows(), X.cols(), Y.cols(), [&](Eigen::Index first, Eigen::Index count) {
     const Matrix<Scalar> piece = X.middleRows(first, count).transpose() * Y.middleRows(first, count);
@@ -76,7 +77,8 @@ Eigen::MatrixXd gram_in_double(const Matrix<Scalar>& X) {
 /// out = X * C for X rows x k (a matrix or a block of columns) and a small k x j matrix C; out
 /// is resized.
 template <class XDerived, class Scalar>
-void multiply_small(const Eigen::MatrixBase<XDerived>& X, const Matrix<Scalar>& C, Matrix<Scalar>& out) {
+void multiply_small(const Eigen::MatrixBase<XDerived>& X, const Matrix<Scalar>& C,
+                    Matrix<Scalar>& out) {
   out.resize(X.rows(), C.cols());
   for_row_pieces(X.rows(), [&](Eigen::Index first, Eigen::Index count) {
     out.middleRows(first, count).noalias() = X.middleRows(first, count) * C;
@@ -86,7 +88,8 @@ void multiply_small(const Eigen::MatrixBase<XDerived>& X, const Matrix<Scalar>& 
 /// Y -= X * C for X rows x k (a matrix or a block of columns) and a small k x j matrix C, in
 /// place.
 template <class XDerived, class Scalar>
-void subtract_product(const Eigen::MatrixBase<XDerived>& X, const Matrix<Scalar>& C, Matrix<Scalar>& Y) {
+void subtract_product(const Eigen::MatrixBase<XDerived>& X, const Matrix<Scalar>& C,
+                      Matrix<Scalar>& Y) {
   for_row_pieces(X.rows(), [&](Eigen::Index first, Eigen::Index count) {
     Y.middleRows(first, count).noalias() -= X.middleRows(first, count) * C;
   });

@@ -104,7 +104,8 @@ inline ProductKernels product_kernels(Isa isa) {
 /// given row-major with E.cols() or E.rows() rows; out must have that shape. Tiles of out's rows
 /// run in parallel on the kernels of active_isa(), straight into out when its rows are a multiple
 /// of product_row_padding, else into a padded copy.
-inline void product_of(const RowMatrixXf& E, bool transposed, const RowMatrixXf& B, Eigen::Ref<Eigen::MatrixXf> out) {
+inline void product_of(const RowMatrixXf& E, bool transposed, const RowMatrixXf& B,
+                       Eigen::Ref<Eigen::MatrixXf> out) {
   const ProductKernels set = product_kernels(active_isa());
   const auto rows = static_cast<std::size_t>(transposed ? E.cols() : E.rows());
   const auto depth = static_cast<std::size_t>(transposed ? E.rows() : E.cols());
@@ -114,8 +115,10 @@ inline void product_of(const RowMatrixXf& E, bool transposed, const RowMatrixXf&
     throw std::logic_error("product_of: out has the wrong shape");
   }
   const bool direct = rows % static_cast<std::size_t>(product_row_padding) == 0;
+  const Eigen::Index padded_rows = (static_cast<Eigen::Index>(rows) + product_row_padding - 1) /
+                                   product_row_padding * product_row_padding;
   Eigen::MatrixXf padded;
-  if (!direct) padded.resize((static_cast<Eigen::Index>(rows) + product_row_padding - 1) / product_row_padding * product_row_padding, B.cols());
+  if (!direct) padded.resize(padded_rows, B.cols());
   float* c = direct ? out.data() : padded.data();
   const auto ldc = static_cast<std::size_t>(direct ? out.outerStride() : padded.rows());
   const std::size_t tiles = (rows + set.tile_rows - 1) / set.tile_rows;
@@ -124,9 +127,11 @@ inline void product_of(const RowMatrixXf& E, bool transposed, const RowMatrixXf&
     const std::size_t first = static_cast<std::size_t>(t) * set.tile_rows;
     const std::size_t count = std::min(set.tile_rows, rows - first);
     if (transposed) {
-      set.transposed(E.data() + first, lde, count, depth, B.data(), columns, columns, c + first, ldc, panel.data());
+      set.transposed(E.data() + first, lde, count, depth, B.data(), columns, columns, c + first,
+                     ldc, panel.data());
     } else {
-      set.product(E.data() + first * lde, lde, count, depth, B.data(), columns, columns, c + first, ldc, panel.data());
+      set.product(E.data() + first * lde, lde, count, depth, B.data(), columns, columns, c + first,
+                  ldc, panel.data());
     }
   });
   if (!direct) out = padded.topRows(static_cast<Eigen::Index>(rows));
@@ -148,12 +153,14 @@ inline void transpose_block(Isa isa, const float* src, std::size_t lds, std::siz
 }
 
 /// out = E X, E rows x cols row-major, X cols x k; out must be rows x k.
-inline void multiply(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& X, Eigen::Ref<Eigen::MatrixXf> out) {
+inline void multiply(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& X,
+                     Eigen::Ref<Eigen::MatrixXf> out) {
   product_of(E, false, RowMatrixXf(X), out);
 }
 
 /// out = E X, resized to rows x k.
-inline void multiply(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& X, Eigen::MatrixXf& out) {
+inline void multiply(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& X,
+                     Eigen::MatrixXf& out) {
   out.resize(E.rows(), X.cols());
   multiply(E, X, Eigen::Ref<Eigen::MatrixXf>(out));
 }
@@ -165,7 +172,8 @@ inline void multiply_transposed(const RowMatrixXf& E, const Eigen::Ref<const Eig
 }
 
 /// out = E^T Y, resized to cols x k.
-inline void multiply_transposed(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& Y, Eigen::MatrixXf& out) {
+inline void multiply_transposed(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& Y,
+                                Eigen::MatrixXf& out) {
   out.resize(E.cols(), Y.cols());
   multiply_transposed(E, Y, Eigen::Ref<Eigen::MatrixXf>(out));
 }
