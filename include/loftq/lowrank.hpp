@@ -194,6 +194,21 @@ inline bool converged(const std::vector<double>& gains, double captured, double 
   return gain * rho <= tolerance * std::max(0.0, left) * (1.0 - rho);
 }
 
+/// The kept blocks P and E P of randomized_svd(), in the leading columns of two buffers that
+/// loftq() keeps from step to step (and a Workspace from call to call): allocating them afresh
+/// for every truncated SVD would map fresh memory and fault its pages in every time.
+struct KrylovBuffers {
+  Eigen::MatrixXf P;   ///< E.cols() x at least as many columns as the basis.
+  Eigen::MatrixXf EP;  ///< E.rows() x as many columns as P.
+
+  /// Makes room for a basis of `width` columns for a rows x cols E; keeps the memory when there
+  /// is room already.
+  void reserve(Eigen::Index rows, Eigen::Index cols, Eigen::Index width) {
+    if (P.rows() != cols || P.cols() < width) P.resize(cols, width);
+    if (EP.rows() != rows || EP.cols() < width) EP.resize(rows, width);
+  }
+};
+
 /// Randomized truncated SVD of E (block_krylov or subspace_iteration); `start` (cols x k) or
 /// nullptr seeds the sketch; `energy` is ||E||_F^2, used only by a tolerance. Both methods work
 /// on the right: from an orthonormal block P_0 of the sketch, each next block is
@@ -201,19 +216,20 @@ inline bool converged(const std::vector<double>& gains, double captured, double 
 /// blocks (2 d - 1 passes over E for d blocks), and with a tolerance stops adding them once the
 /// captured energy has converged; subspace iteration keeps only the last of power_iters + 1
 /// (2 power_iters + 1 passes). Rayleigh-Ritz on the kept blocks P then needs E P, which the passes
-/// have made already.
+/// have made already. P and E P are kept in `buffers`.
 template <class Scalar>
 LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
-                              const Matrix<Scalar>* start, double energy) {
+                              const Matrix<Scalar>* start, double energy, KrylovBuffers& buffers) {
   const Eigen::Index block = std::min<Eigen::Index>(rank + options.oversampling, std::min(E.rows(), E.cols()));
   const bool krylov = options.method == SvdMethod::block_krylov;
   const int blocks = krylov ? options.depth : options.power_iters + 1;
   const bool adaptive = krylov && options.tolerance > 0.0;
   const Matrix<Scalar> none;
-  // The kept blocks P and E P, in the leading `kept` columns of buffers allocated once: growing
-  // them block by block would map fresh memory, and fault its pages in, at every block.
-  const Eigen::Index width = krylov ? block * blocks : block;
-  Matrix<Scalar> P(E.cols(), width), EP(E.rows(), width);
+  // The kept blocks P and E P, in the leading `kept` columns of the buffers: growing them block
+  // by block would map fresh memory, and fault its pages in, at every block.
+  buffers.reserve(E.rows(), E.cols(), krylov ? block * blocks : block);
+  Matrix<Scalar>& P = buffers.P;
+  Matrix<Scalar>& EP = buffers.EP;
   Matrix<Scalar> sketch = initial_sketch(E.cols(), block, start, options.seed);
   orthonormalize(none, sketch);
   P.leftCols(block) = sketch;
@@ -241,11 +257,11 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
       }
     } else {
       orthonormalize(none, Z);
-      P = Z;
-      multiply(E, P, EP);
+      P.leftCols(block) = Z;
+      multiply(E, P.leftCols(block), EP.leftCols(block));
     }
   }
-  if (!krylov) gram = cross_product(EP, EP);
+  if (!krylov) gram = cross_product(EP.leftCols(block), EP.leftCols(block));
   LowRankFactors factors = rayleigh_ritz(P.leftCols(kept), EP.leftCols(kept), gram, rank);
   factors.krylov_depth = krylov ? static_cast<int>(kept / block) : 0;
   return factors;
@@ -258,24 +274,25 @@ inline Eigen::Index sketch_columns(Eigen::Index rank, const SvdOptions& options)
 }
 
 /// truncated_svd() on a row-major matrix, inside the caller's ThreadScope; `energy` is
-/// ||E||_F^2, or negative to have it computed when a tolerance needs it.
+/// ||E||_F^2, or negative to have it computed when a tolerance needs it; a randomized method
+/// keeps its basis in `buffers`.
 template <class Scalar>
 LowRankFactors truncated_svd_row_major(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
-                                       const Matrix<Scalar>* start, double energy) {
+                                       const Matrix<Scalar>* start, double energy, KrylovBuffers& buffers) {
   if (rank == 0) return empty_factors(E.rows(), E.cols());
   // A sketch as wide as E's smaller side holds no saving: compute the exact SVD.
   if (options.method == SvdMethod::exact || sketch_columns(rank, options) >= std::min(E.rows(), E.cols())) {
     return exact_svd(E, rank);
   }
   if (energy < 0.0 && options.tolerance > 0.0) energy = E.template cast<double>().squaredNorm();
-  return randomized_svd(E, rank, options, start, energy);
+  return randomized_svd(E, rank, options, start, energy, buffers);
 }
 
 #ifdef LOFTQ_SEPARATE_COMPILATION
 // Instantiated once, in the source that includes <loftq/src.hpp>.
 extern template LowRankFactors truncated_svd_row_major<float>(const RowMatrix<float>& E, Eigen::Index rank,
                                                               const SvdOptions& options, const Matrix<float>* start,
-                                                              double energy);
+                                                              double energy, KrylovBuffers& buffers);
 #endif
 
 /// Checks the arguments of truncated_svd() and computes it.
@@ -294,7 +311,8 @@ LowRankFactors checked_truncated_svd(const Eigen::MatrixBase<Derived>& E, Eigen:
   const ThreadScope scope;
   return with_row_major(E, [&](const RowMatrixXf& row_major) {
     check_finite("E", row_major.data(), row_major.rows(), row_major.cols());
-    return truncated_svd_row_major(row_major, rank, options, start, -1.0);
+    KrylovBuffers buffers;
+    return truncated_svd_row_major(row_major, rank, options, start, -1.0, buffers);
   });
 }
 

@@ -75,22 +75,25 @@ struct Result {
 };
 
 /// Memory that loftq() calls can share: the two arrays the size of W that a call needs, the
-/// residual W - Q_t and W's row-major copy (made for a W that is not a RowMatrixXf). A call
-/// resizes them, which keeps their memory when the element count is unchanged: a workspace
-/// reused for matrices of one size spares every call after the first the mapping of that memory
-/// and the page faults of its first touch (see the README's performance section). Results are
-/// the same bits with any workspace. One call at a time may use a workspace.
+/// residual W - Q_t and W's row-major copy (made for a W that is not a RowMatrixXf), and the
+/// randomized SVD's basis P and E P. A call resizes them, which keeps their memory when the
+/// element count is unchanged: a workspace reused for matrices of one size spares every call
+/// after the first the mapping of that memory and the page faults of its first touch (see the
+/// README's performance section). Results are the same bits with any workspace. One call at a
+/// time may use a workspace.
 class Workspace {
  public:
-  /// Bytes held by the two arrays.
+  /// Bytes held.
   std::size_t bytes() const {
-    return sizeof(float) * static_cast<std::size_t>(residual_.size() + row_major_.size());
+    return sizeof(float) * static_cast<std::size_t>(residual_.size() + row_major_.size() +
+                                                    krylov_.P.size() + krylov_.EP.size());
   }
 
-  /// Frees the two arrays.
+  /// Frees everything held.
   void release() {
     residual_ = RowMatrixXf();
     row_major_ = RowMatrixXf();
+    krylov_ = detail::KrylovBuffers();
   }
 
  private:
@@ -98,8 +101,9 @@ class Workspace {
   friend Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options,
                       Workspace& workspace);
 
-  RowMatrixXf residual_;   // W - Q_t
-  RowMatrixXf row_major_;  // W's row-major copy
+  RowMatrixXf residual_;          // W - Q_t
+  RowMatrixXf row_major_;         // W's row-major copy
+  detail::KrylovBuffers krylov_;  // P and E P
 };
 
 namespace detail {
@@ -305,10 +309,10 @@ double factor_squared_error(const LowRankFactors& factors, double residual_norm2
 }
 
 /// LoftQ on the row-major, finite W (rows x cols), inside the caller's ThreadScope; `residual`
-/// is resized to hold W - Q_t.
+/// is resized to hold W - Q_t, and every step's truncated SVD keeps its basis in `krylov`.
 template <class Scalar>
 Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols,
-                       const Options& options, RowMatrix<Scalar>& residual) {
+                       const Options& options, RowMatrix<Scalar>& residual, KrylovBuffers& krylov) {
   static_assert(std::is_same_v<Scalar, float>, "loftq::Result holds float");
   const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
   const std::size_t blocks = (n + static_cast<std::size_t>(options.block_size) - 1) /
@@ -335,7 +339,7 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols,
   for (int t = 1; t <= options.iters; ++t) {
     const bool warm = options.warm_start && previous_b.cols() > 0;
     LowRankFactors factors = truncated_svd_row_major(residual, options.rank, svd_options_of(options, t, warm),
-                                                     warm ? &previous_b : nullptr, residual_norm2);
+                                                     warm ? &previous_b : nullptr, residual_norm2, krylov);
     result.krylov_depths.push_back(factors.krylov_depth);
     const double error = std::sqrt(factor_squared_error(factors, residual_norm2, options, residual)) * to_relative;
     result.errors.push_back(error);
@@ -393,16 +397,16 @@ inline float checked_max_abs(const RowMatrixXf& W) {
 /// of their range, and the loader does not scale either.
 template <class Scalar>
 Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options,
-                      RowMatrix<Scalar>& residual) {
+                      RowMatrix<Scalar>& residual, KrylovBuffers& krylov) {
   const Scalar largest = checked_max_abs(W);
   int exponent = 0;
   std::frexp(largest, &exponent);
   if (largest == 0.0f || (exponent >= -60 && exponent <= 60) || !is_kernel_path(options.load_path, options.codebook)) {
-    return loftq_row_major(W.data(), W.rows(), W.cols(), options, residual);
+    return loftq_row_major(W.data(), W.rows(), W.cols(), options, residual, krylov);
   }
   const int k = -(exponent & ~1);  // even, so that 2^(-k/2) is exact
   const RowMatrix<Scalar> scaled = (W.template cast<double>() * std::ldexp(1.0, k)).template cast<Scalar>();  // 2^k may not fit a float
-  Result r = loftq_row_major(scaled.data(), scaled.rows(), scaled.cols(), options, residual);
+  Result r = loftq_row_major(scaled.data(), scaled.rows(), scaled.cols(), options, residual, krylov);
   // 3 ulps below float's largest value: Int8 dequantizes 127 * (scale / 127), up to 2 ulps above scale.
   constexpr float largest_scale = 0x1.fffff8p127f;
   std::vector<float> scales = r.Q.scales();
@@ -417,7 +421,7 @@ Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options,
 #ifdef LOFTQ_SEPARATE_COMPILATION
 // Instantiated once, in the source that includes <loftq/src.hpp>.
 extern template Result loftq_in_range<float>(const RowMatrix<float>& W, const Options& options,
-                                             RowMatrix<float>& residual);
+                                             RowMatrix<float>& residual, KrylovBuffers& krylov);
 #endif
 
 }  // namespace detail
@@ -433,7 +437,7 @@ Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options, Worksp
   detail::check_options(options, W.rows(), W.cols());
   const detail::ThreadScope scope(options.threads);
   return detail::with_row_major(W, workspace.row_major_, [&](const RowMatrixXf& row_major) {
-    return detail::loftq_in_range(row_major, options, workspace.residual_);
+    return detail::loftq_in_range(row_major, options, workspace.residual_, workspace.krylov_);
   });
 }
 

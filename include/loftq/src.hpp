@@ -15,9 +15,9 @@
 namespace loftq::detail {
 
 template Result loftq_in_range<float>(const RowMatrix<float>& W, const Options& options,
-                                      RowMatrix<float>& residual);
+                                      RowMatrix<float>& residual, KrylovBuffers& krylov);
 template LowRankFactors truncated_svd_row_major<float>(const RowMatrix<float>& E, Eigen::Index rank,
                                                        const SvdOptions& options, const Matrix<float>* start,
-                                                       double energy);
+                                                       double energy, KrylovBuffers& buffers);
 
 }  // namespace loftq::detail
