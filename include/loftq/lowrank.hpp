@@ -198,8 +198,9 @@ inline bool converged(const std::vector<double>& gains, double captured, double 
 /// loftq() keeps from step to step (and a Workspace from call to call): allocating them afresh
 /// for every truncated SVD would map fresh memory and fault its pages in every time.
 struct KrylovBuffers {
-  Eigen::MatrixXf P;   ///< E.cols() x at least as many columns as the basis.
-  Eigen::MatrixXf EP;  ///< E.rows() x as many columns as P.
+  Eigen::MatrixXf P;           ///< E.cols() x at least as many columns as the basis.
+  Eigen::MatrixXf EP;          ///< E.rows() x as many columns as P.
+  std::vector<float> operand;  ///< The thin operand of a product over E, row-major.
 
   /// Makes room for a basis of `width` columns for a rows x cols E; keeps the memory when there
   /// is room already.
@@ -234,7 +235,7 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   orthonormalize(none, sketch);
   P.leftCols(block) = sketch;
   Matrix<Scalar> Y(E.rows(), block), Z(E.cols(), block);
-  multiply(E, P.leftCols(block), EP.leftCols(block));
+  multiply(E, P.leftCols(block), EP.leftCols(block), buffers.operand);
   Eigen::Index kept = block;
   Eigen::MatrixXd gram;  // (EP)^T EP: grown block by block by block_krylov
   if (krylov) gram = cross_product(EP.leftCols(block), EP.leftCols(block));
@@ -243,11 +244,11 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   for (int j = 1; j < blocks; ++j) {
     Y = EP.middleCols(kept - block, block);
     orthonormalize(none, Y);
-    multiply_transposed(E, Y, Z);
+    multiply_transposed(E, Y, Z, buffers.operand);
     if (krylov) {
       orthonormalize(P.leftCols(kept), Z);
       P.middleCols(kept, block) = Z;
-      multiply(E, Z, EP.middleCols(kept, block));
+      multiply(E, Z, EP.middleCols(kept, block), buffers.operand);
       kept += block;
       extend_gram(EP.leftCols(kept), gram);
       if (adaptive && j + 1 < blocks) {  // after the last block there is nothing to decide
@@ -258,7 +259,7 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
     } else {
       orthonormalize(none, Z);
       P.leftCols(block) = Z;
-      multiply(E, P.leftCols(block), EP.leftCols(block));
+      multiply(E, P.leftCols(block), EP.leftCols(block), buffers.operand);
     }
   }
   if (!krylov) gram = cross_product(EP.leftCols(block), EP.leftCols(block));

@@ -85,8 +85,9 @@ class Workspace {
  public:
   /// Bytes held.
   std::size_t bytes() const {
-    return sizeof(float) * static_cast<std::size_t>(residual_.size() + row_major_.size() +
-                                                    krylov_.P.size() + krylov_.EP.size());
+    return sizeof(float) * (static_cast<std::size_t>(residual_.size() + row_major_.size() +
+                                                     krylov_.P.size() + krylov_.EP.size()) +
+                            krylov_.operand.capacity());
   }
 
   /// Frees everything held.

@@ -15,27 +15,13 @@
 
 namespace loftq::detail {
 
-/// W in row-major order, copied in parallel pieces of 32 rows, tile by 32 x 32 tile with the
-/// 8 x 8 transposes of the active instruction set: a tile reads 32 whole cache lines of W's
-/// columns and writes 32 of the copy's rows, so the copy neither strides across pages element by
-/// element nor leaves cache lines half used.
+/// W's row-major copy, made by row_major_copy(W, out) of kernels/products.hpp.
 inline void row_major_copy(const Eigen::MatrixXf& W, RowMatrixXf& out) {
   out.resize(W.rows(), W.cols());
-  const Isa isa = active_isa();
-  const auto rows = static_cast<std::size_t>(W.rows()), cols = static_cast<std::size_t>(W.cols());
-  constexpr std::size_t tile = 32;
-  parallel_for(static_cast<std::ptrdiff_t>((rows + tile - 1) / tile), [&](std::ptrdiff_t p) {
-    const std::size_t first = static_cast<std::size_t>(p) * tile;
-    const std::size_t count = std::min(tile, rows - first);
-    for (std::size_t col = 0; col < cols; col += tile) {
-      // W's columns col.. are rows of a row-major cols x rows array.
-      transpose_block(isa, W.data() + col * rows + first, rows, std::min(tile, cols - col), count,
-                      out.data() + first * cols + col, cols);
-    }
-  });
+  row_major_copy(W, Eigen::Ref<RowMatrixXf>(out));
 }
 
-/// W's row-major copy, made by row_major_copy(W, out).
+/// W's row-major copy, made by row_major_copy(W, out) of kernels/products.hpp.
 inline RowMatrixXf row_major_copy(const Eigen::MatrixXf& W) {
   RowMatrixXf out;
   row_major_copy(W, out);

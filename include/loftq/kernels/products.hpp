@@ -104,7 +104,7 @@ inline ProductKernels product_kernels(Isa isa) {
 /// given row-major with E.cols() or E.rows() rows; out must have that shape. Tiles of out's rows
 /// run in parallel on the kernels of active_isa(), straight into out when its rows are a multiple
 /// of product_row_padding, else into a padded copy.
-inline void product_of(const RowMatrixXf& E, bool transposed, const RowMatrixXf& B,
+inline void product_of(const RowMatrixXf& E, bool transposed, const Eigen::Ref<const RowMatrixXf>& B,
                        Eigen::Ref<Eigen::MatrixXf> out) {
   const ProductKernels set = product_kernels(active_isa());
   const auto rows = static_cast<std::size_t>(transposed ? E.cols() : E.rows());
@@ -152,30 +152,64 @@ inline void transpose_block(Isa isa, const float* src, std::size_t lds, std::siz
   }
 }
 
-/// out = E X, E rows x cols row-major, X cols x k; out must be rows x k.
+/// out = W in row-major order (W rows x cols, a matrix or a block of columns; out rows x cols),
+/// copied in parallel pieces of 32 rows, tile by 32 x 32 tile with the 8 x 8 transposes of the
+/// active instruction set: a tile reads 32 whole cache lines of W's columns and writes 32 of the
+/// copy's rows, so the copy neither strides across pages element by element nor leaves cache
+/// lines half used.
+inline void row_major_copy(const Eigen::Ref<const Eigen::MatrixXf>& W, Eigen::Ref<RowMatrixXf> out) {
+  const Isa isa = active_isa();
+  const auto rows = static_cast<std::size_t>(W.rows()), cols = static_cast<std::size_t>(W.cols());
+  const auto ld = static_cast<std::size_t>(W.outerStride());
+  constexpr std::size_t tile = 32;
+  parallel_for(static_cast<std::ptrdiff_t>((rows + tile - 1) / tile), [&](std::ptrdiff_t p) {
+    const std::size_t first = static_cast<std::size_t>(p) * tile;
+    const std::size_t count = std::min(tile, rows - first);
+    for (std::size_t col = 0; col < cols; col += tile) {
+      // W's columns col.. are rows of a row-major cols x ld array.
+      transpose_block(isa, W.data() + col * ld + first, ld, std::min(tile, cols - col), count,
+                      out.data() + first * cols + col, cols);
+    }
+  });
+}
+
+/// X's row-major copy in `operand`, resized (its memory is kept when it is large enough already).
+inline Eigen::Map<const RowMatrixXf> row_major_operand(const Eigen::Ref<const Eigen::MatrixXf>& X,
+                                                       std::vector<float>& operand) {
+  operand.resize(static_cast<std::size_t>(X.size()));
+  Eigen::Map<RowMatrixXf> copy(operand.data(), X.rows(), X.cols());
+  row_major_copy(X, copy);
+  return Eigen::Map<const RowMatrixXf>(operand.data(), X.rows(), X.cols());
+}
+
+/// out = E X, E rows x cols row-major, X cols x k; out must be rows x k. `operand` holds X's
+/// row-major copy.
 inline void multiply(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& X,
-                     Eigen::Ref<Eigen::MatrixXf> out) {
-  product_of(E, false, RowMatrixXf(X), out);
+                     Eigen::Ref<Eigen::MatrixXf> out, std::vector<float>& operand) {
+  product_of(E, false, row_major_operand(X, operand), out);
 }
 
 /// out = E X, resized to rows x k.
 inline void multiply(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& X,
                      Eigen::MatrixXf& out) {
   out.resize(E.rows(), X.cols());
-  multiply(E, X, Eigen::Ref<Eigen::MatrixXf>(out));
+  std::vector<float> operand;
+  multiply(E, X, out, operand);
 }
 
-/// out = E^T Y, E rows x cols row-major, Y rows x k; out must be cols x k.
+/// out = E^T Y, E rows x cols row-major, Y rows x k; out must be cols x k. `operand` holds Y's
+/// row-major copy.
 inline void multiply_transposed(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& Y,
-                                Eigen::Ref<Eigen::MatrixXf> out) {
-  product_of(E, true, RowMatrixXf(Y), out);
+                                Eigen::Ref<Eigen::MatrixXf> out, std::vector<float>& operand) {
+  product_of(E, true, row_major_operand(Y, operand), out);
 }
 
 /// out = E^T Y, resized to cols x k.
 inline void multiply_transposed(const RowMatrixXf& E, const Eigen::Ref<const Eigen::MatrixXf>& Y,
                                 Eigen::MatrixXf& out) {
   out.resize(E.cols(), Y.cols());
-  multiply_transposed(E, Y, Eigen::Ref<Eigen::MatrixXf>(out));
+  std::vector<float> operand;
+  multiply_transposed(E, Y, out, operand);
 }
 
 }  // namespace loftq::detail
