@@ -116,11 +116,9 @@ LowRankFactors exact_svd(const RowMatrix<Scalar>& E, Eigen::Index rank) {
 /// Rayleigh-Ritz on the right: the best rank-`rank` factors of E P P^T, given P (orthonormal
 /// columns), EP = E P (matrices or blocks of columns) and its Gram matrix (EP)^T EP =
 /// P^T E^T E P, whose `rank` largest eigenpairs are computed in double.
-template <class PDerived, class EPDerived>
-LowRankFactors rayleigh_ritz(const Eigen::MatrixBase<PDerived>& P,
-                             const Eigen::MatrixBase<EPDerived>& EP, const Eigen::MatrixXd& gram,
+template <class Scalar = float>
+LowRankFactors rayleigh_ritz(MatrixView<Scalar> P, MatrixView<Scalar> EP, const Eigen::MatrixXd& gram,
                              Eigen::Index rank) {
-  using Scalar = typename PDerived::Scalar;
   static_assert(std::is_same_v<Scalar, float>, "LowRankFactors hold float");
   const LargestEigenpairs eigen = largest_eigenpairs(gram, rank);
   const Eigen::Index l = P.cols();
@@ -155,8 +153,8 @@ Matrix<Scalar> initial_sketch(Eigen::Index cols, Eigen::Index block, const Matri
 
 /// Extends `gram`, the Gram matrix of EP's first gram.cols() columns, to all of EP's columns (EP:
 /// a matrix or a block of columns).
-template <class EPDerived>
-void extend_gram(const Eigen::MatrixBase<EPDerived>& EP, Eigen::MatrixXd& gram) {
+template <class Scalar = float>
+void extend_gram(MatrixView<Scalar> EP, Eigen::MatrixXd& gram) {
   const Eigen::Index old = gram.cols();
   const Eigen::Index added = EP.cols() - old;
   const Eigen::MatrixXd new_columns = cross_product(EP, EP.rightCols(added));

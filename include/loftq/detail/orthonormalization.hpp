@@ -13,11 +13,11 @@ namespace loftq::detail {
 
 /// Y -= P (P^T Y), twice (classical Gram-Schmidt with reorthogonalization), in place; P (a
 /// matrix or a block of columns) has orthonormal columns.
-template <class PDerived, class Scalar>
-void project_out(const Eigen::MatrixBase<PDerived>& P, Matrix<Scalar>& Y) {
+template <class Scalar>
+void project_out(MatrixView<Scalar> P, Matrix<Scalar>& Y) {
   if (P.cols() == 0) return;
   for (int pass = 0; pass < 2; ++pass) {
-    const Matrix<Scalar> C = cross_product(P, Y).template cast<Scalar>();
+    const Matrix<Scalar> C = cross_product<Scalar>(P, Y).template cast<Scalar>();
     subtract_product(P, C, Y);
   }
 }
@@ -42,8 +42,8 @@ bool cholesky_qr_step(Matrix<Scalar>& Y, double max_spread) {
 /// Gram-Schmidt against P (a matrix or a block of columns), then CholeskyQR2; when Y is too
 /// ill-conditioned for it, a Householder QR of [P, Y] in double, whose trailing columns are
 /// orthogonal to P whatever Y is.
-template <class PDerived, class Scalar>
-void orthonormalize(const Eigen::MatrixBase<PDerived>& P, Matrix<Scalar>& Y) {
+template <class Scalar>
+void orthonormalize(MatrixView<Scalar> P, Matrix<Scalar>& Y) {
   project_out(P, Y);
   if (cholesky_qr_step(Y, 1e5) && cholesky_qr_step(Y, 10.0)) return;
   Eigen::MatrixXd joined(Y.rows(), P.cols() + Y.cols());

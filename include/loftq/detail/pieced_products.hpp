@@ -10,6 +10,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include "../threads.hpp"
@@ -23,6 +24,12 @@ using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
 /// Row-major dynamic matrix of Scalar.
 template <class Scalar>
 using RowMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// A read-only view of a column-major Scalar matrix or of a block of its columns, without a
+/// copy. As a parameter its Scalar is not deduced, so that any such block converts to it and the
+/// function is compiled once for all of them.
+template <class Scalar>
+using MatrixView = const Eigen::Ref<const typename std::common_type<Matrix<Scalar>>::type>&;
 
 /// Rows per piece of the products below.
 inline constexpr Eigen::Index product_piece_rows = 256;
@@ -55,10 +62,8 @@ Eigen::MatrixXd sum_over_pieces(Eigen::Index rows, Eigen::Index shape_rows, Eige
 
 /// X^T * Y for X, Y with equal row counts (matrices or blocks of columns): float products of
 /// row pieces, added in double.
-template <class XDerived, class YDerived>
-Eigen::MatrixXd cross_product(const Eigen::MatrixBase<XDerived>& X,
-                              const Eigen::MatrixBase<YDerived>& Y) {
-  using Scalar = typename XDerived::Scalar;
+template <class Scalar = float>
+Eigen::MatrixXd cross_product(MatrixView<Scalar> X, MatrixView<Scalar> Y) {
   return sum_over_pieces(X.rows(), X.cols(), Y.cols(), [&](Eigen::Index first, Eigen::Index count) {
     const Matrix<Scalar> piece = X.middleRows(first, count).transpose() * Y.middleRows(first, count);
     return Eigen::MatrixXd(piece.template cast<double>());
@@ -76,9 +81,8 @@ Eigen::MatrixXd gram_in_double(const Matrix<Scalar>& X) {
 
 /// out = X * C for X rows x k (a matrix or a block of columns) and a small k x j matrix C; out
 /// is resized.
-template <class XDerived, class Scalar>
-void multiply_small(const Eigen::MatrixBase<XDerived>& X, const Matrix<Scalar>& C,
-                    Matrix<Scalar>& out) {
+template <class Scalar>
+void multiply_small(MatrixView<Scalar> X, const Matrix<Scalar>& C, Matrix<Scalar>& out) {
   out.resize(X.rows(), C.cols());
   for_row_pieces(X.rows(), [&](Eigen::Index first, Eigen::Index count) {
     out.middleRows(first, count).noalias() = X.middleRows(first, count) * C;
@@ -87,9 +91,8 @@ void multiply_small(const Eigen::MatrixBase<XDerived>& X, const Matrix<Scalar>& 
 
 /// Y -= X * C for X rows x k (a matrix or a block of columns) and a small k x j matrix C, in
 /// place.
-template <class XDerived, class Scalar>
-void subtract_product(const Eigen::MatrixBase<XDerived>& X, const Matrix<Scalar>& C,
-                      Matrix<Scalar>& Y) {
+template <class Scalar>
+void subtract_product(MatrixView<Scalar> X, const Matrix<Scalar>& C, Matrix<Scalar>& Y) {
   for_row_pieces(X.rows(), [&](Eigen::Index first, Eigen::Index count) {
     Y.middleRows(first, count).noalias() -= X.middleRows(first, count) * C;
   });
