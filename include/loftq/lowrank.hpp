@@ -192,9 +192,10 @@ inline bool converged(const std::vector<double>& gains, double captured, double 
   return gain * rho <= tolerance * std::max(0.0, left) * (1.0 - rho);
 }
 
-/// The kept blocks P and E P of randomized_svd(), in the leading columns of two buffers that
-/// loftq() keeps from step to step (and a Workspace from call to call): allocating them afresh
-/// for every truncated SVD would map fresh memory and fault its pages in every time.
+/// The memory of randomized_svd(): its kept blocks P and E P, in the leading columns of two
+/// buffers, and the row-major copy of each product's thin operand. loftq() keeps them from step
+/// to step (and a Workspace from call to call): allocating them afresh for every truncated SVD
+/// would map fresh memory and fault its pages in every time.
 struct KrylovBuffers {
   Eigen::MatrixXf P;           ///< E.cols() x at least as many columns as the basis.
   Eigen::MatrixXf EP;          ///< E.rows() x as many columns as P.
@@ -224,8 +225,7 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   const int blocks = krylov ? options.depth : options.power_iters + 1;
   const bool adaptive = krylov && options.tolerance > 0.0;
   const Matrix<Scalar> none;
-  // The kept blocks P and E P, in the leading `kept` columns of the buffers: growing them block
-  // by block would map fresh memory, and fault its pages in, at every block.
+  // The kept blocks P and E P, in the leading `kept` columns of the buffers.
   buffers.reserve(E.rows(), E.cols(), krylov ? block * blocks : block);
   Matrix<Scalar>& P = buffers.P;
   Matrix<Scalar>& EP = buffers.EP;
