@@ -104,7 +104,7 @@ class Workspace {
 
   RowMatrixXf residual_;          // W - Q_t
   RowMatrixXf row_major_;         // W's row-major copy
-  detail::KrylovBuffers krylov_;  // P and E P
+  detail::KrylovBuffers krylov_;  // P, E P and the products' operand copy
 };
 
 namespace detail {
@@ -361,7 +361,7 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols,
   return result;
 }
 
-/// Largest |element| of the finite, row-major W, in one parallel pass that also checks that W is
+/// Largest |element| of the row-major W, in one parallel pass that also checks that W is
 /// finite: the largest of the elements' bits with the sign cleared, which orders finite floats
 /// by magnitude and puts inf and NaN above them all. Throws std::invalid_argument, naming the
 /// first non-finite element, when there is one.
