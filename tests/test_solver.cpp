@@ -3,7 +3,12 @@
 
 #include <Eigen/SVD>
 #include <algorithm>
+#include <cstdint>
+#include <fstream>
 #include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "test_helpers.hpp"
 
@@ -309,6 +314,39 @@ TEST(Loftq, AReusedWorkspaceGivesTheSameBitsAsFreshCalls) {
   EXPECT_EQ(workspace.bytes(), 0u);
   expect_fresh(smaller);
 }
+
+#if defined(__linux__)
+/// The VmFlags line of the mapping in /proc/self/smaps that holds `address`; "" when none does.
+std::string mapping_flags(const void* address) {
+  const auto at = reinterpret_cast<std::uintptr_t>(address);
+  std::ifstream smaps("/proc/self/smaps");
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    std::uintptr_t begin = 0, end = 0;
+    char dash = 0;
+    std::istringstream range(line);
+    if (range >> std::hex >> begin >> dash >> end && dash == '-') {
+      inside = begin <= at && at < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line + " ";
+    }
+  }
+  return "";
+}
+
+TEST(HugePages, TheSolversArraysTheSizeOfWAreAdvised) {
+  if (!std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled")) {
+    GTEST_SKIP() << "this kernel has no transparent huge pages";
+  }
+  loftq::RowMatrixXf residual;
+  loftq::detail::resize_on_huge_pages(residual, 1024, 1024);  // 4 MiB
+  EXPECT_NE(mapping_flags(residual.data() + residual.size() / 2).find(" hg "), std::string::npos)
+      << mapping_flags(residual.data() + residual.size() / 2);
+  const std::vector<std::uint8_t> codes = loftq::detail::zeros_on_huge_pages<std::uint8_t>(std::size_t{4} << 20);
+  EXPECT_NE(mapping_flags(codes.data() + codes.size() / 2).find(" hg "), std::string::npos);
+  EXPECT_TRUE(std::all_of(codes.begin(), codes.end(), [](std::uint8_t c) { return c == 0; }));
+}
+#endif
 
 TEST(Loftq, ShapesThatAreNotAMultipleOfTheBlockWork) {
   for (auto [rows, cols] : {std::pair{13, 7}, std::pair{1, 100}, std::pair{100, 1}, std::pair{33, 65}}) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "detail/checks.hpp"
+#include "detail/huge_pages.hpp"
 #include "detail/largest_eigenpairs.hpp"
 #include "detail/orthonormalization.hpp"
 #include "detail/pieced_products.hpp"
@@ -201,11 +202,11 @@ struct KrylovBuffers {
   Eigen::MatrixXf EP;          ///< E.rows() x as many columns as P.
   std::vector<float> operand;  ///< The thin operand of a product over E, row-major.
 
-  /// Makes room for a basis of `width` columns for a rows x cols E; keeps the memory when there
-  /// is room already.
+  /// Makes room for a basis of `width` columns for a rows x cols E, on huge pages; keeps the
+  /// memory when there is room already.
   void reserve(Eigen::Index rows, Eigen::Index cols, Eigen::Index width) {
-    if (P.rows() != cols || P.cols() < width) P.resize(cols, width);
-    if (EP.rows() != rows || EP.cols() < width) EP.resize(rows, width);
+    if (P.rows() != cols || P.cols() < width) resize_on_huge_pages(P, cols, width);
+    if (EP.rows() != rows || EP.cols() < width) resize_on_huge_pages(EP, rows, width);
   }
 };
 

@@ -18,6 +18,7 @@
 #include "blockwise.hpp"
 #include "codebook.hpp"
 #include "detail/checks.hpp"
+#include "detail/huge_pages.hpp"
 #include "detail/packing.hpp"
 #include "detail/pieced_products.hpp"
 #include "detail/row_major.hpp"
@@ -319,12 +320,12 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols,
   const std::size_t blocks = (n + static_cast<std::size_t>(options.block_size) - 1) /
                              static_cast<std::size_t>(options.block_size);
   const auto arrays = [&] {
-    return QuantizedArrays{std::vector<std::uint8_t>(packed_bytes(n, bits_of(options.codebook))),
+    return QuantizedArrays{zeros_on_huge_pages<std::uint8_t>(packed_bytes(n, bits_of(options.codebook))),
                            std::vector<float>(blocks)};
   };
   QuantizedArrays current = arrays();  // Q_t
   QuantizedArrays best;         // the Q of least error so far; given arrays by the first swap
-  residual.resize(rows, cols);  // W - Q_t
+  resize_on_huge_pages(residual, rows, cols);  // W - Q_t
 
   double w_norm2 = 0.0;
   // Q_1 = q(W)

@@ -12,12 +12,13 @@
 #include "../kernels/products.hpp"
 #include "../matrix.hpp"
 #include "../threads.hpp"
+#include "huge_pages.hpp"
 
 namespace loftq::detail {
 
 /// W's row-major copy, made by row_major_copy(W, out) of kernels/products.hpp.
 inline void row_major_copy(const Eigen::MatrixXf& W, RowMatrixXf& out) {
-  out.resize(W.rows(), W.cols());
+  resize_on_huge_pages(out, W.rows(), W.cols());
   row_major_copy(W, Eigen::Ref<RowMatrixXf>(out));
 }
 
@@ -29,8 +30,8 @@ inline RowMatrixXf row_major_copy(const Eigen::MatrixXf& W) {
 }
 
 /// use(M as a row-major float matrix): M itself when it is one, else a copy in `buffer`
-/// (resized, which keeps its memory when the element count is unchanged; made in parallel
-/// pieces for a column-major Eigen::MatrixXf).
+/// (resized on huge pages, which keeps its memory when the element count is unchanged; made in
+/// parallel pieces for a column-major Eigen::MatrixXf).
 template <class Derived, class Use>
 decltype(auto) with_row_major(const Eigen::MatrixBase<Derived>& M, RowMatrixXf& buffer, Use&& use) {
   if constexpr (std::is_same_v<Derived, RowMatrixXf>) {
@@ -39,6 +40,7 @@ decltype(auto) with_row_major(const Eigen::MatrixBase<Derived>& M, RowMatrixXf& 
     row_major_copy(M.derived(), buffer);
     return use(std::as_const(buffer));
   } else {
+    resize_on_huge_pages(buffer, M.rows(), M.cols());
     buffer = M;
     return use(std::as_const(buffer));
   }

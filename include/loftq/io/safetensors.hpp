@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "../detail/huge_pages.hpp"
 #include "../matrix.hpp"
 #include "error.hpp"
 #include "file.hpp"
@@ -266,12 +267,13 @@ class SafetensorsReader {
   }
   /// read_floats() as a matrix of shape[0] rows and the product of the other dimensions as
   /// columns (a convolution kernel (c_out, c_in, k, k) becomes c_out x c_in k k, as in the
-  /// LoftQ paper); a 1-D tensor is one row. Throws ArgumentError for a scalar.
+  /// LoftQ paper); a 1-D tensor is one row (on huge pages). Throws ArgumentError for a scalar.
   RowMatrixXf read_matrix(const TensorInfo& tensor) const {
     if (tensor.shape.empty()) throw ArgumentError(path().string() + ": tensor " + tensor.name + " is a scalar");
     const std::uint64_t rows = tensor.shape.size() == 1 ? 1 : tensor.shape[0];
     const std::uint64_t cols = rows == 0 ? 0 : tensor.elements() / rows;
-    RowMatrixXf out(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
+    RowMatrixXf out;
+    loftq::detail::resize_on_huge_pages(out, static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
     read_floats_into(tensor, out.data());
     return out;
   }
