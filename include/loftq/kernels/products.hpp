@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -123,15 +124,15 @@ inline void product_of(const RowMatrixXf& E, bool transposed, const Eigen::Ref<c
   const auto ldc = static_cast<std::size_t>(direct ? out.outerStride() : padded.rows());
   const std::size_t tiles = (rows + set.tile_rows - 1) / set.tile_rows;
   parallel_for(static_cast<std::ptrdiff_t>(tiles), [&](std::ptrdiff_t t) {
-    std::vector<float> panel(set.panel_floats);
+    const std::unique_ptr<float[]> panel(new float[set.panel_floats]);  // the kernels write before they read
     const std::size_t first = static_cast<std::size_t>(t) * set.tile_rows;
     const std::size_t count = std::min(set.tile_rows, rows - first);
     if (transposed) {
       set.transposed(E.data() + first, lde, count, depth, B.data(), columns, columns, c + first,
-                     ldc, panel.data());
+                     ldc, panel.get());
     } else {
       set.product(E.data() + first * lde, lde, count, depth, B.data(), columns, columns, c + first,
-                  ldc, panel.data());
+                  ldc, panel.get());
     }
   });
   if (!direct) out = padded.topRows(static_cast<Eigen::Index>(rows));
