@@ -8,7 +8,11 @@
 //  - BM_SolverProduct/low_rank: the quantize pass's A B^T (A 4096 x 64, B 4096 x 64), formed
 //    piece by piece as quantize_pass() forms it, without the quantization;
 //  - BM_EigenSgemm: one Eigen product E X of a column-major E, parallelized by Eigen itself on
-//    the same threads.
+//    the same threads;
+//  - BM_ProductTile/transposed/tiles: the tile kernel of the active instruction set alone, on one
+//    thread, over the whole depth 4096: `tiles` 1 repeats one tile, whose rows (columns for E^T)
+//    of E stay in cache; 64 runs every tile once, a whole pass that streams E from memory. The
+//    gap between the two is what a pass loses to fetching E.
 // BM_Loftq (bench_solver.cpp) has the same counter for the whole loftq(W, 64, 4, 5): the flops of
 // its big products over its whole time.
 #include <benchmark/benchmark.h>
@@ -16,6 +20,7 @@
 #include <loftq/loftq.hpp>
 #include <map>
 #include <random>
+#include <vector>
 #include <utility>
 
 namespace {
@@ -92,6 +97,30 @@ void BM_EigenSgemm(benchmark::State& state) {
   state.counters["threads"] = Eigen::nbThreads();
 }
 
+void BM_ProductTile(benchmark::State& state) {
+  const bool transposed = state.range(0) != 0;
+  const auto tiles = static_cast<std::size_t>(state.range(1));
+  const loftq::RowMatrixXf e = weight(4096, 4096);
+  const auto n = static_cast<std::size_t>(e.cols());
+  const loftq::RowMatrixXf x = block(4096, sketch_width);
+  const loftq::detail::ProductKernels set = loftq::detail::product_kernels(loftq::active_isa());
+  std::vector<float> c(n * sketch_width), panel(set.panel_floats);
+  for (auto _ : state) {
+    for (std::size_t t = 0; t < tiles; ++t) {
+      const std::size_t first = t * set.tile_rows;
+      if (transposed) {
+        set.transposed(e.data() + first, n, set.tile_rows, n, x.data(), sketch_width, sketch_width, c.data() + first, n,
+                       panel.data());
+      } else {
+        set.product(e.data() + first * n, n, set.tile_rows, n, x.data(), sketch_width, sketch_width, c.data() + first,
+                    n, panel.data());
+      }
+    }
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["GFLOP/s"] = gflops(2.0 * static_cast<double>(tiles * set.tile_rows * n) * sketch_width);
+}
+
 }  // namespace
 
 BENCHMARK_CAPTURE(BM_SolverProduct, multiply, Product::multiply)->Args({4096, 4096})->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -100,3 +129,4 @@ BENCHMARK_CAPTURE(BM_SolverProduct, multiply_transposed, Product::multiply_trans
     ->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_SolverProduct, low_rank, Product::low_rank)->Args({4096, 4096})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_EigenSgemm)->Args({4096, 4096})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ProductTile)->ArgsProduct({{0, 1}, {1, 64}})->ArgNames({"transposed", "tiles"})->Unit(benchmark::kMillisecond);
