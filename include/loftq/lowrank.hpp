@@ -242,7 +242,7 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   std::vector<double> gains = {captured};  // captured energy each block added
   for (int j = 1; j < blocks; ++j) {
     Y = EP.middleCols(kept - block, block);
-    orthonormalize(none, Y);
+    condition_basis(Y);  // only the span of Y reaches E^T Y's orthonormalized block
     multiply_transposed(E, Y, Z, buffers.operand);
     if (krylov) {
       orthonormalize(P.leftCols(kept), Z);

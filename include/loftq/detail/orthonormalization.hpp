@@ -54,4 +54,12 @@ void orthonormalize(MatrixView<Scalar> P, Matrix<Scalar>& Y) {
   Y = thin.rightCols(Y.cols()).template cast<Scalar>();
 }
 
+/// Makes Y's columns a well-conditioned basis of their span, in place: one CholeskyQR step, which
+/// leaves them orthonormal up to about eps * cond(Y)^2, or orthonormalize() when that step is
+/// unsafe. For a block whose span is all that is used.
+template <class Scalar>
+void condition_basis(Matrix<Scalar>& Y) {
+  if (!cholesky_qr_step(Y, 1e5)) orthonormalize(Matrix<Scalar>(), Y);
+}
+
 }  // namespace loftq::detail

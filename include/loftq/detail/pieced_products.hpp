@@ -70,12 +70,16 @@ Eigen::MatrixXd cross_product(MatrixView<Scalar> X, MatrixView<Scalar> Y) {
   });
 }
 
-/// X^T * X computed in double throughout: the Gram matrix of a Cholesky factorization.
+/// The lower triangle of X^T * X, computed in double throughout (a symmetric rank update, half
+/// the flops of the product); the strict upper triangle is 0. The Gram matrix of a Cholesky
+/// factorization, which reads the lower triangle only.
 template <class Scalar>
 Eigen::MatrixXd gram_in_double(const Matrix<Scalar>& X) {
   return sum_over_pieces(X.rows(), X.cols(), X.cols(), [&](Eigen::Index first, Eigen::Index count) {
     const Eigen::MatrixXd piece = X.middleRows(first, count).template cast<double>();
-    return Eigen::MatrixXd(piece.transpose() * piece);
+    Eigen::MatrixXd gram = Eigen::MatrixXd::Zero(X.cols(), X.cols());
+    gram.selfadjointView<Eigen::Lower>().rankUpdate(piece.transpose());
+    return gram;
   });
 }
 
