@@ -1,6 +1,7 @@
 // truncated_svd: factor form, the exact path against a double-precision SVD, the randomized
 // paths against the exact one, warm starts, seeds and threads, ranks 0 and min(rows, cols); the
-// largest eigenpairs of Rayleigh-Ritz against Eigen's full symmetric eigensolver.
+// largest eigenpairs of Rayleigh-Ritz against Eigen's full symmetric eigensolver; the Gram matrix
+// and the one-step conditioning of the orthonormalization.
 #include <gtest/gtest.h>
 
 #include <Eigen/Eigenvalues>
@@ -8,6 +9,7 @@
 #include <Eigen/SVD>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "test_helpers.hpp"
 
@@ -308,6 +310,53 @@ TEST(LargestEigenpairs, ScaleOfTheMatrixDoesNotMatter) {
   const Eigen::MatrixXd x = loftq_test::gaussian(30, 20, 1.0f, 9).cast<double>();
   const Eigen::MatrixXd g = x.transpose() * x;
   for (double scale : {1e-200, 1e200}) expect_largest_eigenpairs(g * scale, 6);
+}
+
+/// The largest and smallest singular values of X, in double.
+std::pair<double, double> singular_range(const Eigen::MatrixXf& x) {
+  const Eigen::JacobiSVD<Eigen::MatrixXd> svd(x.cast<double>());
+  return {svd.singularValues().maxCoeff(), svd.singularValues().minCoeff()};
+}
+
+/// ||(I - Q Q^T) Y|| / ||Y|| for Q an orthonormal basis of X's span: how far Y leaves that span.
+double outside_span(const Eigen::MatrixXf& x, const Eigen::MatrixXf& y) {
+  const Eigen::HouseholderQR<Eigen::MatrixXd> qr(x.cast<double>());
+  const Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(x.rows(), x.cols());
+  const Eigen::MatrixXd yd = y.cast<double>();
+  return (yd - q * (q.transpose() * yd)).norm() / yd.norm();
+}
+
+TEST(Orthonormalization, TheCholeskyGramIsTheLowerTriangleOfXtXInDouble) {
+  const Eigen::MatrixXf x = loftq_test::gaussian(700, 23, 1.0f, 5);  // several row pieces
+  const Eigen::MatrixXd gram = loftq::detail::gram_in_double(x);
+  const Eigen::MatrixXd exact = x.cast<double>().transpose() * x.cast<double>();
+  EXPECT_LT((Eigen::MatrixXd(gram.triangularView<Eigen::Lower>()) -
+             Eigen::MatrixXd(exact.triangularView<Eigen::Lower>())).norm(),
+            1e-12 * exact.norm());
+  EXPECT_EQ(Eigen::MatrixXd(gram.triangularView<Eigen::StrictlyUpper>()).norm(), 0.0);
+}
+
+TEST(Orthonormalization, ConditioningABasisKeepsItsSpan) {
+  // Columns scaled over three orders of magnitude: one CholeskyQR step conditions them.
+  Eigen::MatrixXf y = loftq_test::gaussian(500, 12, 1.0f, 6);
+  for (Eigen::Index j = 0; j < y.cols(); ++j) y.col(j) *= std::pow(10.0f, -0.3f * static_cast<float>(j));
+  const Eigen::MatrixXf original = y;
+  const auto before = singular_range(y);
+  ASSERT_GT(before.first / before.second, 1e3);
+  loftq::detail::condition_basis(y);
+  const auto after = singular_range(y);
+  EXPECT_LT(after.first / after.second, 1.001);
+  EXPECT_NEAR(after.first, 1.0, 1e-3);
+  EXPECT_LT(outside_span(y, original), 1e-5);
+  // Two equal columns: CholeskyQR is unsafe, and the full orthonormalization gives orthonormal
+  // columns whose span holds Y's.
+  Eigen::MatrixXf deficient = original;
+  deficient.col(5) = deficient.col(2);
+  Eigen::MatrixXf conditioned = deficient;
+  loftq::detail::condition_basis(conditioned);
+  const Eigen::MatrixXd gram = conditioned.cast<double>().transpose() * conditioned.cast<double>();
+  EXPECT_LT((gram - Eigen::MatrixXd::Identity(12, 12)).norm(), 1e-5);
+  EXPECT_LT(outside_span(conditioned, deficient), 1e-5);
 }
 
 }  // namespace
