@@ -1,7 +1,6 @@
 /// @file detail/huge_pages.hpp
 /// Transparent huge pages for the solver's arrays the size of W: on Linux, one page fault then
-/// maps 2 MiB instead of 4 KiB, and a pass down W's columns crosses a page per 512 rows instead
-/// of per row.
+/// maps 2 MiB instead of 4 KiB.
 #pragma once
 
 #include <Eigen/Core>
@@ -16,7 +15,7 @@
 
 namespace loftq::detail {
 
-/// Size of an x86-64 huge page; smaller arrays are not advised.
+/// Size of a transparent huge page on x86-64; smaller arrays are not advised.
 inline constexpr std::size_t huge_page_bytes = std::size_t{2} << 20;
 
 /// Asks Linux to back the whole pages inside [data, data + bytes) with transparent huge pages

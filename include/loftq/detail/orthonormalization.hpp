@@ -1,6 +1,7 @@
 /// @file detail/orthonormalization.hpp
 /// Orthonormal bases of the randomized SVD: Gram-Schmidt against a basis, CholeskyQR2, and a
-/// Householder QR in double when CholeskyQR2 is unsafe.
+/// Householder QR in double when CholeskyQR2 is unsafe; and one CholeskyQR step for a block
+/// whose span is all that is used.
 #pragma once
 
 #include <Eigen/Cholesky>
