@@ -5,6 +5,9 @@
 //  - BM_SolverProduct/multiply: the Krylov pass E X (E row-major 4096 x 4096, X 4096 x 68), as
 //    the randomized SVD runs it (detail::multiply: fixed row pieces, one thread each);
 //  - BM_SolverProduct/multiply_transposed: the pass E^T Y (detail::multiply_transposed);
+//  - BM_SolverProduct/bfloat16_multiply and bfloat16_multiply_transposed: the same passes over E
+//    rounded to bfloat16, as loftq()'s randomized SVD runs them (the operand rounded inside the
+//    timed call, as there); GFLOP/s counts the same flops;
 //  - BM_SolverProduct/low_rank: the quantize pass's A B^T (A 4096 x 64, B 4096 x 64), formed
 //    piece by piece as quantize_pass() forms it, without the quantization;
 //  - BM_EigenSgemm: one Eigen product E X of a column-major E, parallelized by Eigen itself on
@@ -18,6 +21,7 @@
 #include <benchmark/benchmark.h>
 
 #include <loftq/loftq.hpp>
+#include <cstdint>
 #include <map>
 #include <random>
 #include <vector>
@@ -51,7 +55,7 @@ benchmark::Counter gflops(double flops) {
   return benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-enum class Product { multiply, multiply_transposed, low_rank };
+enum class Product { multiply, multiply_transposed, bfloat16_multiply, bfloat16_multiply_transposed, low_rank };
 
 void BM_SolverProduct(benchmark::State& state, Product product) {
   const Eigen::Index rows = state.range(0), cols = state.range(1);
@@ -60,6 +64,10 @@ void BM_SolverProduct(benchmark::State& state, Product product) {
   const Eigen::MatrixXf x = block(cols, sketch_width), y = block(rows, sketch_width);
   const Eigen::MatrixXf a = block(rows, 64), b = block(cols, 64);
   Eigen::MatrixXf out;
+  loftq::detail::Bfloat16Matrix rounded;
+  loftq::detail::round_to_bfloat16(e, e.cast<double>().squaredNorm(), rounded);
+  std::vector<std::uint32_t> pairs;
+  Eigen::MatrixXf x_out(rows, sketch_width), y_out(cols, sketch_width);
   double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(cols) * sketch_width;
   for (auto _ : state) {
     switch (product) {
@@ -68,6 +76,14 @@ void BM_SolverProduct(benchmark::State& state, Product product) {
         break;
       case Product::multiply_transposed:
         loftq::detail::multiply_transposed(e, y, out);
+        break;
+      case Product::bfloat16_multiply:
+        loftq::detail::multiply(rounded, x, x_out, pairs);
+        benchmark::DoNotOptimize(x_out.data());
+        break;
+      case Product::bfloat16_multiply_transposed:
+        loftq::detail::multiply_transposed(rounded, y, y_out, pairs);
+        benchmark::DoNotOptimize(y_out.data());
         break;
       case Product::low_rank:
         loftq::detail::over_low_rank_pieces(a, b, rows, cols, 64, [](std::size_t, std::size_t, const float* l) {
@@ -125,6 +141,12 @@ void BM_ProductTile(benchmark::State& state) {
 
 BENCHMARK_CAPTURE(BM_SolverProduct, multiply, Product::multiply)->Args({4096, 4096})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_SolverProduct, multiply_transposed, Product::multiply_transposed)
+    ->Args({4096, 4096})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_SolverProduct, bfloat16_multiply, Product::bfloat16_multiply)
+    ->Args({4096, 4096})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_SolverProduct, bfloat16_multiply_transposed, Product::bfloat16_multiply_transposed)
     ->Args({4096, 4096})
     ->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_SolverProduct, low_rank, Product::low_rank)->Args({4096, 4096})->UseRealTime()->Unit(benchmark::kMillisecond);

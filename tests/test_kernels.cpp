@@ -552,6 +552,125 @@ TEST_P(IsaKernels, ProductsAreOneFmaChainPerElementOnEveryShapeAndThreadCount) {
   }
 }
 
+/// The float whose high 16 bits are the bfloat16 `half`.
+float bfloat16_value(std::uint32_t half) {
+  const std::uint32_t bits = half << 16;
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+/// C = E B (transposed false) or E^T B for E rounded to bfloat16 and B (depth x k) given as
+/// pairs: each element one chain over its pairs of terms from 0, sum = fma(second terms, sum)
+/// then fma(first terms, sum), times 2^-exponent: what the bfloat16 kernels of every
+/// instruction set must give, bit for bit.
+Eigen::MatrixXf paired_fma_product(const loftq::detail::Bfloat16Matrix& e, bool transposed,
+                                   const std::vector<std::uint32_t>& b, Eigen::Index k) {
+  const Eigen::Index rows = transposed ? e.cols : e.rows;
+  const Eigen::Index pairs = transposed ? e.words.rows() / 2 : e.words.cols();
+  // Element (i, j) of E as a bfloat16, 0 in the padding.
+  const auto element = [&](Eigen::Index i, Eigen::Index j) {
+    const std::uint32_t word = e.words(i, j / 2);
+    return bfloat16_value(j % 2 == 0 ? word & 0xffffu : word >> 16);
+  };
+  Eigen::MatrixXf c(rows, k);
+  for (Eigen::Index i = 0; i < rows; ++i) {
+    for (Eigen::Index j = 0; j < k; ++j) {
+      float sum = 0.0f;
+      for (Eigen::Index p = 0; p < pairs; ++p) {
+        const std::uint32_t factor = b[static_cast<std::size_t>(p * k + j)];
+        const float first = transposed ? element(2 * p, i) : element(i, 2 * p);
+        const float second = transposed ? element(2 * p + 1, i) : element(i, 2 * p + 1);
+        sum = std::fma(second, bfloat16_value(factor >> 16), sum);
+        sum = std::fma(first, bfloat16_value(factor & 0xffffu), sum);
+      }
+      c(i, j) = sum * std::ldexp(1.0f, -e.exponent);
+    }
+  }
+  return c;
+}
+
+TEST(Bfloat16, RoundingIsToNearestEvenAndFlushesBelowTwoToTheMinus50) {
+  using loftq::detail::bfloat16_bits;
+  EXPECT_EQ(bfloat16_bits(1.0f), 0x3f80u);
+  EXPECT_EQ(bfloat16_bits(-2.5f), 0xc020u);
+  EXPECT_EQ(bfloat16_bits(1.0f + 0x1p-8f), 0x3f80u);             // a tie: to the even 1
+  EXPECT_EQ(bfloat16_bits(1.0f + 3 * 0x1p-8f), 0x3f82u);         // a tie: to the even 1 + 2^-6
+  EXPECT_EQ(bfloat16_bits(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81u);  // above the tie
+  EXPECT_EQ(bfloat16_bits(0x1p-50f), 0x2680u);
+  EXPECT_EQ(bfloat16_bits(-0x1p-50f), 0xa680u);
+  EXPECT_EQ(bfloat16_bits(std::nextafter(0x1p-50f, 0.0f)), 0u);
+  EXPECT_EQ(bfloat16_bits(-1e-30f), 0u);
+  EXPECT_EQ(bfloat16_bits(0.0f), 0u);
+  EXPECT_EQ(bfloat16_bits(std::nextafter(0x1p127f * 1.9921875f, 0.0f)), 0x7f7fu);
+}
+
+TEST(Bfloat16, AMatrixIsScaledByAPowerOfTwoAndPaddedWithZeros) {
+  // 3 x 5: a padding row and a padding column; ||E|| = 16.2.
+  loftq::RowMatrixXf e(3, 5);
+  e << 12, -8, 4, 0, 1, 2, 3, 1e-30f, 0, 5, 0, 0, 0, 0, 0;
+  const double energy = e.cast<double>().squaredNorm();
+  loftq::detail::Bfloat16Matrix rounded;
+  rounded.words.setConstant(4, 3, 0xdeadbeefu);  // memory kept from an earlier matrix
+  loftq::detail::round_to_bfloat16(e, energy, rounded);
+  ASSERT_EQ(rounded.words.rows(), 4);
+  ASSERT_EQ(rounded.words.cols(), 3);
+  EXPECT_EQ(rounded.exponent, -4);  // ||E|| 2^-4 = 1.27...
+  EXPECT_EQ(rounded.words(0, 0), loftq::detail::bfloat16_pair(0.75f, -0.5f));
+  EXPECT_EQ(rounded.words(0, 2),
+            loftq::detail::bfloat16_pair(1.0f / 16, 0.0f));  // the padding column
+  EXPECT_EQ(rounded.words(1, 0), loftq::detail::bfloat16_pair(2.0f / 16, 3.0f / 16));
+  EXPECT_EQ(rounded.words(1, 1), 0u);                                       // 1e-30 2^-4 is flushed
+  for (Eigen::Index j = 0; j < 3; ++j) EXPECT_EQ(rounded.words(3, j), 0u);  // the padding row
+  loftq::detail::round_to_bfloat16(e, 0.0, rounded);
+  EXPECT_EQ(rounded.exponent, 0);  // no norm: no scaling
+}
+
+TEST_P(IsaKernels, Bfloat16ProductsArePairedFmaChainsOnEveryShapeAndThreadCount) {
+  // Odd and even shapes around the tiles (4, 16 and 64 rows), the 8 x 8 transposes and the
+  // 256-pair chunks; E with zeros, tiny values (flushed) and a wide range of magnitudes.
+  struct Case {
+    Eigen::Index rows, cols, k;
+  };
+  const Case cases[] = {{1, 1, 1},     {5, 13, 3},      {63, 65, 7},  {64, 64, 68},
+                        {65, 300, 68}, {257, 1031, 13}, {3, 700, 68}, {1100, 9, 6}};
+  loftq::force_isa(GetParam());
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.rows) + " x " + std::to_string(c.cols) +
+                 ", k = " + std::to_string(c.k));
+    loftq::RowMatrixXf e =
+        loftq_test::gaussian(c.rows, c.cols, 1.0f, static_cast<unsigned>(c.rows + c.cols));
+    for (Eigen::Index i = 0; i < e.size(); i += 7) {
+      e.data()[i] *= i % 3 == 0 ? 0.0f : std::ldexp(1.0f, -static_cast<int>(i % 90));
+    }
+    const Eigen::MatrixXf x = loftq_test::gaussian(c.cols, c.k, 1.0f, 7);
+    const Eigen::MatrixXf y = loftq_test::gaussian(c.rows, c.k, 1.0f, 8);
+    loftq::detail::Bfloat16Matrix rounded;
+    loftq::detail::round_to_bfloat16(e, e.cast<double>().squaredNorm(), rounded);
+    std::vector<std::uint32_t> x_pairs, y_pairs;
+    loftq::detail::bfloat16_operand(x, x_pairs);
+    loftq::detail::bfloat16_operand(y, y_pairs);
+    const Eigen::MatrixXf ex = paired_fma_product(rounded, false, x_pairs, c.k);
+    const Eigen::MatrixXf ety = paired_fma_product(rounded, true, y_pairs, c.k);
+    // The reference is the product, to bfloat16's rounding of both factors.
+    const Eigen::MatrixXd exact = e.cast<double>() * x.cast<double>();
+    ASSERT_LE((ex.cast<double>() - exact).norm(), 1e-2 * exact.norm());
+    const Eigen::MatrixXd exact_t = e.cast<double>().transpose() * y.cast<double>();
+    ASSERT_LE((ety.cast<double>() - exact_t).norm(), 1e-2 * exact_t.norm());
+    for (int threads : {1, 2}) {
+      loftq::set_threads(threads);
+      const loftq::detail::ThreadScope scope;
+      std::vector<std::uint32_t> pairs;
+      Eigen::MatrixXf out(c.rows, c.k);
+      loftq::detail::multiply(rounded, x, out, pairs);
+      ASSERT_TRUE(same_bits(out, ex)) << "E X, threads " << threads;
+      out.resize(c.cols, c.k);
+      loftq::detail::multiply_transposed(rounded, y, out, pairs);
+      ASSERT_TRUE(same_bits(out, ety)) << "E^T Y, threads " << threads;
+    }
+  }
+}
+
 TEST_P(IsaKernels, RowMajorCopiesEqualEigensOnEveryShape) {
   loftq::force_isa(GetParam());
   for (const Shape& shape : shapes) {

@@ -45,6 +45,29 @@ TEST(TruncatedSvd, FactorsAreUSqrtSAndVSqrtSForEveryMethod) {
   }
 }
 
+TEST(TruncatedSvd, Bfloat16PassesGiveTheFactorsOfEVVtAndTheFloatPassesError) {
+  // A flat spectrum, as loftq()'s residuals have: the basis built from E rounded to bfloat16
+  // captures nearly what the float basis does, and the factors are those of E V V^T exactly.
+  const Eigen::MatrixXf e = loftq_test::gaussian(300, 200, 0.02f, 23);
+  for (SvdMethod method : {SvdMethod::block_krylov, SvdMethod::subspace_iteration}) {
+    loftq::SvdOptions options;
+    options.method = method;
+    const auto in_float = loftq::truncated_svd(e, 8, options);
+    options.bfloat16_passes = true;
+    const auto f = loftq::truncated_svd(e, 8, options);
+    const Eigen::MatrixXf s = f.singular_values.asDiagonal();
+    EXPECT_TRUE((f.A.transpose() * f.A).isApprox(s, 1e-4f)) << static_cast<int>(method);
+    EXPECT_TRUE((f.B.transpose() * f.B).isApprox(s, 1e-4f)) << static_cast<int>(method);
+    for (Eigen::Index k = 1; k < 8; ++k) EXPECT_GE(f.singular_values(k - 1), f.singular_values(k));
+    const double identity =
+        std::sqrt(e.cast<double>().squaredNorm() - f.singular_values.cast<double>().squaredNorm());
+    EXPECT_NEAR(residual_norm(e, f) / identity, 1.0, 1e-5) << static_cast<int>(method);
+    EXPECT_NEAR(residual_norm(e, f) / residual_norm(e, in_float), 1.0, 1e-3)
+        << static_cast<int>(method);
+    EXPECT_NE(residual_norm(e, f), residual_norm(e, in_float));  // the option is not ignored
+  }
+}
+
 TEST(TruncatedSvd, ExactMatchesADoublePrecisionSvdOnTallAndWideMatrices) {
   for (auto [rows, cols] : {std::pair{70, 40}, std::pair{40, 70}}) {
     const Eigen::MatrixXf e = loftq_test::gaussian(rows, cols, 0.02f, 22);

@@ -77,18 +77,20 @@ struct Result {
 
 /// Memory that loftq() calls can share: the two arrays the size of W that a call needs, the
 /// residual W - Q_t and W's row-major copy (made for a W that is not a RowMatrixXf), and the
-/// randomized SVD's basis P and E P. A call resizes them, which keeps their memory when the
-/// element count is unchanged: a workspace reused for matrices of one size spares every call
-/// after the first the mapping of that memory and the page faults of its first touch (see the
-/// README's performance section). Results are the same bits with any workspace. One call at a
-/// time may use a workspace.
+/// randomized SVD's residual rounded to bfloat16 (half the size of W) and basis P and E P. A call
+/// resizes them, which keeps their memory when the element count is unchanged: a workspace reused
+/// for matrices of one size spares every call after the first the mapping of that memory and the
+/// page faults of its first touch (see the README's performance section). Results are the same bits
+/// with any workspace. One call at a time may use a workspace.
 class Workspace {
  public:
   /// Bytes held.
   std::size_t bytes() const {
     return sizeof(float) * (static_cast<std::size_t>(residual_.size() + row_major_.size() +
                                                      krylov_.P.size() + krylov_.EP.size()) +
-                            krylov_.operand.capacity());
+                            krylov_.operand.capacity()) +
+           sizeof(std::uint32_t) *
+               (static_cast<std::size_t>(krylov_.rounded.words.size()) + krylov_.pairs.capacity());
   }
 
   /// Frees everything held.
@@ -120,6 +122,7 @@ inline SvdOptions svd_options_of(const Options& options, int step, bool warm) {
   svd.power_iters = options.power_iters;
   svd.tolerance = options.krylov_tolerance;
   svd.seed = mix64(options.seed) + static_cast<std::uint64_t>(step);
+  svd.bfloat16_passes = true;  // E is a quantization residual: its spectrum is flat
   return svd;
 }
 

@@ -20,6 +20,8 @@ struct CpuFeatures {
   bool avx2 = false;
   /// AVX-512 F, BW, DQ and VL (and AVX2), with the ZMM and mask state enabled by the OS.
   bool avx512 = false;
+  /// AVX-512 BF16 as well as avx512: the bfloat16 dot products of the randomized SVD's passes.
+  bool avx512_bf16 = false;
 };
 
 #if LOFTQ_X86_KERNELS
@@ -45,6 +47,9 @@ inline CpuFeatures query_cpu_features() {
   const bool avx512vl = (ebx & (1u << 31)) != 0;
   f.avx2 = avx2 && fma && ymm_state;
   f.avx512 = f.avx2 && avx512f && avx512dq && avx512bw && avx512vl && zmm_state;
+  if (f.avx512 && eax >= 1 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0) {
+    f.avx512_bf16 = (eax & (1u << 5)) != 0;
+  }
   return f;
 }
 #else

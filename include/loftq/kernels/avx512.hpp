@@ -236,6 +236,61 @@ inline constexpr std::size_t tile_columns = 6;
 
 }  // namespace loftq::detail::kernels::avx512
 
+/// Compiles a function for AVX-512 BF16 and the sets of LOFTQ_TARGET_AVX512.
+#define LOFTQ_TARGET_AVX512_BF16 \
+  __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+
+/// The bfloat16 products of kernels/bfloat16_product-inl.hpp on AVX-512 BF16's dot product, for
+/// CPUs that have it (CpuFeatures::avx512_bf16); equal bit for bit to the portable ones.
+namespace loftq::detail::kernels::avx512_bf16 {
+
+/// Float lanes of a vector.
+using Vec = __m512;
+
+/// Lanes of a vector.
+inline constexpr std::size_t lanes = 16;
+
+/// All lanes 0.
+LOFTQ_TARGET_AVX512_BF16 inline Vec zero() { return _mm512_setzero_ps(); }
+
+/// The lanes at p, unaligned.
+LOFTQ_TARGET_AVX512_BF16 inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
+
+/// Stores v at p, unaligned.
+LOFTQ_TARGET_AVX512_BF16 inline void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+
+/// Two bfloat16 per int32 lane.
+using Pairs = __m512i;
+
+/// The words at p, unaligned.
+LOFTQ_TARGET_AVX512_BF16 inline Pairs load_pairs(const std::uint32_t* p) {
+  return _mm512_loadu_si512(p);
+}
+
+/// All lanes `word`.
+LOFTQ_TARGET_AVX512_BF16 inline Pairs set1_pairs(std::uint32_t word) {
+  return _mm512_set1_epi32(static_cast<int>(word));
+}
+
+/// Per lane, fma(high(a), high(b), sum), then fma(low(a), low(b), that), by vdpbf16ps.
+LOFTQ_TARGET_AVX512_BF16 inline Vec dot_pairs(Vec sum, Pairs a, Pairs b) {
+  return _mm512_dpbf16_ps(sum, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
+}
+
+using avx2::transpose8_words;
+
+/// Vectors per tile of the bfloat16 products' C: 64 rows.
+inline constexpr std::size_t pair_tile_vectors = 4;
+
+/// Columns of C per step of the bfloat16 products: 24 accumulators of the 32 registers.
+inline constexpr std::size_t pair_tile_columns = 6;
+
+#define LOFTQ_TARGET LOFTQ_TARGET_AVX512_BF16
+#include "bfloat16_product-inl.hpp"
+#undef LOFTQ_TARGET
+
+}  // namespace loftq::detail::kernels::avx512_bf16
+
 #if !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif

@@ -13,11 +13,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <vector>
 
 #include "../detail/cpu.hpp"
+#include "../detail/huge_pages.hpp"
 #include "../isa.hpp"
 #include "../matrix.hpp"
 #include "../threads.hpp"
@@ -64,6 +67,45 @@ inline constexpr std::size_t tile_columns = 4;
 
 #define LOFTQ_TARGET
 #include "product-inl.hpp"
+
+/// Two bfloat16 in a word.
+using Pairs = std::uint32_t;
+
+/// *p.
+inline Pairs load_pairs(const std::uint32_t* p) { return *p; }
+
+/// word.
+inline Pairs set1_pairs(std::uint32_t word) { return word; }
+
+/// The float whose high 16 bits are `half`.
+inline float from_bfloat16(std::uint32_t half) {
+  const std::uint32_t bits = half << 16;
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+/// fma(high(a), high(b), sum), then fma(low(a), low(b), that): what vdpbf16ps does in a lane.
+inline Vec dot_pairs(Vec sum, Pairs a, Pairs b) {
+  sum = std::fma(from_bfloat16(a >> 16), from_bfloat16(b >> 16), sum);
+  return std::fma(from_bfloat16(a & 0xffffu), from_bfloat16(b & 0xffffu), sum);
+}
+
+/// dst[i * ldd + j] = src[j * lds + i] for i, j < 8.
+inline void transpose8_words(const std::uint32_t* src, std::size_t lds, std::uint32_t* dst,
+                             std::size_t ldd) {
+  for (std::size_t i = 0; i < 8; ++i) {
+    for (std::size_t j = 0; j < 8; ++j) dst[i * ldd + j] = src[j * lds + i];
+  }
+}
+
+/// Vectors (floats) per tile of the bfloat16 products' C.
+inline constexpr std::size_t pair_tile_vectors = 4;
+
+/// Columns of C per step of the bfloat16 products.
+inline constexpr std::size_t pair_tile_columns = 4;
+
+#include "bfloat16_product-inl.hpp"
 #undef LOFTQ_TARGET
 
 }  // namespace kernels::scalar
@@ -181,6 +223,179 @@ inline Eigen::Map<const RowMatrixXf> row_major_operand(const Eigen::Ref<const Ei
   Eigen::Map<RowMatrixXf> copy(operand.data(), X.rows(), X.cols());
   row_major_copy(X, copy);
   return Eigen::Map<const RowMatrixXf>(operand.data(), X.rows(), X.cols());
+}
+
+/// E rounded to bfloat16 for the passes of the randomized SVD: the elements of E 2^exponent,
+/// each rounded to the nearest bfloat16 (ties to even) and magnitudes under 2^-50 to 0, two per
+/// 32-bit word (the even column in the low half), rows and columns padded with 0 to even counts.
+/// With exponent chosen so that ||E||_F 2^exponent is in [1, 2), no product of the bfloat16
+/// kernels, nor any sum of them, is a denormal.
+struct Bfloat16Matrix {
+  Eigen::Index rows = 0;  ///< Rows of E.
+  Eigen::Index cols = 0;  ///< Columns of E.
+  int exponent = 0;       ///< The elements are those of E 2^exponent.
+  /// (rows + 1) / 2 * 2 rows of (cols + 1) / 2 words.
+  Eigen::Matrix<std::uint32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> words;
+};
+
+/// The 16 bits of the bfloat16 nearest x (ties to even), or 0 when |x| < 2^-50; x finite and
+/// below bfloat16's largest value.
+inline std::uint32_t bfloat16_bits(float x) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7fffffffu) < 0x26800000u) return 0u;  // 2^-50
+  return (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+}
+
+/// The word of the bfloat16 pair (first, second), first in the low half.
+inline std::uint32_t bfloat16_pair(float first, float second) {
+  return bfloat16_bits(first) | (bfloat16_bits(second) << 16);
+}
+
+/// out = E rounded to bfloat16 (Bfloat16Matrix), ||E||_F^2 = energy, in parallel pieces of rows;
+/// out keeps its memory when its size is unchanged.
+inline void round_to_bfloat16(const RowMatrixXf& E, double energy, Bfloat16Matrix& out) {
+  int exponent = 0;
+  if (energy > 0.0) {
+    std::frexp(std::sqrt(energy), &exponent);  // ||E|| = m 2^exponent, m in [0.5, 1)
+    exponent = std::clamp(1 - exponent, -100, 100);
+  }
+  out.rows = E.rows();
+  out.cols = E.cols();
+  out.exponent = exponent;
+  resize_on_huge_pages(out.words, (E.rows() + 1) / 2 * 2, (E.cols() + 1) / 2);
+  const float scale = std::ldexp(1.0f, exponent);
+  const Eigen::Index full = E.cols() / 2;
+  parallel_for((out.words.rows() + 63) / 64, [&](std::ptrdiff_t piece) {
+    const Eigen::Index first = piece * 64,
+                       last = std::min<Eigen::Index>(first + 64, out.words.rows());
+    for (Eigen::Index i = first; i < last; ++i) {
+      std::uint32_t* word = out.words.data() + i * out.words.cols();
+      if (i == E.rows()) {
+        std::fill(word, word + out.words.cols(), 0u);
+        continue;
+      }
+      const float* e = E.data() + i * E.cols();
+      for (Eigen::Index k = 0; k < full; ++k)
+        word[k] = bfloat16_pair(e[2 * k] * scale, e[2 * k + 1] * scale);
+      if (full < out.words.cols()) word[full] = bfloat16_pair(e[2 * full] * scale, 0.0f);
+    }
+  });
+}
+
+/// The tile kernels of the bfloat16 products of one instruction set.
+struct Bfloat16Kernels {
+  std::size_t tile_rows;    ///< Rows of a tile of C.
+  std::size_t panel_words;  ///< Scratch a tile needs.
+  /// One tile of C = E B (kernels' bfloat16_product_tile()).
+  void (*product)(const std::uint32_t*, std::size_t, std::size_t, std::size_t, const std::uint32_t*,
+                  std::size_t, std::size_t, float*, std::size_t, std::uint32_t*);
+  /// One tile of C = E^T B (kernels' bfloat16_transposed_product_tile()).
+  void (*transposed)(const std::uint32_t*, std::size_t, std::size_t, std::size_t,
+                     const std::uint32_t*, std::size_t, std::size_t, float*, std::size_t,
+                     std::uint32_t*);
+};
+
+/// The bfloat16 tile kernels of `isa`: AVX-512's dot product where the CPU has AVX-512 BF16,
+/// else the AVX2 ones, which give the same bits.
+inline Bfloat16Kernels bfloat16_kernels(Isa isa) {
+  switch (isa) {
+#if LOFTQ_X86_KERNELS
+    case Isa::avx512:
+      if (cpu_features().avx512_bf16) {
+        return {kernels::avx512_bf16::pair_tile_rows, kernels::avx512_bf16::pair_panel_words,
+                kernels::avx512_bf16::bfloat16_product_tile,
+                kernels::avx512_bf16::bfloat16_transposed_product_tile};
+      }
+      [[fallthrough]];
+    case Isa::avx2:
+      return {kernels::avx2::pair_tile_rows, kernels::avx2::pair_panel_words,
+              kernels::avx2::bfloat16_product_tile,
+              kernels::avx2::bfloat16_transposed_product_tile};
+#endif
+    default:
+      return {kernels::scalar::pair_tile_rows, kernels::scalar::pair_panel_words,
+              kernels::scalar::bfloat16_product_tile,
+              kernels::scalar::bfloat16_transposed_product_tile};
+  }
+}
+
+/// `pairs` = X (depth x k) as bfloat16 pairs of rows, row-major: pairs[p k + j] holds X(2p, j)
+/// and X(2p + 1, j) (0 past X's last row); X's elements finite and of magnitude under 2^100.
+inline void bfloat16_operand(const Eigen::Ref<const Eigen::MatrixXf>& X,
+                             std::vector<std::uint32_t>& pairs) {
+  const Eigen::Index k = X.cols(), count = (X.rows() + 1) / 2;
+  pairs.resize(static_cast<std::size_t>(count * k));
+  parallel_for((count + 127) / 128, [&](std::ptrdiff_t piece) {
+    const Eigen::Index first = piece * 128, last = std::min<Eigen::Index>(first + 128, count);
+    for (Eigen::Index j = 0; j < k; ++j) {
+      for (Eigen::Index p = first; p < last; ++p) {
+        const float second = 2 * p + 1 < X.rows() ? X(2 * p + 1, j) : 0.0f;
+        pairs[static_cast<std::size_t>(p * k + j)] = bfloat16_pair(X(2 * p, j), second);
+      }
+    }
+  });
+}
+
+/// out = E B (transposed false; E.rows x k) or E^T B (true; E.cols x k) for E rounded to
+/// bfloat16, in E's own scale (the sums times 2^-exponent), B given as bfloat16 pairs by
+/// bfloat16_operand() (k columns). Tiles of out's rows run in parallel on the kernels of
+/// active_isa(), into a padded copy when out's rows are not a multiple of product_row_padding.
+inline void bfloat16_product_of(const Bfloat16Matrix& E, bool transposed,
+                                const std::vector<std::uint32_t>& B, Eigen::Index k,
+                                Eigen::Ref<Eigen::MatrixXf> out) {
+  const Bfloat16Kernels set = bfloat16_kernels(active_isa());
+  const auto rows = static_cast<std::size_t>(transposed ? E.cols : E.rows);
+  const auto pairs = static_cast<std::size_t>(transposed ? E.words.rows() / 2 : E.words.cols());
+  const auto ldw = static_cast<std::size_t>(E.words.cols());
+  const auto columns = static_cast<std::size_t>(k);
+  if (out.rows() != static_cast<Eigen::Index>(rows) || out.cols() != k ||
+      B.size() != pairs * columns) {
+    throw std::logic_error("bfloat16_product_of: out or B has the wrong shape");
+  }
+  const bool direct = rows % static_cast<std::size_t>(product_row_padding) == 0;
+  const Eigen::Index padded_rows = (static_cast<Eigen::Index>(rows) + product_row_padding - 1) /
+                                   product_row_padding * product_row_padding;
+  Eigen::MatrixXf padded;
+  if (!direct) padded.resize(padded_rows, k);
+  float* c = direct ? out.data() : padded.data();
+  const auto ldc = static_cast<std::size_t>(direct ? out.outerStride() : padded.rows());
+  const float unscale = std::ldexp(1.0f, -E.exponent);
+  const std::size_t tiles = (rows + set.tile_rows - 1) / set.tile_rows;
+  parallel_for(static_cast<std::ptrdiff_t>(tiles), [&](std::ptrdiff_t t) {
+    const std::unique_ptr<std::uint32_t[]> panel(
+        new std::uint32_t[set.panel_words]);  // written before read
+    const std::size_t first = static_cast<std::size_t>(t) * set.tile_rows;
+    const std::size_t count = std::min(set.tile_rows, rows - first);
+    if (transposed) {
+      set.transposed(E.words.data() + first / 2, ldw, count, pairs, B.data(), columns, columns,
+                     c + first, ldc, panel.get());
+    } else {
+      set.product(E.words.data() + first * ldw, ldw, count, pairs, B.data(), columns, columns,
+                  c + first, ldc, panel.get());
+    }
+    for (std::size_t j = 0; j < columns; ++j) {
+      for (std::size_t r = first; r < first + count; ++r) c[j * ldc + r] *= unscale;
+    }
+  });
+  if (!direct) out = padded.topRows(static_cast<Eigen::Index>(rows));
+}
+
+/// out = E X for E rounded to bfloat16 (rows x cols) and X cols x k; out must be rows x k.
+/// `pairs` holds X's bfloat16 pairs.
+inline void multiply(const Bfloat16Matrix& E, const Eigen::Ref<const Eigen::MatrixXf>& X,
+                     Eigen::Ref<Eigen::MatrixXf> out, std::vector<std::uint32_t>& pairs) {
+  bfloat16_operand(X, pairs);
+  bfloat16_product_of(E, false, pairs, X.cols(), out);
+}
+
+/// out = E^T Y for E rounded to bfloat16 (rows x cols) and Y rows x k; out must be cols x k.
+/// `pairs` holds Y's bfloat16 pairs.
+inline void multiply_transposed(const Bfloat16Matrix& E, const Eigen::Ref<const Eigen::MatrixXf>& Y,
+                                Eigen::Ref<Eigen::MatrixXf> out,
+                                std::vector<std::uint32_t>& pairs) {
+  bfloat16_operand(Y, pairs);
+  bfloat16_product_of(E, true, pairs, Y.cols(), out);
 }
 
 /// out = E X, E rows x cols row-major, X cols x k; out must be rows x k. `operand` holds X's

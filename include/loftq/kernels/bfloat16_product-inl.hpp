@@ -1,0 +1,156 @@
+/// @file kernels/bfloat16_product-inl.hpp
+/// The products of the randomized SVD's passes over E rounded to bfloat16 (a Bfloat16Matrix of
+/// kernels/products.hpp), written once for every instruction set: one tile of rows of C = E B or
+/// of C = E^T B, with E and B held as pairs of bfloat16 in 32-bit words (the first term of a
+/// pair in the low half) and C column-major float. Every element of C is one chain over its
+/// sum in pairs of terms, from 0: for each pair in order, sum = fma(second terms, sum), then
+/// sum = fma(first terms, sum). That is AVX-512 BF16's dot product (vdpbf16ps) when no input,
+/// product or sum is a denormal, which the rounding to bfloat16 ensures; so each instruction
+/// set, tile size and thread count gives the same bits.
+///
+/// This file has no include guard, on purpose: kernels/avx2.hpp, kernels/avx512.hpp and
+/// kernels/products.hpp (the scalar set) include it inside their namespaces, once each, after
+/// they have included <algorithm>, <cstddef> and <cstdint> and defined
+/// - LOFTQ_TARGET, the `__attribute__((target(...)))` of every function here (empty for scalar);
+/// - `Vec` (float lanes), `lanes`, zero, load and store;
+/// - `Pairs` (lanes of one word each), load_pairs(p), set1_pairs(word) and dot_pairs(sum, a, b),
+///   which per lane gives fma(high(a), high(b), sum) and then fma(low(a), low(b), that), each
+///   half read as the float whose high 16 bits it is;
+/// - transpose8_words(src, lds, dst, ldd), which writes dst[i * ldd + j] = src[j * lds + i] for
+///   an 8 x 8 block of words;
+/// - `pair_tile_vectors` and `pair_tile_columns`: a tile of C holds pair_tile_vectors * lanes
+///   rows and is computed pair_tile_columns columns at a time.
+/// Include nothing here: whatever this file includes would land in those namespaces.
+
+#ifndef LOFTQ_TARGET
+#error \
+    "kernels/bfloat16_product-inl.hpp is included by kernels/avx2.hpp, kernels/avx512.hpp and kernels/products.hpp only"
+#endif
+
+/// Rows of a tile of C.
+inline constexpr std::size_t pair_tile_rows = pair_tile_vectors * lanes;
+
+/// Pairs of terms of each sum taken per chunk: a chunk of E's tile is packed once and used for
+/// every column of B. It changes the speed only, never the bits.
+inline constexpr std::size_t pair_chunk = 256;
+
+/// Words of scratch a tile needs.
+inline constexpr std::size_t pair_panel_words = pair_chunk * pair_tile_rows;
+
+/// c[r + j ldc] = (accumulate ? c[r + j ldc] : 0) + the pairs p < pairs of a[p pair_tile_rows + r]
+/// and b[p ldb + j], for r < pair_tile_rows and j < Columns.
+template <std::size_t Columns>
+LOFTQ_TARGET inline void pair_tile_product(const std::uint32_t* a, const std::uint32_t* b,
+                                           std::size_t ldb, std::size_t pairs, bool accumulate,
+                                           float* c, std::size_t ldc) {
+  Vec sum[Columns][pair_tile_vectors];
+#pragma GCC unroll 8
+  for (std::size_t j = 0; j < Columns; ++j) {
+#pragma GCC unroll 8
+    for (std::size_t u = 0; u < pair_tile_vectors; ++u)
+      sum[j][u] = accumulate ? load(c + j * ldc + u * lanes) : zero();
+  }
+#pragma GCC unroll 2
+  for (std::size_t p = 0; p < pairs; ++p) {
+    Pairs column[pair_tile_vectors];
+#pragma GCC unroll 8
+    for (std::size_t u = 0; u < pair_tile_vectors; ++u)
+      column[u] = load_pairs(a + p * pair_tile_rows + u * lanes);
+#pragma GCC unroll 8
+    for (std::size_t j = 0; j < Columns; ++j) {
+      const Pairs factor = set1_pairs(b[p * ldb + j]);
+#pragma GCC unroll 8
+      for (std::size_t u = 0; u < pair_tile_vectors; ++u)
+        sum[j][u] = dot_pairs(sum[j][u], column[u], factor);
+    }
+  }
+#pragma GCC unroll 8
+  for (std::size_t j = 0; j < Columns; ++j) {
+#pragma GCC unroll 8
+    for (std::size_t u = 0; u < pair_tile_vectors; ++u) store(c + j * ldc + u * lanes, sum[j][u]);
+  }
+}
+
+/// pair_tile_product() over `columns` (1 <= columns <= Columns) columns of B and C.
+template <std::size_t Columns>
+LOFTQ_TARGET inline void pair_tile_product_of_width(const std::uint32_t* a, const std::uint32_t* b,
+                                                    std::size_t ldb, std::size_t pairs,
+                                                    std::size_t columns, bool accumulate, float* c,
+                                                    std::size_t ldc) {
+  if constexpr (Columns > 1) {
+    if (columns < Columns)
+      return pair_tile_product_of_width<Columns - 1>(a, b, ldb, pairs, columns, accumulate, c, ldc);
+  }
+  pair_tile_product<Columns>(a, b, ldb, pairs, accumulate, c, ldc);
+}
+
+/// pair_tile_product() over all `columns` columns of B and C, in steps of at most
+/// pair_tile_columns columns whose widths differ by at most one.
+LOFTQ_TARGET inline void pair_tile_product_all(const std::uint32_t* a, const std::uint32_t* b,
+                                               std::size_t ldb, std::size_t pairs,
+                                               std::size_t columns, bool accumulate, float* c,
+                                               std::size_t ldc) {
+  const std::size_t steps = (columns + pair_tile_columns - 1) / pair_tile_columns;
+  std::size_t j = 0;
+  for (std::size_t step = 0; step < steps; ++step) {
+    const std::size_t width = columns / steps + (step < columns % steps ? 1 : 0);
+    pair_tile_product_of_width<pair_tile_columns>(a, b + j, ldb, pairs, width, accumulate,
+                                                  c + j * ldc, ldc);
+    j += width;
+  }
+}
+
+/// One tile of C = E B: c[r + j ldc] = the sum over the pairs p < pairs of e[r ldw + p] and
+/// b[p ldb + j] for r < rows (<= pair_tile_rows; C has room for pair_tile_rows rows) and
+/// j < columns. E's rows are packed into `panel` (pair_panel_words) by 8 x 8 transposes, rows
+/// past `rows` as 0.
+LOFTQ_TARGET inline void bfloat16_product_tile(const std::uint32_t* e, std::size_t ldw,
+                                               std::size_t rows, std::size_t pairs,
+                                               const std::uint32_t* b, std::size_t ldb,
+                                               std::size_t columns, float* c, std::size_t ldc,
+                                               std::uint32_t* panel) {
+  for (std::size_t p = 0; p < pairs; p += pair_chunk) {
+    const std::size_t chunk = std::min(pair_chunk, pairs - p);
+    std::size_t r = 0;
+    for (; r + 8 <= rows; r += 8) {
+      std::size_t q = 0;
+      for (; q + 8 <= chunk; q += 8)
+        transpose8_words(e + r * ldw + p + q, ldw, panel + q * pair_tile_rows + r, pair_tile_rows);
+      for (; q < chunk; ++q) {
+        for (std::size_t k = r; k < r + 8; ++k) panel[q * pair_tile_rows + k] = e[k * ldw + p + q];
+      }
+    }
+    for (std::size_t q = 0; q < chunk; ++q) {
+      for (std::size_t k = r; k < pair_tile_rows; ++k)
+        panel[q * pair_tile_rows + k] = k < rows ? e[k * ldw + p + q] : 0u;
+    }
+    pair_tile_product_all(panel, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
+  }
+}
+
+/// One tile of C = E^T B, for the columns first..first + rows of E (first even; rows <=
+/// pair_tile_rows, C has room for pair_tile_rows rows): c[r + j ldc] = the sum over the pairs p
+/// < pairs of (E(2p, first + r), E(2p + 1, first + r)) and b[p ldb + j]. e points at word
+/// first / 2 of E's row 0, ldw words apart. Each pair of E's rows is interleaved into `panel`
+/// (pair_panel_words), columns past `rows` as 0.
+LOFTQ_TARGET inline void bfloat16_transposed_product_tile(const std::uint32_t* e, std::size_t ldw,
+                                                          std::size_t rows, std::size_t pairs,
+                                                          const std::uint32_t* b, std::size_t ldb,
+                                                          std::size_t columns, float* c,
+                                                          std::size_t ldc, std::uint32_t* panel) {
+  const std::size_t words = (rows + 1) / 2;
+  for (std::size_t p = 0; p < pairs; p += pair_chunk) {
+    const std::size_t chunk = std::min(pair_chunk, pairs - p);
+    for (std::size_t q = 0; q < chunk; ++q) {
+      const std::uint32_t* even = e + 2 * (p + q) * ldw;  // E's row 2 (p + q): the first terms
+      const std::uint32_t* odd = even + ldw;
+      std::uint32_t* out = panel + q * pair_tile_rows;
+      for (std::size_t k = 0; k < words; ++k) {
+        out[2 * k] = (even[k] & 0xffffu) | (odd[k] << 16);
+        out[2 * k + 1] = (even[k] >> 16) | (odd[k] & 0xffff0000u);
+      }
+      for (std::size_t k = rows; k < pair_tile_rows; ++k) out[k] = 0u;
+    }
+    pair_tile_product_all(panel, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
+  }
+}
