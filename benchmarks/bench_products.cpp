@@ -65,7 +65,7 @@ void BM_SolverProduct(benchmark::State& state, Product product) {
   const Eigen::MatrixXf a = block(rows, 64), b = block(cols, 64);
   Eigen::MatrixXf out;
   loftq::detail::Bfloat16Matrix rounded;
-  loftq::detail::round_to_bfloat16(e, e.cast<double>().squaredNorm(), rounded);
+  loftq::detail::round_to_bfloat16(e, loftq::detail::bfloat16_exponent(e.cast<double>().norm()), rounded);
   std::vector<std::uint32_t> pairs;
   Eigen::MatrixXf x_out(rows, sketch_width), y_out(cols, sketch_width);
   double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(cols) * sketch_width;

@@ -612,18 +612,29 @@ TEST(Bfloat16, AMatrixIsScaledByAPowerOfTwoAndPaddedWithZeros) {
   const double energy = e.cast<double>().squaredNorm();
   loftq::detail::Bfloat16Matrix rounded;
   rounded.words.setConstant(4, 3, 0xdeadbeefu);  // memory kept from an earlier matrix
-  loftq::detail::round_to_bfloat16(e, energy, rounded);
+  loftq::detail::round_to_bfloat16(e, loftq::detail::bfloat16_exponent(std::sqrt(energy)), rounded);
   ASSERT_EQ(rounded.words.rows(), 4);
   ASSERT_EQ(rounded.words.cols(), 3);
-  EXPECT_EQ(rounded.exponent, -4);  // ||E|| 2^-4 = 1.27...
+  EXPECT_EQ(rounded.exponent, -4);  // ||E|| 2^-4 = 1.01...
   EXPECT_EQ(rounded.words(0, 0), loftq::detail::bfloat16_pair(0.75f, -0.5f));
   EXPECT_EQ(rounded.words(0, 2),
             loftq::detail::bfloat16_pair(1.0f / 16, 0.0f));  // the padding column
   EXPECT_EQ(rounded.words(1, 0), loftq::detail::bfloat16_pair(2.0f / 16, 3.0f / 16));
   EXPECT_EQ(rounded.words(1, 1), 0u);                                       // 1e-30 2^-4 is flushed
-  for (Eigen::Index j = 0; j < 3; ++j) EXPECT_EQ(rounded.words(3, j), 0u);  // the padding row
-  loftq::detail::round_to_bfloat16(e, 0.0, rounded);
-  EXPECT_EQ(rounded.exponent, 0);  // no norm: no scaling
+  for (Eigen::Index j = 0; j < 3; ++j) EXPECT_EQ(rounded.words(3, j), 0u);          // the padding row
+}
+
+TEST(Bfloat16, TheExponentBringsAMagnitudeIntoOneToTwo) {
+  using loftq::detail::bfloat16_exponent;
+  EXPECT_EQ(bfloat16_exponent(1.0), 0);
+  EXPECT_EQ(bfloat16_exponent(1.99), 0);
+  EXPECT_EQ(bfloat16_exponent(2.0), -1);
+  EXPECT_EQ(bfloat16_exponent(0.5), 1);
+  EXPECT_EQ(bfloat16_exponent(16.2), -4);
+  EXPECT_EQ(bfloat16_exponent(0x1p-90), 90);
+  EXPECT_EQ(bfloat16_exponent(1e-300), 100);  // clamped
+  EXPECT_EQ(bfloat16_exponent(1e300), -100);
+  EXPECT_EQ(bfloat16_exponent(0.0), 0);  // nothing to scale
 }
 
 TEST_P(IsaKernels, Bfloat16ProductsArePairedFmaChainsOnEveryShapeAndThreadCount) {
@@ -646,7 +657,7 @@ TEST_P(IsaKernels, Bfloat16ProductsArePairedFmaChainsOnEveryShapeAndThreadCount)
     const Eigen::MatrixXf x = loftq_test::gaussian(c.cols, c.k, 1.0f, 7);
     const Eigen::MatrixXf y = loftq_test::gaussian(c.rows, c.k, 1.0f, 8);
     loftq::detail::Bfloat16Matrix rounded;
-    loftq::detail::round_to_bfloat16(e, e.cast<double>().squaredNorm(), rounded);
+    loftq::detail::round_to_bfloat16(e, loftq::detail::bfloat16_exponent(e.cast<double>().norm()), rounded);
     std::vector<std::uint32_t> x_pairs, y_pairs;
     loftq::detail::bfloat16_operand(x, x_pairs);
     loftq::detail::bfloat16_operand(y, y_pairs);

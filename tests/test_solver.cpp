@@ -280,6 +280,31 @@ TEST(Loftq, RowMajorColumnMajorAndExpressionInputsAgreeBitForBit) {
   EXPECT_EQ(a.Q.codes(), c.Q.codes());
 }
 
+TEST(Loftq, TheQuantizePassRoundsTheResidualToBfloat16AsTheStandaloneRoundingDoes) {
+  // Odd and even shapes, the fused kernels' path and the two-pass path of a 16-bit load path.
+  for (const auto& [rows, cols] : {std::pair<Eigen::Index, Eigen::Index>{37, 21}, {64, 70}}) {
+    for (const loftq::LoadPath path : {loftq::LoadPath{}, loftq::LoadPath{loftq::FloatType::bfloat16, true,
+                                                                           loftq::FloatType::bfloat16}}) {
+      const loftq::RowMatrixXf w = llm_like(rows, cols, 51);
+      loftq::Options o;
+      o.load_path = path;
+      const auto n = static_cast<std::size_t>(rows * cols);
+      loftq::detail::QuantizedArrays q{std::vector<std::uint8_t>(loftq::detail::packed_bytes(n, 4)),
+                                       std::vector<float>((n + 63) / 64)};
+      const Eigen::MatrixXf a = loftq_test::gaussian(rows, 2, 0.1f, 52), b = loftq_test::gaussian(cols, 2, 0.1f, 53);
+      loftq::RowMatrixXf residual(rows, cols);
+      loftq::detail::Bfloat16Matrix fused, standalone;
+      loftq::detail::prepare_bfloat16(rows, cols, 3, fused);
+      fused.words.topRows(rows).setConstant(0xdeadbeefu);  // every word must be written
+      const loftq::detail::ThreadScope scope;
+      loftq::detail::quantize_pass(w.data(), a, b, o, q, residual, &fused);
+      loftq::detail::round_to_bfloat16(residual, 3, standalone);
+      EXPECT_EQ(fused.words, standalone.words) << rows << " x " << cols << ", plain " << path.is_plain();
+      EXPECT_EQ(fused.exponent, 3);
+    }
+  }
+}
+
 TEST(Loftq, AReusedWorkspaceGivesTheSameBitsAsFreshCalls) {
   const Eigen::MatrixXf first = llm_like(260, 200, 47);
   const loftq::RowMatrixXf same_count = llm_like(200, 260, 48);  // row-major: no copy is made

@@ -250,7 +250,9 @@ struct KrylovBuffers {
 };
 
 /// Randomized truncated SVD of E (block_krylov or subspace_iteration); `start` (cols x k) or
-/// nullptr seeds the sketch; `energy` is ||E||_F^2. Both methods work on the right: from an orthonormal block P_0 of the sketch, each next block is
+/// nullptr seeds the sketch; `energy` is ||E||_F^2; `rounded` tells that buffers.rounded holds
+/// E rounded to bfloat16 already (made by the pass that wrote E). Both methods work on the
+/// right: from an orthonormal block P_0 of the sketch, each next block is
 /// P_{j+1} = orth(E^T orth(E P_j)), orthogonal to the blocks before it. block_krylov keeps all its
 /// blocks (2 d - 1 passes over E for d blocks), and with a tolerance stops adding them once the
 /// captured energy has converged; subspace iteration keeps only the last of power_iters + 1
@@ -260,7 +262,7 @@ struct KrylovBuffers {
 /// pass over E itself (projected_factors()). P and E P are kept in `buffers`.
 template <class Scalar>
 LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
-                              const Matrix<Scalar>* start, double energy, KrylovBuffers& buffers) {
+                              const Matrix<Scalar>* start, double energy, KrylovBuffers& buffers, bool rounded) {
   const Eigen::Index block = std::min<Eigen::Index>(rank + options.oversampling, std::min(E.rows(), E.cols()));
   const bool krylov = options.method == SvdMethod::block_krylov;
   const int blocks = krylov ? options.depth : options.power_iters + 1;
@@ -271,7 +273,9 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   buffers.reserve_operands(E.rows(), E.cols(), block);
   Matrix<Scalar>& P = buffers.P;
   Matrix<Scalar>& EP = buffers.EP;
-  if (options.bfloat16_passes) round_to_bfloat16(E, energy, buffers.rounded);
+  if (options.bfloat16_passes && !rounded) {
+    round_to_bfloat16(E, bfloat16_exponent(std::sqrt(std::max(energy, 0.0))), buffers.rounded);
+  }
   // out = E X and out = E^T Y, the passes over E (or E rounded to bfloat16).
   const auto pass = [&](const auto& X, auto&& out) {
     if (options.bfloat16_passes) return multiply(buffers.rounded, X, out, buffers.pairs);
@@ -327,26 +331,31 @@ inline Eigen::Index sketch_columns(Eigen::Index rank, const SvdOptions& options)
   return options.method == SvdMethod::block_krylov ? block * options.depth : block;
 }
 
+/// Whether truncated_svd() of a rows x cols matrix runs a randomized method: rank > 0, and a
+/// randomized method whose sketch is narrower than min(rows, cols) (a wider one holds no saving,
+/// and the exact SVD runs instead).
+inline bool runs_randomized(Eigen::Index rows, Eigen::Index cols, Eigen::Index rank, const SvdOptions& options) {
+  return rank > 0 && options.method != SvdMethod::exact && sketch_columns(rank, options) < std::min(rows, cols);
+}
+
 /// truncated_svd() on a row-major matrix, inside the caller's ThreadScope; `energy` is
-/// ||E||_F^2, or negative to have it computed; a randomized method
-/// keeps its basis in `buffers`.
+/// ||E||_F^2, or negative to have it computed; a randomized method keeps its basis in
+/// `buffers`, and `rounded` tells that buffers.rounded holds E rounded to bfloat16 already.
 template <class Scalar>
 LowRankFactors truncated_svd_row_major(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
-                                       const Matrix<Scalar>* start, double energy, KrylovBuffers& buffers) {
+                                       const Matrix<Scalar>* start, double energy, KrylovBuffers& buffers,
+                                       bool rounded) {
   if (rank == 0) return empty_factors(E.rows(), E.cols());
-  // A sketch as wide as E's smaller side holds no saving: compute the exact SVD.
-  if (options.method == SvdMethod::exact || sketch_columns(rank, options) >= std::min(E.rows(), E.cols())) {
-    return exact_svd(E, rank);
-  }
+  if (!runs_randomized(E.rows(), E.cols(), rank, options)) return exact_svd(E, rank);
   if (energy < 0.0) energy = E.template cast<double>().squaredNorm();
-  return randomized_svd(E, rank, options, start, energy, buffers);
+  return randomized_svd(E, rank, options, start, energy, buffers, rounded);
 }
 
 #ifdef LOFTQ_SEPARATE_COMPILATION
 // Instantiated once, in the source that includes <loftq/src.hpp>.
 extern template LowRankFactors truncated_svd_row_major<float>(const RowMatrix<float>& E, Eigen::Index rank,
                                                               const SvdOptions& options, const Matrix<float>* start,
-                                                              double energy, KrylovBuffers& buffers);
+                                                              double energy, KrylovBuffers& buffers, bool rounded);
 #endif
 
 /// Checks the arguments of truncated_svd() and computes it.
@@ -366,7 +375,7 @@ LowRankFactors checked_truncated_svd(const Eigen::MatrixBase<Derived>& E, Eigen:
   return with_row_major(E, [&](const RowMatrixXf& row_major) {
     check_finite("E", row_major.data(), row_major.rows(), row_major.cols());
     KrylovBuffers buffers;
-    return truncated_svd_row_major(row_major, rank, options, start, -1.0, buffers);
+    return truncated_svd_row_major(row_major, rank, options, start, -1.0, buffers, false);
   });
 }
 

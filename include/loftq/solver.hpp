@@ -199,17 +199,29 @@ inline double squared_norm(const float* x, std::size_t n) {
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-/// Quantizes W - A B^T into `q` and writes residual = W - Q, in one pass over W. Returns
-/// ||W - Q||_F^2; adds ||W||_F^2 to *w_norm2 when it is not null.
+/// Rows [first / cols, (first + n) / cols) of `rounded` (when not null) from the residual's
+/// elements [first, first + n), whole rows.
+inline void round_rows(const float* residual, std::size_t first, std::size_t n, Bfloat16Matrix* rounded) {
+  if (rounded == nullptr) return;
+  const auto cols = static_cast<std::size_t>(rounded->cols);
+  for (std::size_t i = first / cols; i < (first + n) / cols; ++i) {
+    round_row_to_bfloat16(residual + i * cols, static_cast<Eigen::Index>(i), *rounded);
+  }
+}
+
+/// Quantizes W - A B^T into `q` and writes residual = W - Q, in one pass over W, and the
+/// residual rounded to bfloat16 into *rounded (prepared by prepare_bfloat16()) when it is not
+/// null. Returns ||W - Q||_F^2; adds ||W||_F^2 to *w_norm2 when it is not null.
 template <class Scalar>
 double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
-                     QuantizedArrays& q, RowMatrix<Scalar>& residual, double* w_norm2 = nullptr) {
+                     QuantizedArrays& q, RowMatrix<Scalar>& residual, Bfloat16Matrix* rounded,
+                     double* w_norm2 = nullptr) {
   if (!is_kernel_path(options.load_path, options.codebook)) {
     if (w_norm2 != nullptr) {
       *w_norm2 += over_pieces(residual.rows(), residual.cols(), options.block_size,
                               [&](std::size_t first, std::size_t n) { return squared_norm(w + first, n); });
     }
-    return quantize_loaded_pass(w, A, B, options, q, residual);
+    return quantize_loaded_pass(w, A, B, options, q, residual, rounded);
   }
   std::vector<double> w_partial;  // ||W||^2 of each piece, by first element
   const std::size_t piece_elements =
@@ -225,6 +237,7 @@ double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scal
     Scalar* e = residual.data() + first;
     quantize_residual_run(isa, w + first, l, n, options.block_size, options.codebook, lookup,
                           q.codes.data() + first * bits / 8, q.scales.data() + first / block, e);
+    round_rows(residual.data(), first, n, rounded);
     if (w_norm2 != nullptr) w_partial[first / piece_elements] = squared_norm(w + first, n);
     return squared_norm(e, n);
   });
@@ -254,11 +267,12 @@ double over_pieces(Eigen::Index rows, Eigen::Index cols, int block_size, Piece&&
 /// quantize_pass() for a load path the fused kernels do not model (options.load_path not plain,
 /// or LLMInt8), in two passes: the target W - A B^T rounded as round_target() says and quantized
 /// (its codes and absmax), then, with the scales the loader restores, residual = W - the
-/// dequantized values rounded to load_path.dequantized_to. Throws std::invalid_argument for a
-/// target beyond float16's range on a float16 path.
+/// dequantized values rounded to load_path.dequantized_to (and into *rounded, rounded to
+/// bfloat16, when it is not null). Throws std::invalid_argument for a target beyond float16's
+/// range on a float16 path.
 template <class Scalar>
 double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
-                            QuantizedArrays& q, RowMatrix<Scalar>& residual) {
+                            QuantizedArrays& q, RowMatrix<Scalar>& residual, Bfloat16Matrix* rounded) {
   const auto block = static_cast<std::size_t>(options.block_size);
   const auto bits = static_cast<std::size_t>(bits_of(options.codebook));
   const kernels::LookupQuantizer& lookup = lookup_quantizer(options.codebook);
@@ -280,6 +294,7 @@ double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matr
                    options.codebook, false, e);
     round_to(options.load_path.dequantized_to, e, n);
     for (std::size_t i = 0; i < n; ++i) e[i] = w[first + i] - e[i];
+    round_rows(residual.data(), first, n, rounded);
     return squared_norm(e, n);
   });
 }
@@ -313,10 +328,12 @@ double factor_squared_error(const LowRankFactors& factors, double residual_norm2
   return squared_error(factors.A, factors.B, options, residual);
 }
 
-/// LoftQ on the row-major, finite W (rows x cols), inside the caller's ThreadScope; `residual`
-/// is resized to hold W - Q_t, and every step's truncated SVD keeps its basis in `krylov`.
+/// LoftQ on the row-major, finite W (rows x cols) whose largest magnitude is `largest`, inside
+/// the caller's ThreadScope; `residual` is resized to hold W - Q_t, and every step's truncated
+/// SVD keeps its basis in `krylov`. A quantize pass followed by a randomized SVD also writes the
+/// residual rounded to bfloat16 for it (krylov.rounded, scaled by bfloat16_exponent(largest)).
 template <class Scalar>
-Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols,
+Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Scalar largest,
                        const Options& options, RowMatrix<Scalar>& residual, KrylovBuffers& krylov) {
   static_assert(std::is_same_v<Scalar, float>, "loftq::Result holds float");
   const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
@@ -329,11 +346,18 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols,
   QuantizedArrays current = arrays();  // Q_t
   QuantizedArrays best;         // the Q of least error so far; given arrays by the first swap
   resize_on_huge_pages(residual, rows, cols);  // W - Q_t
+  // The residual rounded to bfloat16 for the SVD of step t, or nullptr when that SVD is exact.
+  const auto rounded_for = [&](int t, bool warm) -> Bfloat16Matrix* {
+    if (!runs_randomized(rows, cols, options.rank, svd_options_of(options, t, warm))) return nullptr;
+    prepare_bfloat16(rows, cols, bfloat16_exponent(largest), krylov.rounded);
+    return &krylov.rounded;
+  };
 
   double w_norm2 = 0.0;
   // Q_1 = q(W)
-  double residual_norm2 =
-      quantize_pass(w, Matrix<Scalar>(rows, 0), Matrix<Scalar>(cols, 0), options, current, residual, &w_norm2);
+  Bfloat16Matrix* rounded = rounded_for(1, false);
+  double residual_norm2 = quantize_pass(w, Matrix<Scalar>(rows, 0), Matrix<Scalar>(cols, 0), options, current,
+                                        residual, rounded, &w_norm2);
   const double to_relative = w_norm2 > 0.0 ? 1.0 / std::sqrt(w_norm2) : 1.0;
   Result result;
   result.quantization_error = std::sqrt(residual_norm2) * to_relative;
@@ -344,7 +368,8 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols,
   for (int t = 1; t <= options.iters; ++t) {
     const bool warm = options.warm_start && previous_b.cols() > 0;
     LowRankFactors factors = truncated_svd_row_major(residual, options.rank, svd_options_of(options, t, warm),
-                                                     warm ? &previous_b : nullptr, residual_norm2, krylov);
+                                                     warm ? &previous_b : nullptr, residual_norm2, krylov,
+                                                     rounded != nullptr);
     result.krylov_depths.push_back(factors.krylov_depth);
     const double error = std::sqrt(factor_squared_error(factors, residual_norm2, options, residual)) * to_relative;
     result.errors.push_back(error);
@@ -357,7 +382,8 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols,
     }
     if (t == options.iters) break;
     if (current.codes.empty()) current = arrays();  // a second Q, made only when one is computed
-    residual_norm2 = quantize_pass(w, factors.A, factors.B, options, current, residual);  // Q_{t+1}
+    rounded = rounded_for(t + 1, options.warm_start && factors.B.cols() > 0);
+    residual_norm2 = quantize_pass(w, factors.A, factors.B, options, current, residual, rounded);  // Q_{t+1}
     previous_b = std::move(factors.B);
   }
   result.Q = QuantizedMatrix(rows, cols, options.block_size, options.codebook, std::move(best.codes),
@@ -407,11 +433,12 @@ Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options,
   int exponent = 0;
   std::frexp(largest, &exponent);
   if (largest == 0.0f || (exponent >= -60 && exponent <= 60) || !is_kernel_path(options.load_path, options.codebook)) {
-    return loftq_row_major(W.data(), W.rows(), W.cols(), options, residual, krylov);
+    return loftq_row_major(W.data(), W.rows(), W.cols(), largest, options, residual, krylov);
   }
   const int k = -(exponent & ~1);  // even, so that 2^(-k/2) is exact
   const RowMatrix<Scalar> scaled = (W.template cast<double>() * std::ldexp(1.0, k)).template cast<Scalar>();  // 2^k may not fit a float
-  Result r = loftq_row_major(scaled.data(), scaled.rows(), scaled.cols(), options, residual, krylov);
+  Result r = loftq_row_major(scaled.data(), scaled.rows(), scaled.cols(), std::ldexp(largest, k), options, residual,
+                             krylov);
   // 3 ulps below float's largest value: Int8 dequantizes 127 * (scale / 127), up to 2 ulps above scale.
   constexpr float largest_scale = 0x1.fffff8p127f;
   std::vector<float> scales = r.Q.scales();

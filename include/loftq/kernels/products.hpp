@@ -99,6 +99,12 @@ inline void transpose8_words(const std::uint32_t* src, std::size_t lds, std::uin
   }
 }
 
+/// out[0] = (low half of *even, low half of *odd), out[1] = (high halves).
+inline void interleave_pairs(const std::uint32_t* even, const std::uint32_t* odd, std::uint32_t* out) {
+  out[0] = (*even & 0xffffu) | (*odd << 16);
+  out[1] = (*even >> 16) | (*odd & 0xffff0000u);
+}
+
 /// Vectors (floats) per tile of the bfloat16 products' C.
 inline constexpr std::size_t pair_tile_vectors = 4;
 
@@ -228,8 +234,10 @@ inline Eigen::Map<const RowMatrixXf> row_major_operand(const Eigen::Ref<const Ei
 /// E rounded to bfloat16 for the passes of the randomized SVD: the elements of E 2^exponent,
 /// each rounded to the nearest bfloat16 (ties to even) and magnitudes under 2^-50 to 0, two per
 /// 32-bit word (the even column in the low half), rows and columns padded with 0 to even counts.
-/// With exponent chosen so that ||E||_F 2^exponent is in [1, 2), no product of the bfloat16
-/// kernels, nor any sum of them, is a denormal.
+/// Every nonzero element and operand of the bfloat16 kernels is then a multiple of 2^-57 of at
+/// least 2^-50, so every product and partial sum is 0 or a multiple of 2^-114: never a denormal.
+/// The exponent (bfloat16_exponent()) brings E's norm or largest element to about 1, so that
+/// the flushed magnitudes are far below anything that counts.
 struct Bfloat16Matrix {
   Eigen::Index rows = 0;  ///< Rows of E.
   Eigen::Index cols = 0;  ///< Columns of E.
@@ -237,6 +245,14 @@ struct Bfloat16Matrix {
   /// (rows + 1) / 2 * 2 rows of (cols + 1) / 2 words.
   Eigen::Matrix<std::uint32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> words;
 };
+
+/// The exponent k, clamped to [-100, 100], with magnitude 2^k in [1, 2); 0 when magnitude is 0.
+inline int bfloat16_exponent(double magnitude) {
+  if (!(magnitude > 0.0)) return 0;
+  int exponent = 0;
+  std::frexp(magnitude, &exponent);  // magnitude = m 2^exponent, m in [0.5, 1)
+  return std::clamp(1 - exponent, -100, 100);
+}
 
 /// The 16 bits of the bfloat16 nearest x (ties to even), or 0 when |x| < 2^-50; x finite and
 /// below bfloat16's largest value.
@@ -252,34 +268,32 @@ inline std::uint32_t bfloat16_pair(float first, float second) {
   return bfloat16_bits(first) | (bfloat16_bits(second) << 16);
 }
 
-/// out = E rounded to bfloat16 (Bfloat16Matrix), ||E||_F^2 = energy, in parallel pieces of rows;
-/// out keeps its memory when its size is unchanged.
-inline void round_to_bfloat16(const RowMatrixXf& E, double energy, Bfloat16Matrix& out) {
-  int exponent = 0;
-  if (energy > 0.0) {
-    std::frexp(std::sqrt(energy), &exponent);  // ||E|| = m 2^exponent, m in [0.5, 1)
-    exponent = std::clamp(1 - exponent, -100, 100);
-  }
-  out.rows = E.rows();
-  out.cols = E.cols();
+/// Sizes out for a rows x cols E scaled by 2^exponent (keeping its memory when the size is
+/// unchanged) and zeroes its padding row; round_row_to_bfloat16() then fills each row.
+inline void prepare_bfloat16(Eigen::Index rows, Eigen::Index cols, int exponent, Bfloat16Matrix& out) {
+  out.rows = rows;
+  out.cols = cols;
   out.exponent = exponent;
-  resize_on_huge_pages(out.words, (E.rows() + 1) / 2 * 2, (E.cols() + 1) / 2);
-  const float scale = std::ldexp(1.0f, exponent);
-  const Eigen::Index full = E.cols() / 2;
-  parallel_for((out.words.rows() + 63) / 64, [&](std::ptrdiff_t piece) {
-    const Eigen::Index first = piece * 64,
-                       last = std::min<Eigen::Index>(first + 64, out.words.rows());
-    for (Eigen::Index i = first; i < last; ++i) {
-      std::uint32_t* word = out.words.data() + i * out.words.cols();
-      if (i == E.rows()) {
-        std::fill(word, word + out.words.cols(), 0u);
-        continue;
-      }
-      const float* e = E.data() + i * E.cols();
-      for (Eigen::Index k = 0; k < full; ++k)
-        word[k] = bfloat16_pair(e[2 * k] * scale, e[2 * k + 1] * scale);
-      if (full < out.words.cols()) word[full] = bfloat16_pair(e[2 * full] * scale, 0.0f);
-    }
+  resize_on_huge_pages(out.words, (rows + 1) / 2 * 2, (cols + 1) / 2);
+  if (rows % 2 != 0) out.words.row(rows).setZero();
+}
+
+/// Row i of out (prepared by prepare_bfloat16()) from E's row i, the out.cols floats at e.
+inline void round_row_to_bfloat16(const float* e, Eigen::Index i, Bfloat16Matrix& out) {
+  const float scale = std::ldexp(1.0f, out.exponent);
+  const Eigen::Index full = out.cols / 2;
+  std::uint32_t* word = out.words.data() + i * out.words.cols();
+  for (Eigen::Index k = 0; k < full; ++k) word[k] = bfloat16_pair(e[2 * k] * scale, e[2 * k + 1] * scale);
+  if (full < out.words.cols()) word[full] = bfloat16_pair(e[2 * full] * scale, 0.0f);
+}
+
+/// out = E rounded to bfloat16 with `exponent`, in parallel pieces of rows; out keeps its memory
+/// when its size is unchanged.
+inline void round_to_bfloat16(const RowMatrixXf& E, int exponent, Bfloat16Matrix& out) {
+  prepare_bfloat16(E.rows(), E.cols(), exponent, out);
+  parallel_for((E.rows() + 63) / 64, [&](std::ptrdiff_t piece) {
+    const Eigen::Index first = piece * 64, last = std::min<Eigen::Index>(first + 64, E.rows());
+    for (Eigen::Index i = first; i < last; ++i) round_row_to_bfloat16(E.data() + i * E.cols(), i, out);
   });
 }
 
