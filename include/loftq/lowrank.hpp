@@ -158,15 +158,16 @@ Matrix<Scalar> ritz_vectors(MatrixView<Scalar> P, const Eigen::MatrixXd& gram, E
   return V;
 }
 
-/// The best rank-`rank` factors of E V V^T, for V (E.cols() x rank) with orthonormal columns:
-/// Rayleigh-Ritz on V, with E V from one float pass over E (`operand` holds V's row-major
-/// copy). So A B^T = E V V^T, and ||E - A B^T||^2 = ||E||^2 - sum S^2.
+/// The best rank-`rank` factors of E V V^T, for V (E.cols() x at least rank) with orthonormal
+/// columns: Rayleigh-Ritz on V, with E V from one float pass over E (`operand` holds V's
+/// row-major copy). So A B^T = E V_r V_r^T for the best rank-`rank` basis V_r within V, and
+/// ||E - A B^T||^2 = ||E||^2 - sum S^2.
 template <class Scalar>
-LowRankFactors projected_factors(const RowMatrix<Scalar>& E, const Matrix<Scalar>& V,
+LowRankFactors projected_factors(const RowMatrix<Scalar>& E, const Matrix<Scalar>& V, Eigen::Index rank,
                                  std::vector<float>& operand) {
   Matrix<Scalar> EV(E.rows(), V.cols());
   multiply(E, V, EV, operand);
-  return rayleigh_ritz(V, EV, cross_product(EV, EV), V.cols());
+  return rayleigh_ritz(V, EV, cross_product(EV, EV), rank);
 }
 
 /// The first sketch: the columns of `start` (at most `block`), then Gaussian columns.
@@ -258,8 +259,10 @@ struct KrylovBuffers {
 /// captured energy has converged; subspace iteration keeps only the last of power_iters + 1
 /// (2 power_iters + 1 passes). Rayleigh-Ritz on the kept blocks P then needs E P, which the passes
 /// have made already. With bfloat16_passes, the passes read E rounded to bfloat16
-/// (Bfloat16Matrix), and the factors are those of E V V^T for the Ritz vectors V, from one float
-/// pass over E itself (projected_factors()). P and E P are kept in `buffers`.
+/// (Bfloat16Matrix), and the factors come from Rayleigh-Ritz again on the block's worth of
+/// leading Ritz vectors V, with E V from one float pass over E itself (projected_factors()):
+/// the float step picks the best rank-`rank` basis within V, which makes up for part of what
+/// bfloat16 blurred. P and E P are kept in `buffers`.
 template <class Scalar>
 LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
                               const Matrix<Scalar>* start, double energy, KrylovBuffers& buffers, bool rounded) {
@@ -319,7 +322,7 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   if (!krylov) gram = cross_product(EP.leftCols(block), EP.leftCols(block));
   LowRankFactors factors =
       options.bfloat16_passes
-          ? projected_factors(E, ritz_vectors(P.leftCols(kept), gram, rank), buffers.operand)
+          ? projected_factors(E, ritz_vectors(P.leftCols(kept), gram, block), rank, buffers.operand)
           : rayleigh_ritz(P.leftCols(kept), EP.leftCols(kept), gram, rank);
   factors.krylov_depth = krylov ? static_cast<int>(kept / block) : 0;
   return factors;
