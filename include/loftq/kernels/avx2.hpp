@@ -253,18 +253,6 @@ LOFTQ_TARGET_AVX2 __attribute__((always_inline)) inline void transpose8_words(
   transpose8(reinterpret_cast<const float*>(src), lds, reinterpret_cast<float*>(dst), ldd);
 }
 
-/// For k < 8: out[2k] = (low half of even[k], low half of odd[k]), out[2k + 1] = (high halves):
-/// unpacking 16-bit halves within 128-bit lanes, then putting the lanes in order.
-LOFTQ_TARGET_AVX2 __attribute__((always_inline)) inline void interleave_pairs(const std::uint32_t* even,
-                                                                              const std::uint32_t* odd,
-                                                                              std::uint32_t* out) {
-  const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(even));
-  const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(odd));
-  const __m256i low = _mm256_unpacklo_epi16(a, b), high = _mm256_unpackhi_epi16(a, b);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permute2x128_si256(low, high, 0x20));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), _mm256_permute2x128_si256(low, high, 0x31));
-}
-
 /// Vectors per tile of the bfloat16 products' C: 16 rows.
 inline constexpr std::size_t pair_tile_vectors = 2;
 

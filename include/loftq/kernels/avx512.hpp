@@ -279,16 +279,6 @@ LOFTQ_TARGET_AVX512_BF16 inline Vec dot_pairs(Vec sum, Pairs a, Pairs b) {
 
 using avx2::transpose8_words;
 
-/// For k < 16: out[2k] = (low half of even[k], low half of odd[k]), out[2k + 1] = (high
-/// halves): unpacking 16-bit halves within 128-bit lanes, then putting the lanes in order.
-LOFTQ_TARGET_AVX512_BF16 inline void interleave_pairs(const std::uint32_t* even, const std::uint32_t* odd,
-                                                      std::uint32_t* out) {
-  const __m512i a = _mm512_loadu_si512(even), b = _mm512_loadu_si512(odd);
-  const __m512i low = _mm512_unpacklo_epi16(a, b), high = _mm512_unpackhi_epi16(a, b);
-  _mm512_storeu_si512(out, _mm512_permutex2var_epi64(low, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), high));
-  _mm512_storeu_si512(out + 16, _mm512_permutex2var_epi64(low, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15), high));
-}
-
 /// Vectors per tile of the bfloat16 products' C: 64 rows.
 inline constexpr std::size_t pair_tile_vectors = 4;
 

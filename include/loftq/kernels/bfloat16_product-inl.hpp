@@ -18,8 +18,6 @@
 ///   half read as the float whose high 16 bits it is;
 /// - transpose8_words(src, lds, dst, ldd), which writes dst[i * ldd + j] = src[j * lds + i] for
 ///   an 8 x 8 block of words;
-/// - interleave_pairs(even, odd, out), which for k < lanes writes out[2k] = (low half of
-///   even[k], low half of odd[k]) and out[2k + 1] = (high half of even[k], high half of odd[k]);
 /// - `pair_tile_vectors` and `pair_tile_columns`: a tile of C holds pair_tile_vectors * lanes
 ///   rows and is computed pair_tile_columns columns at a time.
 /// Include nothing here: whatever this file includes would land in those namespaces.
@@ -147,9 +145,7 @@ LOFTQ_TARGET inline void bfloat16_transposed_product_tile(const std::uint32_t* e
       const std::uint32_t* even = e + 2 * (p + q) * ldw;  // E's row 2 (p + q): the first terms
       const std::uint32_t* odd = even + ldw;
       std::uint32_t* out = panel + q * pair_tile_rows;
-      std::size_t k = 0;
-      for (; k + lanes <= words; k += lanes) interleave_pairs(even + k, odd + k, out + 2 * k);
-      for (; k < words; ++k) {
+      for (std::size_t k = 0; k < words; ++k) {
         out[2 * k] = (even[k] & 0xffffu) | (odd[k] << 16);
         out[2 * k + 1] = (even[k] >> 16) | (odd[k] & 0xffff0000u);
       }

@@ -99,12 +99,6 @@ inline void transpose8_words(const std::uint32_t* src, std::size_t lds, std::uin
   }
 }
 
-/// out[0] = (low half of *even, low half of *odd), out[1] = (high halves).
-inline void interleave_pairs(const std::uint32_t* even, const std::uint32_t* odd, std::uint32_t* out) {
-  out[0] = (*even & 0xffffu) | (*odd << 16);
-  out[1] = (*even >> 16) | (*odd & 0xffff0000u);
-}
-
 /// Vectors (floats) per tile of the bfloat16 products' C.
 inline constexpr std::size_t pair_tile_vectors = 4;
 
