@@ -100,6 +100,24 @@ TEST(Loftq, MoreStepsExtendTheSameErrorSequence) {
   EXPECT_EQ(short_run.quantization_error, long_run.quantization_error);
 }
 
+TEST(Loftq, EveryStepsErrorIsMeasuredOnItsOwnIterate) {
+  // Steps before the last have their error measured by the next step's quantize pass, the last
+  // by a pass of its own: the two agree bit for bit, and with the error recomputed from Q, A, B.
+  const Eigen::MatrixXf w = llm_like(96, 80, 37);
+  loftq::Options o;
+  o.rank = 8;
+  o.iters = 4;
+  o.keep_best = false;  // the iterate of step `iters`
+  const auto long_run = loftq::loftq(w, o);
+  for (int t = 1; t <= 4; ++t) {
+    o.iters = t;
+    const auto r = loftq::loftq(w, o);
+    ASSERT_EQ(r.iteration, t);
+    EXPECT_EQ(r.error(), long_run.errors[static_cast<std::size_t>(t - 1)]) << t;
+    EXPECT_NEAR(recomputed_error(w, r), r.error(), 1e-6) << t;
+  }
+}
+
 TEST(Loftq, TwoBitLoftqImprovesOnItsFirstStep) {
   // With few levels the alternation pays: the best of five steps beats step one.
   const Eigen::MatrixXf w = llm_like(128, 128, 36);
@@ -149,11 +167,13 @@ TEST(Loftq, RandomizedSvdStaysCloseToTheExactSvdPath) {
 }
 
 TEST(Loftq, DefaultPathStaysCloseToTheExactPathOnGaussianAndHeavyTailedMatrices) {
-  // 384 x 512: even the cold rank-64 sketch (5 blocks of 68 columns) is narrower than the matrix.
-  // The ratio is the error of the default path's returned iterate over the exact-SVD path's best
-  // error over the same T (T = 1..5 are the prefixes of one 5-step run of each: more steps extend
-  // the same error sequence). Measured largest: 1.00178 (heavy-tailed kurtosis ~56, NF2, rank 16);
-  // with fixed depths 5 and 2 it was 1.0024.
+  // 384 x 512: every rank-16 step and every warm rank-64 step is randomized; the cold rank-64
+  // sketch (6 blocks of 68 columns) would be as wide as the matrix, so that step is the exact SVD
+  // (benchmarks/README.md's accuracy table has randomized cold steps of rank 64). The ratio is
+  // the error of the default path's returned iterate over the exact-SVD path's best error over
+  // the same T (T = 1..5 are the prefixes of one 5-step run of each: more steps extend the same
+  // error sequence). Measured largest: 1.00144 (seed 0), and at most 1.00191 over seeds 0..5; with
+  // a cold depth of 5, 1.00209 (seed 0) and up to 1.0043 over seeds 0..5.
   struct Case {
     const char* name;
     Eigen::MatrixXf w;
@@ -203,7 +223,7 @@ TEST(Loftq, EachStepTakesTheKrylovDepthItsSpectrumNeeds) {
   }
   EXPECT_LT(*std::min_element(adaptive.krylov_depths.begin() + 1, adaptive.krylov_depths.end()), o.warm_krylov_depth);
   o.krylov_tolerance = 0.0;
-  EXPECT_EQ(loftq::loftq(w, o).krylov_depths, (std::vector<int>{5, 3, 3, 3}));
+  EXPECT_EQ(loftq::loftq(w, o).krylov_depths, (std::vector<int>{6, 3, 3, 3}));
   o.svd = loftq::SvdMethod::exact;
   EXPECT_EQ(loftq::loftq(w, o).krylov_depths, (std::vector<int>{0, 0, 0, 0}));
 }

@@ -262,10 +262,14 @@ struct KrylovBuffers {
 /// (Bfloat16Matrix), and the factors come from Rayleigh-Ritz again on the block's worth of
 /// leading Ritz vectors V, with E V from one float pass over E itself (projected_factors()):
 /// the float step picks the best rank-`rank` basis within V, which makes up for part of what
-/// bfloat16 blurred. P and E P are kept in `buffers`.
+/// bfloat16 blurred. Without `float_step`, they come from Rayleigh-Ritz on the passes' E P
+/// instead, one pass fewer: A B^T = E' V V^T for E' the rounded E, whose error the caller
+/// measures (||E - A B^T||^2 = ||E||^2 - sum S^2 no longer holds). P and E P are kept in
+/// `buffers`.
 template <class Scalar>
 LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
-                              const Matrix<Scalar>* start, double energy, KrylovBuffers& buffers, bool rounded) {
+                              const Matrix<Scalar>* start, double energy, KrylovBuffers& buffers, bool rounded,
+                              bool float_step) {
   const Eigen::Index block = std::min<Eigen::Index>(rank + options.oversampling, std::min(E.rows(), E.cols()));
   const bool krylov = options.method == SvdMethod::block_krylov;
   const int blocks = krylov ? options.depth : options.power_iters + 1;
@@ -321,7 +325,7 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   }
   if (!krylov) gram = cross_product(EP.leftCols(block), EP.leftCols(block));
   LowRankFactors factors =
-      options.bfloat16_passes
+      options.bfloat16_passes && float_step
           ? projected_factors(E, ritz_vectors(P.leftCols(kept), gram, block), rank, buffers.operand)
           : rayleigh_ritz(P.leftCols(kept), EP.leftCols(kept), gram, rank);
   factors.krylov_depth = krylov ? static_cast<int>(kept / block) : 0;
@@ -343,22 +347,24 @@ inline bool runs_randomized(Eigen::Index rows, Eigen::Index cols, Eigen::Index r
 
 /// truncated_svd() on a row-major matrix, inside the caller's ThreadScope; `energy` is
 /// ||E||_F^2, or negative to have it computed; a randomized method keeps its basis in
-/// `buffers`, and `rounded` tells that buffers.rounded holds E rounded to bfloat16 already.
+/// `buffers`, `rounded` tells that buffers.rounded holds E rounded to bfloat16 already, and
+/// `float_step` is randomized_svd()'s.
 template <class Scalar>
 LowRankFactors truncated_svd_row_major(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
                                        const Matrix<Scalar>* start, double energy, KrylovBuffers& buffers,
-                                       bool rounded) {
+                                       bool rounded, bool float_step) {
   if (rank == 0) return empty_factors(E.rows(), E.cols());
   if (!runs_randomized(E.rows(), E.cols(), rank, options)) return exact_svd(E, rank);
   if (energy < 0.0) energy = E.template cast<double>().squaredNorm();
-  return randomized_svd(E, rank, options, start, energy, buffers, rounded);
+  return randomized_svd(E, rank, options, start, energy, buffers, rounded, float_step);
 }
 
 #ifdef LOFTQ_SEPARATE_COMPILATION
 // Instantiated once, in the source that includes <loftq/src.hpp>.
 extern template LowRankFactors truncated_svd_row_major<float>(const RowMatrix<float>& E, Eigen::Index rank,
                                                               const SvdOptions& options, const Matrix<float>* start,
-                                                              double energy, KrylovBuffers& buffers, bool rounded);
+                                                              double energy, KrylovBuffers& buffers, bool rounded,
+                                                              bool float_step);
 #endif
 
 /// Checks the arguments of truncated_svd() and computes it.
@@ -378,7 +384,7 @@ LowRankFactors checked_truncated_svd(const Eigen::MatrixBase<Derived>& E, Eigen:
   return with_row_major(E, [&](const RowMatrixXf& row_major) {
     check_finite("E", row_major.data(), row_major.rows(), row_major.cols());
     KrylovBuffers buffers;
-    return truncated_svd_row_major(row_major, rank, options, start, -1.0, buffers, false);
+    return truncated_svd_row_major(row_major, rank, options, start, -1.0, buffers, false, true);
   });
 }
 

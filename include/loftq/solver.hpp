@@ -38,7 +38,7 @@ struct Options {
   int block_size = 64;                 ///< Elements per quantization block, >= 1.
   SvdMethod svd = SvdMethod::block_krylov;  ///< Truncated-SVD method.
   int oversampling = 4;                ///< Randomized SVD: sketch columns beyond the rank, >= 0.
-  int krylov_depth = 5;                ///< block_krylov: most Krylov blocks of a cold step, >= 1.
+  int krylov_depth = 6;                ///< block_krylov: most Krylov blocks of a cold step, >= 1.
   int warm_krylov_depth = 3;           ///< block_krylov: most Krylov blocks of a warm-started step, >= 1.
   /// block_krylov: a step stops adding Krylov blocks once what more blocks would lower its
   /// squared error by, extrapolated from the blocks so far, is at most krylov_tolerance times
@@ -60,8 +60,7 @@ struct Result {
   Eigen::MatrixXf A;   ///< rows x rank, U_r sqrt(S_r) (PEFT's lora_B).
   Eigen::MatrixXf B;   ///< cols x rank, V_r sqrt(S_r) (PEFT's lora_A is B^T).
   /// errors[t - 1] = ||W - Q_t - A_t B_t^T||_F / ||W||_F after step t (absolute when W = 0),
-  /// computed as sqrt(||W - Q_t||_F^2 - sum of S_t^2) (equal up to float rounding) where that
-  /// leaves at least 1% of ||W - Q_t||_F^2, else measured.
+  /// measured over W - Q_t (for t < iters by step t + 1's quantize pass, which reads it anyway).
   std::vector<double> errors;
   /// ||W - q(W)||_F / ||W||_F: plain quantization, the QLoRA starting point (with a load path,
   /// what the loader gives for W stored in load_path.quantized_from).
@@ -199,6 +198,24 @@ inline double squared_norm(const float* x, std::size_t n) {
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
+/// Sum of (x[i] - y[i])^2 over n floats, in double, as squared_norm() adds.
+inline double squared_distance(const float* x, const float* y, std::size_t n) {
+  constexpr std::size_t lanes = 8;
+  double lane[lanes] = {};
+  std::size_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    for (std::size_t j = 0; j < lanes; ++j) {
+      const double d = static_cast<double>(x[i + j]) - static_cast<double>(y[i + j]);
+      lane[j] += d * d;
+    }
+  }
+  for (std::size_t j = 0; i + j < n; ++j) {
+    const double d = static_cast<double>(x[i + j]) - static_cast<double>(y[i + j]);
+    lane[j] += d * d;
+  }
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
 /// Rows [first / cols, (first + n) / cols) of `rounded` (when not null) from the residual's
 /// elements [first, first + n), whole rows.
 inline void round_rows(const float* residual, std::size_t first, std::size_t n, Bfloat16Matrix* rounded) {
@@ -211,23 +228,27 @@ inline void round_rows(const float* residual, std::size_t first, std::size_t n, 
 
 /// Quantizes W - A B^T into `q` and writes residual = W - Q, in one pass over W, and the
 /// residual rounded to bfloat16 into *rounded (prepared by prepare_bfloat16()) when it is not
-/// null. Returns ||W - Q||_F^2; adds ||W||_F^2 to *w_norm2 when it is not null.
+/// null. Returns ||W - Q||_F^2; adds ||W||_F^2 to *w_norm2 when it is not null, and sets
+/// *replaced_error2 to ||E - A B^T||_F^2 for the residual E the pass overwrites when that is
+/// not null: the squared error of the step whose factors A, B are, measured on the way.
 template <class Scalar>
 double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
                      QuantizedArrays& q, RowMatrix<Scalar>& residual, Bfloat16Matrix* rounded,
-                     double* w_norm2 = nullptr) {
+                     double* w_norm2 = nullptr, double* replaced_error2 = nullptr) {
   if (!is_kernel_path(options.load_path, options.codebook)) {
     if (w_norm2 != nullptr) {
       *w_norm2 += over_pieces(residual.rows(), residual.cols(), options.block_size,
                               [&](std::size_t first, std::size_t n) { return squared_norm(w + first, n); });
     }
-    return quantize_loaded_pass(w, A, B, options, q, residual, rounded);
+    return quantize_loaded_pass(w, A, B, options, q, residual, rounded, replaced_error2);
   }
-  std::vector<double> w_partial;  // ||W||^2 of each piece, by first element
   const std::size_t piece_elements =
       static_cast<std::size_t>(std::min(residual.rows(), pass_piece_rows(residual.cols(), options.block_size))) *
       static_cast<std::size_t>(residual.cols());
-  if (w_norm2 != nullptr) w_partial.resize((static_cast<std::size_t>(residual.size()) + piece_elements - 1) / piece_elements);
+  const std::size_t pieces = (static_cast<std::size_t>(residual.size()) + piece_elements - 1) / piece_elements;
+  // ||W||^2 and the replaced error of each piece, by first element
+  std::vector<double> w_partial(w_norm2 != nullptr ? pieces : 0);
+  std::vector<double> error_partial(replaced_error2 != nullptr ? pieces : 0);
   const auto block = static_cast<std::size_t>(options.block_size);
   const auto bits = static_cast<std::size_t>(bits_of(options.codebook));
   const kernels::LookupQuantizer& lookup = lookup_quantizer(options.codebook);
@@ -235,6 +256,7 @@ double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scal
   const double total = over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
                                             [&](std::size_t first, std::size_t n, const float* l) {
     Scalar* e = residual.data() + first;
+    if (replaced_error2 != nullptr) error_partial[first / piece_elements] = squared_distance(e, l, n);
     quantize_residual_run(isa, w + first, l, n, options.block_size, options.codebook, lookup,
                           q.codes.data() + first * bits / 8, q.scales.data() + first / block, e);
     round_rows(residual.data(), first, n, rounded);
@@ -242,6 +264,7 @@ double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scal
     return squared_norm(e, n);
   });
   for (double p : w_partial) *w_norm2 += p;
+  if (replaced_error2 != nullptr) *replaced_error2 = std::accumulate(error_partial.begin(), error_partial.end(), 0.0);
   return total;
 }
 
@@ -268,24 +291,27 @@ double over_pieces(Eigen::Index rows, Eigen::Index cols, int block_size, Piece&&
 /// or LLMInt8), in two passes: the target W - A B^T rounded as round_target() says and quantized
 /// (its codes and absmax), then, with the scales the loader restores, residual = W - the
 /// dequantized values rounded to load_path.dequantized_to (and into *rounded, rounded to
-/// bfloat16, when it is not null). Throws std::invalid_argument for a target beyond float16's
-/// range on a float16 path.
+/// bfloat16, when it is not null), and *replaced_error2 as quantize_pass() sets it. Throws
+/// std::invalid_argument for a target beyond float16's range on a float16 path.
 template <class Scalar>
 double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
-                            QuantizedArrays& q, RowMatrix<Scalar>& residual, Bfloat16Matrix* rounded) {
+                            QuantizedArrays& q, RowMatrix<Scalar>& residual, Bfloat16Matrix* rounded,
+                            double* replaced_error2) {
   const auto block = static_cast<std::size_t>(options.block_size);
   const auto bits = static_cast<std::size_t>(bits_of(options.codebook));
   const kernels::LookupQuantizer& lookup = lookup_quantizer(options.codebook);
   const Isa isa = active_isa();
-  over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
-                       [&](std::size_t first, std::size_t n, const float* l) {
+  const double replaced = over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
+                                               [&](std::size_t first, std::size_t n, const float* l) {
     Scalar* target = residual.data() + first;
+    const double error2 = replaced_error2 != nullptr ? squared_distance(target, l, n) : 0.0;
     for (std::size_t i = 0; i < n; ++i) target[i] = w[first + i] - l[i];
     round_target(options.load_path, options.codebook, target, n);
     quantize_run(isa, target, n, options.block_size, options.codebook, lookup, q.codes.data() + first * bits / 8,
                  q.scales.data() + first / block);
-    return 0.0;
+    return error2;
   });
+  if (replaced_error2 != nullptr) *replaced_error2 = replaced;
   check_scales_finite("W - A B^T", q.scales, options.block_size, residual.cols());
   const std::vector<float> loaded = loaded_scales(q.scales, options.load_path);
   return over_pieces(residual.rows(), residual.cols(), options.block_size, [&](std::size_t first, std::size_t n) {
@@ -305,33 +331,17 @@ double squared_error(const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Opt
                      const RowMatrix<Scalar>& residual) {
   return over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
                               [&](std::size_t first, std::size_t n, const float* l) {
-    const Scalar* e = residual.data() + first;
-    double sum = 0.0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const double d = static_cast<double>(e[i]) - static_cast<double>(l[i]);
-      sum += d * d;
-    }
-    return sum;
+    return squared_distance(residual.data() + first, l, n);
   });
-}
-
-/// ||E - A B^T||_F^2 for the truncated SVD factors of E, given ||E||_F^2: by the identity
-/// ||E - A B^T||^2 = ||E||^2 - sum S^2 (A B^T = E V V^T, V orthonormal) where it keeps at least
-/// two thirds of its digits, that is, where the factors leave at least 1% of ||E||^2; else
-/// measured in a pass over E.
-template <class Scalar>
-double factor_squared_error(const LowRankFactors& factors, double residual_norm2, const Options& options,
-                            const RowMatrix<Scalar>& residual) {
-  const double captured = factors.singular_values.cast<double>().squaredNorm();
-  const double left = residual_norm2 - captured;
-  if (left >= 0.01 * residual_norm2) return left;
-  return squared_error(factors.A, factors.B, options, residual);
 }
 
 /// LoftQ on the row-major, finite W (rows x cols) whose largest magnitude is `largest`, inside
 /// the caller's ThreadScope; `residual` is resized to hold W - Q_t, and every step's truncated
 /// SVD keeps its basis in `krylov`. A quantize pass followed by a randomized SVD also writes the
 /// residual rounded to bfloat16 for it (krylov.rounded, scaled by bfloat16_exponent(largest)).
+/// The error of a step before the last is measured by the quantize pass of the next, which
+/// reads the residual it replaces anyway; so those steps' SVDs skip the float step (they need
+/// no error identity), and Q_t waits in an array of its own until its error is known.
 template <class Scalar>
 Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Scalar largest,
                        const Options& options, RowMatrix<Scalar>& residual, KrylovBuffers& krylov) {
@@ -344,7 +354,8 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Sc
                            std::vector<float>(blocks)};
   };
   QuantizedArrays current = arrays();  // Q_t
-  QuantizedArrays best;         // the Q of least error so far; given arrays by the first swap
+  QuantizedArrays best;                // the Q of least error so far; given arrays by the first swap
+  QuantizedArrays next;                // Q_{t+1}, while Q_t waits for its error
   resize_on_huge_pages(residual, rows, cols);  // W - Q_t
   // The residual rounded to bfloat16 for the SVD of step t, or nullptr when that SVD is exact.
   const auto rounded_for = [&](int t, bool warm) -> Bfloat16Matrix* {
@@ -364,26 +375,36 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Sc
   result.errors.reserve(static_cast<std::size_t>(options.iters));
   result.krylov_depths.reserve(static_cast<std::size_t>(options.iters));
   double least = std::numeric_limits<double>::infinity();
-  Matrix<Scalar> previous_b;
-  for (int t = 1; t <= options.iters; ++t) {
-    const bool warm = options.warm_start && previous_b.cols() > 0;
-    LowRankFactors factors = truncated_svd_row_major(residual, options.rank, svd_options_of(options, t, warm),
-                                                     warm ? &previous_b : nullptr, residual_norm2, krylov,
-                                                     rounded != nullptr);
-    result.krylov_depths.push_back(factors.krylov_depth);
-    const double error = std::sqrt(factor_squared_error(factors, residual_norm2, options, residual)) * to_relative;
+  // Step t's iterate, Q_t in q, with its error: kept in `best` and the result when it is the best.
+  const auto conclude = [&](int t, double error, QuantizedArrays& q, const LowRankFactors& factors) {
     result.errors.push_back(error);
     if (!options.keep_best || error < least || result.iteration == 0) {
       least = error;
-      std::swap(current, best);
+      std::swap(q, best);
       result.A = factors.A;
       result.B = factors.B;
       result.iteration = t;
     }
-    if (t == options.iters) break;
-    if (current.codes.empty()) current = arrays();  // a second Q, made only when one is computed
+  };
+  Matrix<Scalar> previous_b;
+  for (int t = 1;; ++t) {
+    const bool warm = options.warm_start && previous_b.cols() > 0;
+    const bool last = t == options.iters;
+    LowRankFactors factors = truncated_svd_row_major(residual, options.rank, svd_options_of(options, t, warm),
+                                                     warm ? &previous_b : nullptr, residual_norm2, krylov,
+                                                     rounded != nullptr, false);
+    result.krylov_depths.push_back(factors.krylov_depth);
+    if (last) {
+      conclude(t, std::sqrt(squared_error(factors.A, factors.B, options, residual)) * to_relative, current, factors);
+      break;
+    }
+    // Q_{t+1} into `next`, and step t's error measured on the way
+    if (next.codes.empty()) next = arrays();  // made only when a third Q is computed
     rounded = rounded_for(t + 1, options.warm_start && factors.B.cols() > 0);
-    residual_norm2 = quantize_pass(w, factors.A, factors.B, options, current, residual, rounded);  // Q_{t+1}
+    double error2 = 0.0;
+    residual_norm2 = quantize_pass(w, factors.A, factors.B, options, next, residual, rounded, nullptr, &error2);
+    conclude(t, std::sqrt(error2) * to_relative, current, factors);
+    std::swap(current, next);  // Q_{t+1}; `next` keeps Q_t's arrays, or the old best's, for reuse
     previous_b = std::move(factors.B);
   }
   result.Q = QuantizedMatrix(rows, cols, options.block_size, options.codebook, std::move(best.codes),

@@ -18,6 +18,7 @@ template Result loftq_in_range<float>(const RowMatrix<float>& W, const Options& 
                                       RowMatrix<float>& residual, KrylovBuffers& krylov);
 template LowRankFactors truncated_svd_row_major<float>(const RowMatrix<float>& E, Eigen::Index rank,
                                                        const SvdOptions& options, const Matrix<float>* start,
-                                                       double energy, KrylovBuffers& buffers, bool rounded);
+                                                       double energy, KrylovBuffers& buffers, bool rounded,
+                                                       bool float_step);
 
 }  // namespace loftq::detail
