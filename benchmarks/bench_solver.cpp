@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <loftq/loftq.hpp>
 #include <map>
@@ -103,7 +104,10 @@ enum class Kind { gaussian, heavy_tailed_moderate, heavy_tailed_extreme };
 /// heavy-tailed with kurtosis about 60 or about 1000 at 4096; tests/test_helpers.hpp makes them),
 /// codebook NF`bits` and rank `rank`. Counter T<t> is the error of the default path's returned
 /// iterate over the exact path's best error, both over the same t steps (prefixes of one 5-step
-/// run of each); kurtosis is the matrix's.
+/// run of each); kurtosis is the matrix's. With LOFTQ_BENCH_SEEDS=k, the default path also runs
+/// with the seeds 0..k-1: counter seeds_worst is the largest of their 5 k ratios, and
+/// seeds_above_1_002 how many of them are at least 1.002. LOFTQ_BENCH_KRYLOV_DEPTH=d sets the
+/// default path's cold Krylov depth (Options::krylov_depth) to d.
 void BM_LoftqAccuracy(benchmark::State& state) {
   const auto kind = static_cast<Kind>(state.range(0));
   const Eigen::Index n = state.range(3);
@@ -114,6 +118,7 @@ void BM_LoftqAccuracy(benchmark::State& state) {
   o.rank = state.range(2);
   o.iters = 5;
   o.codebook = loftq::codebook_for_bits(static_cast<int>(state.range(1)));
+  if (const char* depth = std::getenv("LOFTQ_BENCH_KRYLOV_DEPTH")) o.krylov_depth = std::atoi(depth);
   loftq::Result fast, exact;
   for (auto _ : state) {
     fast = loftq::loftq(w, o);
@@ -127,6 +132,23 @@ void BM_LoftqAccuracy(benchmark::State& state) {
   }
   state.counters["kurtosis"] = loftq_test::kurtosis(w);
   state.counters["passes"] = passes_of(fast);
+  const char* seeds = std::getenv("LOFTQ_BENCH_SEEDS");
+  if (seeds == nullptr) return;
+  double worst = 0.0;
+  int above = 0;
+  for (int seed = 0; seed < std::atoi(seeds); ++seed) {
+    loftq::Options s = o;
+    s.seed = static_cast<std::uint64_t>(seed);
+    const loftq::Result r = loftq::loftq(w, s);
+    for (int t = 1; t <= 5; ++t) {
+      const double ratio = *std::min_element(r.errors.begin(), r.errors.begin() + t) /
+                           *std::min_element(exact.errors.begin(), exact.errors.begin() + t);
+      worst = std::max(worst, ratio);
+      above += ratio >= 1.002 ? 1 : 0;
+    }
+  }
+  state.counters["seeds_worst"] = worst;
+  state.counters["seeds_above_1_002"] = above;
 }
 
 bool register_solver_benchmarks() {
