@@ -339,9 +339,10 @@ double squared_error(const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Opt
 /// the caller's ThreadScope; `residual` is resized to hold W - Q_t, and every step's truncated
 /// SVD keeps its basis in `krylov`. A quantize pass followed by a randomized SVD also writes the
 /// residual rounded to bfloat16 for it (krylov.rounded, scaled by bfloat16_exponent(largest)).
-/// The error of a step before the last is measured by the quantize pass of the next, which
-/// reads the residual it replaces anyway; so those steps' SVDs skip the float step (they need
-/// no error identity), and Q_t waits in an array of its own until its error is known.
+/// Every error is measured: a step's before the last by the quantize pass of the next, which
+/// reads the residual it replaces anyway (Q_t waits in an array of its own until then), the
+/// last step's by squared_error(), with the same pieces and sums. So no SVD needs the error
+/// identity, and none takes randomized_svd()'s float step.
 template <class Scalar>
 Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Scalar largest,
                        const Options& options, RowMatrix<Scalar>& residual, KrylovBuffers& krylov) {
