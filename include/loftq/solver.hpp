@@ -185,35 +185,31 @@ double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Ei
   return total;
 }
 
-/// Sum of x[i]^2 over n floats, in double: eight partial sums over i mod 8 (which compilers turn
+/// Sum of term(i) over i < n, in double: eight partial sums over i mod 8 (which compilers turn
 /// into vector lanes), added in a fixed order.
-inline double squared_norm(const float* x, std::size_t n) {
+template <class Term>
+double lane_sum(std::size_t n, Term&& term) {
   constexpr std::size_t lanes = 8;
   double lane[lanes] = {};
   std::size_t i = 0;
   for (; i + lanes <= n; i += lanes) {
-    for (std::size_t j = 0; j < lanes; ++j) lane[j] += static_cast<double>(x[i + j]) * static_cast<double>(x[i + j]);
+    for (std::size_t j = 0; j < lanes; ++j) lane[j] += term(i + j);
   }
-  for (std::size_t j = 0; i + j < n; ++j) lane[j] += static_cast<double>(x[i + j]) * static_cast<double>(x[i + j]);
+  for (std::size_t j = 0; i + j < n; ++j) lane[j] += term(i + j);
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-/// Sum of (x[i] - y[i])^2 over n floats, in double, as squared_norm() adds.
+/// Sum of x[i]^2 over n floats, in double (lane_sum()).
+inline double squared_norm(const float* x, std::size_t n) {
+  return lane_sum(n, [x](std::size_t i) { return static_cast<double>(x[i]) * static_cast<double>(x[i]); });
+}
+
+/// Sum of (x[i] - y[i])^2 over n floats, in double (lane_sum()).
 inline double squared_distance(const float* x, const float* y, std::size_t n) {
-  constexpr std::size_t lanes = 8;
-  double lane[lanes] = {};
-  std::size_t i = 0;
-  for (; i + lanes <= n; i += lanes) {
-    for (std::size_t j = 0; j < lanes; ++j) {
-      const double d = static_cast<double>(x[i + j]) - static_cast<double>(y[i + j]);
-      lane[j] += d * d;
-    }
-  }
-  for (std::size_t j = 0; i + j < n; ++j) {
-    const double d = static_cast<double>(x[i + j]) - static_cast<double>(y[i + j]);
-    lane[j] += d * d;
-  }
-  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  return lane_sum(n, [x, y](std::size_t i) {
+    const double d = static_cast<double>(x[i]) - static_cast<double>(y[i]);
+    return d * d;
+  });
 }
 
 /// Rows [first / cols, (first + n) / cols) of `rounded` (when not null) from the residual's
