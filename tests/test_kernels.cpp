@@ -2,6 +2,7 @@
 // choice of instruction set. Tests of an instruction set this CPU lacks are skipped, and say so.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -639,7 +640,7 @@ TEST(Bfloat16, TheExponentBringsAMagnitudeIntoOneToTwo) {
 
 TEST_P(IsaKernels, Bfloat16ProductsArePairedFmaChainsOnEveryShapeAndThreadCount) {
   // Odd and even shapes around the tiles (4, 16 and 64 rows), the 8 x 8 transposes and the
-  // 256-pair chunks; E with zeros, tiny values (flushed) and a wide range of magnitudes.
+  // 256-pair and 32-pair chunks; E with zeros, tiny values (flushed) and a wide range of magnitudes.
   struct Case {
     Eigen::Index rows, cols, k;
   };
@@ -678,8 +679,28 @@ TEST_P(IsaKernels, Bfloat16ProductsArePairedFmaChainsOnEveryShapeAndThreadCount)
       out.resize(c.cols, c.k);
       loftq::detail::multiply_transposed(rounded, y, out, pairs);
       ASSERT_TRUE(same_bits(out, ety)) << "E^T Y, threads " << threads;
+      // Every set this CPU runs, whichever the instruction set's dispatch picks.
+      for (const auto& [name, set] : loftq::detail::runnable_bfloat16_kernels()) {
+        Eigen::MatrixXf set_out(c.rows, c.k);
+        loftq::detail::bfloat16_product_of(set, rounded, false, x_pairs, c.k, set_out);
+        ASSERT_TRUE(same_bits(set_out, ex)) << "E X, kernels " << name << ", threads " << threads;
+        set_out.resize(c.cols, c.k);
+        loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, c.k, set_out);
+        ASSERT_TRUE(same_bits(set_out, ety)) << "E^T Y, kernels " << name << ", threads " << threads;
+      }
     }
   }
+}
+
+TEST(Bfloat16, EveryKernelSetOfAnAvx512CpuRuns) {
+  const auto sets = loftq::detail::runnable_bfloat16_kernels();
+  std::vector<std::string> names;
+  for (const auto& set : sets) names.emplace_back(set.first);
+  EXPECT_EQ(names.front(), "scalar");
+  const loftq::detail::CpuFeatures& cpu = loftq::detail::cpu_features();
+  EXPECT_EQ(std::count(names.begin(), names.end(), "avx512_split"), cpu.avx512 ? 1 : 0);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "avx512_dot"), cpu.avx512_bf16 ? 1 : 0);
+  EXPECT_TRUE(!cpu.fast_bfloat16_dot || cpu.avx512_bf16);
 }
 
 TEST_P(IsaKernels, RowMajorCopiesEqualEigensOnEveryShape) {

@@ -231,6 +231,24 @@ inline constexpr std::size_t tile_vectors = 4;
 inline constexpr std::size_t tile_columns = 6;
 
 #include "product-inl.hpp"
+
+using avx2::transpose8_words;
+
+/// The 16 bfloat16 halves of the 8 words at `words` (the low half of each word first) as floats.
+LOFTQ_TARGET_AVX512 inline Vec widen_bfloat16(const std::uint32_t* words) {
+  const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+}
+
+/// high[i] and low[i] = the high and the low half of words[i], for i < 8, each as the float whose
+/// high 16 bits it is.
+LOFTQ_TARGET_AVX512 inline void split_words(const std::uint32_t* words, float* high, float* low) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words));
+  _mm256_storeu_ps(high, _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(static_cast<int>(0xffff0000u)))));
+  _mm256_storeu_ps(low, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+}
+
+#include "bfloat16_split_product-inl.hpp"
 #undef LOFTQ_MM
 #undef LOFTQ_TARGET
 

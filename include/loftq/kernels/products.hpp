@@ -17,6 +17,7 @@
 #include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "../detail/cpu.hpp"
@@ -291,40 +292,103 @@ inline void round_to_bfloat16(const RowMatrixXf& E, int exponent, Bfloat16Matrix
   });
 }
 
-/// The tile kernels of the bfloat16 products of one instruction set.
+/// The tile kernels of the bfloat16 products of one instruction set: over B as pairs (product,
+/// transposed, with panel_words of scratch), or, where those are null, over B split into floats
+/// (split_product, split_transposed, with as many floats of scratch).
 struct Bfloat16Kernels {
   std::size_t tile_rows;    ///< Rows of a tile of C.
-  std::size_t panel_words;  ///< Scratch a tile needs.
-  /// One tile of C = E B (kernels' bfloat16_product_tile()).
+  std::size_t panel_words;  ///< Scratch a tile needs, in words or floats.
+  /// One tile of C = E B (kernels' bfloat16_product_tile()), or null.
   void (*product)(const std::uint32_t*, std::size_t, std::size_t, std::size_t, const std::uint32_t*,
                   std::size_t, std::size_t, float*, std::size_t, std::uint32_t*);
-  /// One tile of C = E^T B (kernels' bfloat16_transposed_product_tile()).
+  /// One tile of C = E^T B (kernels' bfloat16_transposed_product_tile()), or null.
   void (*transposed)(const std::uint32_t*, std::size_t, std::size_t, std::size_t,
                      const std::uint32_t*, std::size_t, std::size_t, float*, std::size_t,
                      std::uint32_t*);
+  /// One tile of C = E B over B split (kernels' bfloat16_split_product_tile()), or null.
+  void (*split_product)(const std::uint32_t*, std::size_t, std::size_t, std::size_t, const float*, std::size_t,
+                        std::size_t, float*, std::size_t, float*) = nullptr;
+  /// One tile of C = E^T B over B split (kernels' bfloat16_split_transposed_product_tile()), or null.
+  void (*split_transposed)(const std::uint32_t*, std::size_t, std::size_t, std::size_t, const float*, std::size_t,
+                           std::size_t, float*, std::size_t, float*) = nullptr;
 };
 
-/// The bfloat16 tile kernels of `isa`: AVX-512's dot product where the CPU has AVX-512 BF16,
-/// else the AVX2 ones, which give the same bits.
+namespace kernels {
+
+/// The portable set's bfloat16 tile kernels: two FMAs per pair, on the pairs.
+inline Bfloat16Kernels scalar_bfloat16_kernels() {
+  return {scalar::pair_tile_rows, scalar::pair_panel_words, scalar::bfloat16_product_tile,
+          scalar::bfloat16_transposed_product_tile};
+}
+
+#if LOFTQ_X86_KERNELS
+/// AVX2's bfloat16 tile kernels: two FMAs per pair, on the pairs.
+inline Bfloat16Kernels avx2_bfloat16_kernels() {
+  return {avx2::pair_tile_rows, avx2::pair_panel_words, avx2::bfloat16_product_tile,
+          avx2::bfloat16_transposed_product_tile};
+}
+
+/// AVX-512's bfloat16 tile kernels on the float FMAs: two per pair, over the split terms.
+inline Bfloat16Kernels avx512_split_bfloat16_kernels() {
+  return {avx512::tile_rows,
+          avx512::split_panel_floats,
+          nullptr,
+          nullptr,
+          avx512::bfloat16_split_product_tile,
+          avx512::bfloat16_split_transposed_product_tile};
+}
+
+/// AVX-512 BF16's bfloat16 tile kernels: one vdpbf16ps per pair.
+inline Bfloat16Kernels avx512_dot_bfloat16_kernels() {
+  return {avx512_bf16::pair_tile_rows, avx512_bf16::pair_panel_words, avx512_bf16::bfloat16_product_tile,
+          avx512_bf16::bfloat16_transposed_product_tile};
+}
+#endif
+
+}  // namespace kernels
+
+/// The bfloat16 tile kernels of `isa`. On AVX-512: the dot product vdpbf16ps where the CPU has
+/// AVX-512 BF16 and issues it as fast as a float FMA (CpuFeatures::fast_bfloat16_dot), else two
+/// float FMAs per pair over the split terms. All sets give the same bits.
 inline Bfloat16Kernels bfloat16_kernels(Isa isa) {
   switch (isa) {
 #if LOFTQ_X86_KERNELS
     case Isa::avx512:
-      if (cpu_features().avx512_bf16) {
-        return {kernels::avx512_bf16::pair_tile_rows, kernels::avx512_bf16::pair_panel_words,
-                kernels::avx512_bf16::bfloat16_product_tile,
-                kernels::avx512_bf16::bfloat16_transposed_product_tile};
-      }
-      [[fallthrough]];
+      return cpu_features().fast_bfloat16_dot ? kernels::avx512_dot_bfloat16_kernels()
+                                              : kernels::avx512_split_bfloat16_kernels();
     case Isa::avx2:
-      return {kernels::avx2::pair_tile_rows, kernels::avx2::pair_panel_words,
-              kernels::avx2::bfloat16_product_tile,
-              kernels::avx2::bfloat16_transposed_product_tile};
+      return kernels::avx2_bfloat16_kernels();
 #endif
     default:
-      return {kernels::scalar::pair_tile_rows, kernels::scalar::pair_panel_words,
-              kernels::scalar::bfloat16_product_tile,
-              kernels::scalar::bfloat16_transposed_product_tile};
+      return kernels::scalar_bfloat16_kernels();
+  }
+}
+
+/// Every set of bfloat16 tile kernels this CPU runs, named, the portable one first: what tests
+/// compare bit for bit and benchmarks side by side, whichever bfloat16_kernels() picks.
+inline std::vector<std::pair<const char*, Bfloat16Kernels>> runnable_bfloat16_kernels() {
+  std::vector<std::pair<const char*, Bfloat16Kernels>> sets = {{"scalar", kernels::scalar_bfloat16_kernels()}};
+#if LOFTQ_X86_KERNELS
+  if (cpu_features().avx2) sets.emplace_back("avx2", kernels::avx2_bfloat16_kernels());
+  if (cpu_features().avx512) sets.emplace_back("avx512_split", kernels::avx512_split_bfloat16_kernels());
+  if (cpu_features().avx512_bf16) sets.emplace_back("avx512_dot", kernels::avx512_dot_bfloat16_kernels());
+#endif
+  return sets;
+}
+
+/// The bfloat16 pairs B (pairs x k, row-major) split for the split kernels: row 2p of `split`
+/// holds the high halves (second terms) of B's row p, row 2p + 1 the low halves, each as the
+/// float whose high 16 bits it is.
+inline void split_bfloat16_operand(const std::vector<std::uint32_t>& B, std::size_t k, std::vector<float>& split) {
+  const std::size_t pairs = k > 0 ? B.size() / k : 0;
+  split.resize(2 * B.size());
+  for (std::size_t p = 0; p < pairs; ++p) {
+    for (std::size_t j = 0; j < k; ++j) {
+      const std::uint32_t word = B[p * k + j];
+      const std::uint32_t high = word & 0xffff0000u, low = word << 16;
+      std::memcpy(&split[2 * p * k + j], &high, sizeof high);
+      std::memcpy(&split[(2 * p + 1) * k + j], &low, sizeof low);
+    }
   }
 }
 
@@ -347,12 +411,12 @@ inline void bfloat16_operand(const Eigen::Ref<const Eigen::MatrixXf>& X,
 
 /// out = E B (transposed false; E.rows x k) or E^T B (true; E.cols x k) for E rounded to
 /// bfloat16, in E's own scale (the sums times 2^-exponent), B given as bfloat16 pairs by
-/// bfloat16_operand() (k columns). Tiles of out's rows run in parallel on the kernels of
-/// active_isa(), into a padded copy when out's rows are not a multiple of product_row_padding.
-inline void bfloat16_product_of(const Bfloat16Matrix& E, bool transposed,
+/// bfloat16_operand() (k columns). Tiles of out's rows run in parallel on the kernels `set`
+/// (bfloat16_kernels()), into a padded copy when out's rows are not a multiple of
+/// product_row_padding.
+inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix& E, bool transposed,
                                 const std::vector<std::uint32_t>& B, Eigen::Index k,
                                 Eigen::Ref<Eigen::MatrixXf> out) {
-  const Bfloat16Kernels set = bfloat16_kernels(active_isa());
   const auto rows = static_cast<std::size_t>(transposed ? E.cols : E.rows);
   const auto pairs = static_cast<std::size_t>(transposed ? E.words.rows() / 2 : E.words.cols());
   const auto ldw = static_cast<std::size_t>(E.words.cols());
@@ -370,15 +434,22 @@ inline void bfloat16_product_of(const Bfloat16Matrix& E, bool transposed,
   const auto ldc = static_cast<std::size_t>(direct ? out.outerStride() : padded.rows());
   const float unscale = std::ldexp(1.0f, -E.exponent);
   const std::size_t tiles = (rows + set.tile_rows - 1) / set.tile_rows;
+  std::vector<float> split;
+  if (set.split_product != nullptr) split_bfloat16_operand(B, columns, split);
   parallel_for(static_cast<std::ptrdiff_t>(tiles), [&](std::ptrdiff_t t) {
-    const std::unique_ptr<std::uint32_t[]> panel(
-        new std::uint32_t[set.panel_words]);  // written before read
     const std::size_t first = static_cast<std::size_t>(t) * set.tile_rows;
     const std::size_t count = std::min(set.tile_rows, rows - first);
-    if (transposed) {
+    if (set.split_product != nullptr) {
+      const std::unique_ptr<float[]> panel(new float[set.panel_words]);  // written before read
+      const auto tile = transposed ? set.split_transposed : set.split_product;
+      tile(E.words.data() + (transposed ? first / 2 : first * ldw), ldw, count, pairs, split.data(), columns,
+           columns, c + first, ldc, panel.get());
+    } else if (transposed) {
+      const std::unique_ptr<std::uint32_t[]> panel(new std::uint32_t[set.panel_words]);  // written before read
       set.transposed(E.words.data() + first / 2, ldw, count, pairs, B.data(), columns, columns,
                      c + first, ldc, panel.get());
     } else {
+      const std::unique_ptr<std::uint32_t[]> panel(new std::uint32_t[set.panel_words]);  // written before read
       set.product(E.words.data() + first * ldw, ldw, count, pairs, B.data(), columns, columns,
                   c + first, ldc, panel.get());
     }
@@ -394,7 +465,7 @@ inline void bfloat16_product_of(const Bfloat16Matrix& E, bool transposed,
 inline void multiply(const Bfloat16Matrix& E, const Eigen::Ref<const Eigen::MatrixXf>& X,
                      Eigen::Ref<Eigen::MatrixXf> out, std::vector<std::uint32_t>& pairs) {
   bfloat16_operand(X, pairs);
-  bfloat16_product_of(E, false, pairs, X.cols(), out);
+  bfloat16_product_of(bfloat16_kernels(active_isa()), E, false, pairs, X.cols(), out);
 }
 
 /// out = E^T Y for E rounded to bfloat16 (rows x cols) and Y rows x k; out must be cols x k.
@@ -403,7 +474,7 @@ inline void multiply_transposed(const Bfloat16Matrix& E, const Eigen::Ref<const 
                                 Eigen::Ref<Eigen::MatrixXf> out,
                                 std::vector<std::uint32_t>& pairs) {
   bfloat16_operand(Y, pairs);
-  bfloat16_product_of(E, true, pairs, Y.cols(), out);
+  bfloat16_product_of(bfloat16_kernels(active_isa()), E, true, pairs, Y.cols(), out);
 }
 
 /// out = E X, E rows x cols row-major, X cols x k; out must be rows x k. `operand` holds X's
