@@ -12,6 +12,10 @@
 //    piece by piece as quantize_pass() forms it, without the quantization;
 //  - BM_EigenSgemm: one Eigen product E X of a column-major E, parallelized by Eigen itself on
 //    the same threads;
+//  - BM_Bfloat16Kernels/<set>/transposed: one bfloat16 pass (E X, or E^T Y) on each set of
+//    bfloat16 tile kernels this CPU runs (detail::runnable_bfloat16_kernels(): AVX2's, AVX-512's
+//    split float FMAs, AVX-512 BF16's vdpbf16ps), whichever the dispatch picks: all give the
+//    same bits, so the fastest should be the one picked;
 //  - BM_ProductTile/transposed/tiles: the tile kernel of the active instruction set alone, on one
 //    thread, over the whole depth 4096: `tiles` 1 repeats one tile, whose rows (columns for E^T)
 //    of E stay in cache; 64 runs every tile once, a whole pass that streams E from memory. The
@@ -23,6 +27,7 @@
 #include <loftq/loftq.hpp>
 #include <cstdint>
 #include <map>
+#include <string>
 #include <random>
 #include <vector>
 #include <utility>
@@ -136,6 +141,44 @@ void BM_ProductTile(benchmark::State& state) {
   }
   state.counters["GFLOP/s"] = gflops(2.0 * static_cast<double>(tiles * set.tile_rows * n) * sketch_width);
 }
+
+/// One pass over E rounded to bfloat16 (E X, or E^T Y when range(0) is 1) on the bfloat16 tile
+/// kernels `name` of runnable_bfloat16_kernels(), the operand's pairs made once.
+void BM_Bfloat16Kernels(benchmark::State& state, const std::string& name) {
+  const bool transposed = state.range(0) != 0;
+  const loftq::RowMatrixXf e = weight(4096, 4096);
+  const loftq::detail::ThreadScope scope;
+  loftq::detail::Bfloat16Matrix rounded;
+  loftq::detail::round_to_bfloat16(e, loftq::detail::bfloat16_exponent(e.cast<double>().norm()), rounded);
+  std::vector<std::uint32_t> pairs;
+  loftq::detail::bfloat16_operand(block(4096, sketch_width), pairs);
+  loftq::detail::Bfloat16Kernels set{};
+  for (const auto& [set_name, kernels] : loftq::detail::runnable_bfloat16_kernels()) {
+    if (set_name == name) set = kernels;
+  }
+  Eigen::MatrixXf out(4096, sketch_width);
+  for (auto _ : state) {
+    loftq::detail::bfloat16_product_of(set, rounded, transposed, pairs, sketch_width, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["GFLOP/s"] = gflops(2.0 * 4096.0 * 4096.0 * sketch_width);
+}
+
+/// BM_Bfloat16Kernels for every set but the portable one that this CPU runs.
+bool register_bfloat16_kernel_benchmarks() {
+  for (const auto& [name, kernels] : loftq::detail::runnable_bfloat16_kernels()) {
+    if (std::string(name) == "scalar") continue;
+    benchmark::RegisterBenchmark(("BM_Bfloat16Kernels/" + std::string(name)).c_str(), BM_Bfloat16Kernels,
+                                 std::string(name))
+        ->ArgName("transposed")
+        ->DenseRange(0, 1)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  return true;
+}
+
+const bool bfloat16_kernel_benchmarks_registered = register_bfloat16_kernel_benchmarks();
 
 }  // namespace
 

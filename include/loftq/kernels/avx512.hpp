@@ -232,20 +232,18 @@ inline constexpr std::size_t tile_columns = 6;
 
 #include "product-inl.hpp"
 
-using avx2::transpose8_words;
-
 /// The 16 bfloat16 halves of the 8 words at `words` (the low half of each word first) as floats.
 LOFTQ_TARGET_AVX512 inline Vec widen_bfloat16(const std::uint32_t* words) {
   const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
 }
 
-/// high[i] and low[i] = the high and the low half of words[i], for i < 8, each as the float whose
-/// high 16 bits it is.
-LOFTQ_TARGET_AVX512 inline void split_words(const std::uint32_t* words, float* high, float* low) {
-  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words));
-  _mm256_storeu_ps(high, _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(static_cast<int>(0xffff0000u)))));
-  _mm256_storeu_ps(low, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+/// The pairs of bfloat16 at `pairs` (float bits): their high halves written back there, their
+/// low halves at `first`, each as the float whose high 16 bits it is.
+LOFTQ_TARGET_AVX512 inline void split_lanes(float* pairs, float* first) {
+  const __m512i w = _mm512_castps_si512(_mm512_loadu_ps(pairs));
+  _mm512_storeu_ps(first, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+  _mm512_storeu_ps(pairs, _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xffff0000u)))));
 }
 
 #include "bfloat16_split_product-inl.hpp"

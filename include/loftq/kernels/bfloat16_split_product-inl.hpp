@@ -10,11 +10,11 @@
 /// This file has no include guard, on purpose: kernels/avx512.hpp includes it inside its
 /// namespace, after kernels/product-inl.hpp, having defined
 /// - LOFTQ_TARGET, the `__attribute__((target(...)))` of every function here;
-/// - what kernels/product-inl.hpp needs, and transpose8_words() (as in
-///   kernels/bfloat16_product-inl.hpp);
-/// - widen_bfloat16(words), the 16 bfloat16 halves at words (the low half of each word first)
-///   as floats, and split_words(words, high, low), which writes the lanes' words' high halves
-///   and low halves, each as the float whose high 16 bits it is.
+/// - what kernels/product-inl.hpp needs;
+/// - widen_bfloat16(words), the `lanes` bfloat16 halves at words (the low half of each word
+///   first) as floats, and split_lanes(pairs, first), which reads a vector of pairs of bfloat16
+///   (as float bits) at `pairs`, writes each lane's high half (its second term) back there and
+///   its low half (its first term) at `first`, each as the float whose high 16 bits it is.
 /// Include nothing here: whatever this file includes would land in that namespace.
 
 #ifndef LOFTQ_TARGET
@@ -26,38 +26,66 @@
 /// the speed only, never the bits.
 inline constexpr std::size_t split_chunk = 32;
 
-/// Floats of scratch a tile of the split products needs.
-inline constexpr std::size_t split_panel_floats = 2 * split_chunk * tile_rows;
+/// Floats of scratch a tile of the split products needs: the panel, then the tile of C (its
+/// columns tile_rows apart: C's own, a power of two apart, would share cache sets).
+inline constexpr std::size_t split_scratch_floats(std::size_t columns) {
+  return (2 * split_chunk + columns) * tile_rows;
+}
+
+/// Asks for the cache lines of words [0, count) at `words` ahead of their use: the rows of E a
+/// tile reads are thousands of bytes apart, beyond what the hardware prefetchers follow.
+LOFTQ_TARGET inline void prefetch_words(const std::uint32_t* words, std::size_t count) {
+  for (std::size_t i = 0; i < count; i += 16) __builtin_prefetch(words + i);
+}
+
+/// c[r + j ldc] = tile[r + j tile_rows] for r < tile_rows and j < columns.
+LOFTQ_TARGET inline void store_tile(const float* tile, std::size_t columns, float* c, std::size_t ldc) {
+  for (std::size_t j = 0; j < columns; ++j) {
+    for (std::size_t u = 0; u < tile_rows; u += lanes) store(c + j * ldc + u, load(tile + j * tile_rows + u));
+  }
+}
+
+/// panel[q tile_rows + k] = the word of E's row k and pair q, as float bits, for q in
+/// [first_pair, last_pair) and k in [first_row, tile_rows) (0 for k >= rows); e points at the
+/// chunk's first pair of row 0.
+LOFTQ_TARGET inline void copy_pair_words(const std::uint32_t* e, std::size_t ldw, std::size_t rows,
+                                         std::size_t first_pair, std::size_t last_pair, std::size_t first_row,
+                                         float* panel, std::size_t ldp) {
+  for (std::size_t q = first_pair; q < last_pair; ++q) {
+    for (std::size_t k = first_row; k < tile_rows; ++k) {
+      const std::uint32_t word = k < rows ? e[k * ldw + q] : 0u;
+      std::memcpy(panel + q * ldp + k, &word, sizeof word);
+    }
+  }
+}
 
 /// One tile of C = E B as bfloat16_product_tile() computes it, B split (2 pairs x columns
-/// floats, row-major, ldb apart): E's rows are transposed into pairs by 8 x 8 blocks, then each
-/// pair q of the chunk becomes the panel's rows 2q (second terms) and 2q + 1 (first terms), rows
-/// past `rows` 0.
+/// floats, row-major, ldb apart), in `panel` (split_scratch_floats(columns)): E's rows are transposed by 8 x 8 blocks into the panel's even
+/// rows, one per pair (rows of E past `rows` as 0), then each pair's words are split in place,
+/// the second terms staying in row 2q and the first going to row 2q + 1.
 LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e, std::size_t ldw, std::size_t rows,
                                                      std::size_t pairs, const float* b, std::size_t ldb,
                                                      std::size_t columns, float* c, std::size_t ldc, float* panel) {
-  alignas(64) std::uint32_t block[8 * 8];
+  float* tile = panel + 2 * split_chunk * tile_rows;
+  const std::size_t whole_rows = rows / 8 * 8;
   for (std::size_t p = 0; p < pairs; p += split_chunk) {
     const std::size_t chunk = std::min(split_chunk, pairs - p);
-    for (std::size_t r = 0; r < tile_rows; r += 8) {
-      for (std::size_t q = 0; q < chunk; q += 8) {
-        const std::size_t height = rows > r ? std::min<std::size_t>(8, rows - r) : 0;
-        const std::size_t width = std::min<std::size_t>(8, chunk - q);
-        if (height == 8 && width == 8) {
-          transpose8_words(e + r * ldw + p + q, ldw, block, 8);
-        } else {
-          for (std::size_t i = 0; i < 8; ++i) {
-            for (std::size_t k = 0; k < 8; ++k) block[i * 8 + k] = i < width && k < height ? e[(r + k) * ldw + p + q + i] : 0u;
-          }
-        }
-        for (std::size_t i = 0; i < width; ++i) {
-          float* second = panel + 2 * (q + i) * tile_rows + r;
-          split_words(block + i * 8, second, second + tile_rows);
-        }
-      }
+    const std::size_t whole_pairs = chunk / 8 * 8;
+    const float* words = reinterpret_cast<const float*>(e + p);  // moved as float bits only
+    const std::size_t next = std::min(split_chunk, pairs - std::min(pairs, p + split_chunk));
+    for (std::size_t r = 0; r < rows; ++r) prefetch_words(e + r * ldw + p + chunk, next);
+    for (std::size_t r = 0; r < whole_rows; r += 8) {
+      for (std::size_t q = 0; q < whole_pairs; q += 8) transpose8(words + r * ldw + q, ldw, panel + 2 * q * tile_rows + r, 2 * tile_rows);
     }
-    tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, c, ldc);
+    copy_pair_words(e + p, ldw, rows, whole_pairs, chunk, 0, panel, 2 * tile_rows);
+    copy_pair_words(e + p, ldw, rows, 0, whole_pairs, whole_rows, panel, 2 * tile_rows);
+    for (std::size_t q = 0; q < chunk; ++q) {
+      float* second = panel + 2 * q * tile_rows;
+      for (std::size_t u = 0; u < tile_rows; u += lanes) split_lanes(second + u, second + tile_rows + u);
+    }
+    tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, tile, tile_rows);
   }
+  store_tile(tile, columns, c, ldc);
 }
 
 /// One tile of C = E^T B as bfloat16_transposed_product_tile() computes it, B split: for each
@@ -67,9 +95,12 @@ LOFTQ_TARGET inline void bfloat16_split_transposed_product_tile(const std::uint3
                                                                 std::size_t rows, std::size_t pairs, const float* b,
                                                                 std::size_t ldb, std::size_t columns, float* c,
                                                                 std::size_t ldc, float* panel) {
+  float* tile = panel + 2 * split_chunk * tile_rows;
   const std::size_t whole = rows / lanes * lanes;
   for (std::size_t p = 0; p < pairs; p += split_chunk) {
     const std::size_t chunk = std::min(split_chunk, pairs - p);
+    const std::size_t next = std::min(split_chunk, pairs - std::min(pairs, p + split_chunk));
+    for (std::size_t t = 0; t < 2 * next; ++t) prefetch_words(e + (2 * (p + chunk) + t) * ldw, (rows + 1) / 2);
     for (std::size_t t = 0; t < 2 * chunk; ++t) {
       const std::uint32_t* words = e + (2 * p + (t ^ 1u)) * ldw;  // the odd row of each pair first
       float* out = panel + t * tile_rows;
@@ -79,6 +110,7 @@ LOFTQ_TARGET inline void bfloat16_split_transposed_product_tile(const std::uint3
         std::memcpy(out + r, &bits, sizeof bits);
       }
     }
-    tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, c, ldc);
+    tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, tile, tile_rows);
   }
+  store_tile(tile, columns, c, ldc);
 }

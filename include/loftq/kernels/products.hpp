@@ -293,11 +293,11 @@ inline void round_to_bfloat16(const RowMatrixXf& E, int exponent, Bfloat16Matrix
 }
 
 /// The tile kernels of the bfloat16 products of one instruction set: over B as pairs (product,
-/// transposed, with panel_words of scratch), or, where those are null, over B split into floats
-/// (split_product, split_transposed, with as many floats of scratch).
+/// transposed), or, where those are null, over B split into floats (split_product,
+/// split_transposed).
 struct Bfloat16Kernels {
   std::size_t tile_rows;    ///< Rows of a tile of C.
-  std::size_t panel_words;  ///< Scratch a tile needs, in words or floats.
+  std::size_t panel_words;  ///< Scratch a tile of product or transposed needs, in words.
   /// One tile of C = E B (kernels' bfloat16_product_tile()), or null.
   void (*product)(const std::uint32_t*, std::size_t, std::size_t, std::size_t, const std::uint32_t*,
                   std::size_t, std::size_t, float*, std::size_t, std::uint32_t*);
@@ -311,6 +311,9 @@ struct Bfloat16Kernels {
   /// One tile of C = E^T B over B split (kernels' bfloat16_split_transposed_product_tile()), or null.
   void (*split_transposed)(const std::uint32_t*, std::size_t, std::size_t, std::size_t, const float*, std::size_t,
                            std::size_t, float*, std::size_t, float*) = nullptr;
+  /// Floats of scratch a tile of split_product or split_transposed needs for `columns` columns
+  /// of C, or null.
+  std::size_t (*split_scratch)(std::size_t columns) = nullptr;
 };
 
 namespace kernels {
@@ -331,11 +334,12 @@ inline Bfloat16Kernels avx2_bfloat16_kernels() {
 /// AVX-512's bfloat16 tile kernels on the float FMAs: two per pair, over the split terms.
 inline Bfloat16Kernels avx512_split_bfloat16_kernels() {
   return {avx512::tile_rows,
-          avx512::split_panel_floats,
+          0,
           nullptr,
           nullptr,
           avx512::bfloat16_split_product_tile,
-          avx512::bfloat16_split_transposed_product_tile};
+          avx512::bfloat16_split_transposed_product_tile,
+          avx512::split_scratch_floats};
 }
 
 /// AVX-512 BF16's bfloat16 tile kernels: one vdpbf16ps per pair.
@@ -440,7 +444,7 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix
     const std::size_t first = static_cast<std::size_t>(t) * set.tile_rows;
     const std::size_t count = std::min(set.tile_rows, rows - first);
     if (set.split_product != nullptr) {
-      const std::unique_ptr<float[]> panel(new float[set.panel_words]);  // written before read
+      const std::unique_ptr<float[]> panel(new float[set.split_scratch(columns)]);  // written before read
       const auto tile = transposed ? set.split_transposed : set.split_product;
       tile(E.words.data() + (transposed ? first / 2 : first * ldw), ldw, count, pairs, split.data(), columns,
            columns, c + first, ldc, panel.get());
