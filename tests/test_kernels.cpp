@@ -692,12 +692,13 @@ TEST_P(IsaKernels, Bfloat16ProductsArePairedFmaChainsOnEveryShapeAndThreadCount)
   }
 }
 
-TEST(Bfloat16, EveryKernelSetOfAnAvx512CpuRuns) {
+TEST(Bfloat16, EveryKernelSetTheCpuRunsIsListed) {
   const auto sets = loftq::detail::runnable_bfloat16_kernels();
   std::vector<std::string> names;
   for (const auto& set : sets) names.emplace_back(set.first);
   EXPECT_EQ(names.front(), "scalar");
   const loftq::detail::CpuFeatures& cpu = loftq::detail::cpu_features();
+  EXPECT_EQ(std::count(names.begin(), names.end(), "avx2_split"), cpu.avx2 ? 1 : 0);
   EXPECT_EQ(std::count(names.begin(), names.end(), "avx512_split"), cpu.avx512 ? 1 : 0);
   EXPECT_EQ(std::count(names.begin(), names.end(), "avx512_dot"), cpu.avx512_bf16 ? 1 : 0);
   EXPECT_TRUE(!cpu.fast_bfloat16_dot || cpu.avx512_bf16);

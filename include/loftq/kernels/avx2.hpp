@@ -224,42 +224,29 @@ inline constexpr std::size_t tile_columns = 6;
 
 #include "product-inl.hpp"
 
-/// Two bfloat16 per int32 lane.
-using Pairs = __m256i;
-
-/// The words at p, unaligned.
-LOFTQ_TARGET_AVX2 inline Pairs load_pairs(const std::uint32_t* p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-}
-
-/// All lanes `word`.
-LOFTQ_TARGET_AVX2 inline Pairs set1_pairs(std::uint32_t word) {
-  return _mm256_set1_epi32(static_cast<int>(word));
-}
-
-/// Per lane, fma(high(a), high(b), sum), then fma(low(a), low(b), that): vdpbf16ps by two FMAs.
-LOFTQ_TARGET_AVX2 inline Vec dot_pairs(Vec sum, Pairs a, Pairs b) {
-  const __m256i high = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
-  sum = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(a, high)),
-                        _mm256_castsi256_ps(_mm256_and_si256(b, high)), sum);
-  return _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(a, 16)),
-                         _mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), sum);
-}
-
 /// dst[i * ldd + j] = src[j * lds + i] for i, j < 8, of words (transpose8(), whose unaligned
-/// vector loads and stores may alias any type).
+/// vector loads and stores may alias any type): for the AVX-512 BF16 kernels.
 LOFTQ_TARGET_AVX2 __attribute__((always_inline)) inline void transpose8_words(
     const std::uint32_t* src, std::size_t lds, std::uint32_t* dst, std::size_t ldd) {
   transpose8(reinterpret_cast<const float*>(src), lds, reinterpret_cast<float*>(dst), ldd);
 }
 
-/// Vectors per tile of the bfloat16 products' C: 16 rows.
-inline constexpr std::size_t pair_tile_vectors = 2;
 
-/// Columns of C per step of the bfloat16 products: 8 accumulators, with room for the halves.
-inline constexpr std::size_t pair_tile_columns = 4;
+/// The 8 bfloat16 halves of the 4 words at `words` (the low half of each word first) as floats.
+LOFTQ_TARGET_AVX2 inline Vec widen_bfloat16(const std::uint32_t* words) {
+  const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(words));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+}
 
-#include "bfloat16_product-inl.hpp"
+/// The pairs of bfloat16 at `pairs` (float bits): their high halves written back there, their
+/// low halves at `first`, each as the float whose high 16 bits it is.
+LOFTQ_TARGET_AVX2 inline void split_lanes(float* pairs, float* first) {
+  const __m256i w = _mm256_castps_si256(_mm256_loadu_ps(pairs));
+  _mm256_storeu_ps(first, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+  _mm256_storeu_ps(pairs, _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(static_cast<int>(0xffff0000u)))));
+}
+
+#include "bfloat16_split_product-inl.hpp"
 #undef LOFTQ_MM
 #undef LOFTQ_TARGET
 

@@ -8,7 +8,10 @@
 /// product or sum is a denormal, which the rounding to bfloat16 ensures; so each instruction
 /// set, tile size and thread count gives the same bits.
 ///
-/// This file has no include guard, on purpose: kernels/avx2.hpp, kernels/avx512.hpp and
+/// The AVX2 set, and the AVX-512 set on CPUs whose vdpbf16ps is slow, compute the same chains on
+/// float FMAs instead (kernels/bfloat16_split_product-inl.hpp).
+///
+/// This file has no include guard, on purpose: kernels/avx512.hpp (the AVX-512 BF16 set) and
 /// kernels/products.hpp (the scalar set) include it inside their namespaces, once each, after
 /// they have included <algorithm>, <cstddef> and <cstdint> and defined
 /// - LOFTQ_TARGET, the `__attribute__((target(...)))` of every function here (empty for scalar);
@@ -24,7 +27,7 @@
 
 #ifndef LOFTQ_TARGET
 #error \
-    "kernels/bfloat16_product-inl.hpp is included by kernels/avx2.hpp, kernels/avx512.hpp and kernels/products.hpp only"
+    "kernels/bfloat16_product-inl.hpp is included by kernels/avx512.hpp and kernels/products.hpp only"
 #endif
 
 /// Rows of a tile of C.

@@ -7,18 +7,18 @@
 /// order is the chain of the paired kernels, so the bits are theirs. On CPUs whose vdpbf16ps
 /// issues at half the rate of float FMAs, two FMAs per pair run faster than one vdpbf16ps.
 ///
-/// This file has no include guard, on purpose: kernels/avx512.hpp includes it inside its
-/// namespace, after kernels/product-inl.hpp, having defined
+/// This file has no include guard, on purpose: kernels/avx2.hpp and kernels/avx512.hpp include
+/// it inside their namespaces, after kernels/product-inl.hpp, having defined
 /// - LOFTQ_TARGET, the `__attribute__((target(...)))` of every function here;
 /// - what kernels/product-inl.hpp needs;
 /// - widen_bfloat16(words), the `lanes` bfloat16 halves at words (the low half of each word
 ///   first) as floats, and split_lanes(pairs, first), which reads a vector of pairs of bfloat16
 ///   (as float bits) at `pairs`, writes each lane's high half (its second term) back there and
 ///   its low half (its first term) at `first`, each as the float whose high 16 bits it is.
-/// Include nothing here: whatever this file includes would land in that namespace.
+/// Include nothing here: whatever this file includes would land in those namespaces.
 
 #ifndef LOFTQ_TARGET
-#error "kernels/bfloat16_split_product-inl.hpp is included by kernels/avx512.hpp only"
+#error "kernels/bfloat16_split_product-inl.hpp is included by kernels/avx2.hpp and kernels/avx512.hpp only"
 #endif
 
 /// Pairs of terms of each sum unpacked per chunk: the panel (2 split_chunk x tile_rows floats)

@@ -325,10 +325,15 @@ inline Bfloat16Kernels scalar_bfloat16_kernels() {
 }
 
 #if LOFTQ_X86_KERNELS
-/// AVX2's bfloat16 tile kernels: two FMAs per pair, on the pairs.
-inline Bfloat16Kernels avx2_bfloat16_kernels() {
-  return {avx2::pair_tile_rows, avx2::pair_panel_words, avx2::bfloat16_product_tile,
-          avx2::bfloat16_transposed_product_tile};
+/// AVX2's bfloat16 tile kernels on the float FMAs: two per pair, over the split terms.
+inline Bfloat16Kernels avx2_split_bfloat16_kernels() {
+  return {avx2::tile_rows,
+          0,
+          nullptr,
+          nullptr,
+          avx2::bfloat16_split_product_tile,
+          avx2::bfloat16_split_transposed_product_tile,
+          avx2::split_scratch_floats};
 }
 
 /// AVX-512's bfloat16 tile kernels on the float FMAs: two per pair, over the split terms.
@@ -353,7 +358,7 @@ inline Bfloat16Kernels avx512_dot_bfloat16_kernels() {
 
 /// The bfloat16 tile kernels of `isa`. On AVX-512: the dot product vdpbf16ps where the CPU has
 /// AVX-512 BF16 and issues it as fast as a float FMA (CpuFeatures::fast_bfloat16_dot), else two
-/// float FMAs per pair over the split terms. All sets give the same bits.
+/// float FMAs per pair over the split terms, as on AVX2. All sets give the same bits.
 inline Bfloat16Kernels bfloat16_kernels(Isa isa) {
   switch (isa) {
 #if LOFTQ_X86_KERNELS
@@ -361,7 +366,7 @@ inline Bfloat16Kernels bfloat16_kernels(Isa isa) {
       return cpu_features().fast_bfloat16_dot ? kernels::avx512_dot_bfloat16_kernels()
                                               : kernels::avx512_split_bfloat16_kernels();
     case Isa::avx2:
-      return kernels::avx2_bfloat16_kernels();
+      return kernels::avx2_split_bfloat16_kernels();
 #endif
     default:
       return kernels::scalar_bfloat16_kernels();
@@ -373,7 +378,7 @@ inline Bfloat16Kernels bfloat16_kernels(Isa isa) {
 inline std::vector<std::pair<const char*, Bfloat16Kernels>> runnable_bfloat16_kernels() {
   std::vector<std::pair<const char*, Bfloat16Kernels>> sets = {{"scalar", kernels::scalar_bfloat16_kernels()}};
 #if LOFTQ_X86_KERNELS
-  if (cpu_features().avx2) sets.emplace_back("avx2", kernels::avx2_bfloat16_kernels());
+  if (cpu_features().avx2) sets.emplace_back("avx2_split", kernels::avx2_split_bfloat16_kernels());
   if (cpu_features().avx512) sets.emplace_back("avx512_split", kernels::avx512_split_bfloat16_kernels());
   if (cpu_features().avx512_bf16) sets.emplace_back("avx512_dot", kernels::avx512_dot_bfloat16_kernels());
 #endif
