@@ -18,7 +18,8 @@
 /// Include nothing here: whatever this file includes would land in those namespaces.
 
 #ifndef LOFTQ_TARGET
-#error "kernels/bfloat16_split_product-inl.hpp is included by kernels/avx2.hpp and kernels/avx512.hpp only"
+#error \
+    "kernels/bfloat16_split_product-inl.hpp is included by kernels/avx2.hpp and kernels/avx512.hpp only"
 #endif
 
 /// Pairs of terms of each sum unpacked per chunk: the panel (2 split_chunk x tile_rows floats)
@@ -39,9 +40,11 @@ LOFTQ_TARGET inline void prefetch_words(const std::uint32_t* words, std::size_t 
 }
 
 /// c[r + j ldc] = tile[r + j tile_rows] for r < tile_rows and j < columns.
-LOFTQ_TARGET inline void store_tile(const float* tile, std::size_t columns, float* c, std::size_t ldc) {
+LOFTQ_TARGET inline void store_tile(const float* tile, std::size_t columns, float* c,
+                                    std::size_t ldc) {
   for (std::size_t j = 0; j < columns; ++j) {
-    for (std::size_t u = 0; u < tile_rows; u += lanes) store(c + j * ldc + u, load(tile + j * tile_rows + u));
+    for (std::size_t u = 0; u < tile_rows; u += lanes)
+      store(c + j * ldc + u, load(tile + j * tile_rows + u));
   }
 }
 
@@ -49,8 +52,8 @@ LOFTQ_TARGET inline void store_tile(const float* tile, std::size_t columns, floa
 /// [first_pair, last_pair) and k in [first_row, tile_rows) (0 for k >= rows); e points at the
 /// chunk's first pair of row 0.
 LOFTQ_TARGET inline void copy_pair_words(const std::uint32_t* e, std::size_t ldw, std::size_t rows,
-                                         std::size_t first_pair, std::size_t last_pair, std::size_t first_row,
-                                         float* panel, std::size_t ldp) {
+                                         std::size_t first_pair, std::size_t last_pair,
+                                         std::size_t first_row, float* panel, std::size_t ldp) {
   for (std::size_t q = first_pair; q < last_pair; ++q) {
     for (std::size_t k = first_row; k < tile_rows; ++k) {
       const std::uint32_t word = k < rows ? e[k * ldw + q] : 0u;
@@ -60,12 +63,15 @@ LOFTQ_TARGET inline void copy_pair_words(const std::uint32_t* e, std::size_t ldw
 }
 
 /// One tile of C = E B as bfloat16_product_tile() computes it, B split (2 pairs x columns
-/// floats, row-major, ldb apart), in `panel` (split_scratch_floats(columns)): E's rows are transposed by 8 x 8 blocks into the panel's even
-/// rows, one per pair (rows of E past `rows` as 0), then each pair's words are split in place,
-/// the second terms staying in row 2q and the first going to row 2q + 1.
-LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e, std::size_t ldw, std::size_t rows,
-                                                     std::size_t pairs, const float* b, std::size_t ldb,
-                                                     std::size_t columns, float* c, std::size_t ldc, float* panel) {
+/// floats, row-major, ldb apart), in `panel` (split_scratch_floats(columns)): E's rows are
+/// transposed by 8 x 8 blocks into the panel's even rows, one per pair (rows of E past `rows` as
+/// 0), then each pair's words are split in place, the second terms staying in row 2q and the first
+/// going to row 2q + 1.
+LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e, std::size_t ldw,
+                                                     std::size_t rows, std::size_t pairs,
+                                                     const float* b, std::size_t ldb,
+                                                     std::size_t columns, float* c, std::size_t ldc,
+                                                     float* panel) {
   float* tile = panel + 2 * split_chunk * tile_rows;
   const std::size_t whole_rows = rows / 8 * 8;
   for (std::size_t p = 0; p < pairs; p += split_chunk) {
@@ -75,15 +81,18 @@ LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e, std
     const std::size_t next = std::min(split_chunk, pairs - std::min(pairs, p + split_chunk));
     for (std::size_t r = 0; r < rows; ++r) prefetch_words(e + r * ldw + p + chunk, next);
     for (std::size_t r = 0; r < whole_rows; r += 8) {
-      for (std::size_t q = 0; q < whole_pairs; q += 8) transpose8(words + r * ldw + q, ldw, panel + 2 * q * tile_rows + r, 2 * tile_rows);
+      for (std::size_t q = 0; q < whole_pairs; q += 8)
+        transpose8(words + r * ldw + q, ldw, panel + 2 * q * tile_rows + r, 2 * tile_rows);
     }
     copy_pair_words(e + p, ldw, rows, whole_pairs, chunk, 0, panel, 2 * tile_rows);
     copy_pair_words(e + p, ldw, rows, 0, whole_pairs, whole_rows, panel, 2 * tile_rows);
     for (std::size_t q = 0; q < chunk; ++q) {
       float* second = panel + 2 * q * tile_rows;
-      for (std::size_t u = 0; u < tile_rows; u += lanes) split_lanes(second + u, second + tile_rows + u);
+      for (std::size_t u = 0; u < tile_rows; u += lanes)
+        split_lanes(second + u, second + tile_rows + u);
     }
-    tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, tile, tile_rows);
+    tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, tile,
+                     tile_rows);
   }
   store_tile(tile, columns, c, ldc);
 }
@@ -91,26 +100,28 @@ LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e, std
 /// One tile of C = E^T B as bfloat16_transposed_product_tile() computes it, B split: for each
 /// pair q of the chunk, E's rows 2q + 1 and 2q (columns first..first + rows, from word first / 2
 /// at e) become the panel's rows 2q and 2q + 1, columns past `rows` 0.
-LOFTQ_TARGET inline void bfloat16_split_transposed_product_tile(const std::uint32_t* e, std::size_t ldw,
-                                                                std::size_t rows, std::size_t pairs, const float* b,
-                                                                std::size_t ldb, std::size_t columns, float* c,
-                                                                std::size_t ldc, float* panel) {
+LOFTQ_TARGET inline void bfloat16_split_transposed_product_tile(
+    const std::uint32_t* e, std::size_t ldw, std::size_t rows, std::size_t pairs, const float* b,
+    std::size_t ldb, std::size_t columns, float* c, std::size_t ldc, float* panel) {
   float* tile = panel + 2 * split_chunk * tile_rows;
   const std::size_t whole = rows / lanes * lanes;
   for (std::size_t p = 0; p < pairs; p += split_chunk) {
     const std::size_t chunk = std::min(split_chunk, pairs - p);
     const std::size_t next = std::min(split_chunk, pairs - std::min(pairs, p + split_chunk));
-    for (std::size_t t = 0; t < 2 * next; ++t) prefetch_words(e + (2 * (p + chunk) + t) * ldw, (rows + 1) / 2);
+    for (std::size_t t = 0; t < 2 * next; ++t)
+      prefetch_words(e + (2 * (p + chunk) + t) * ldw, (rows + 1) / 2);
     for (std::size_t t = 0; t < 2 * chunk; ++t) {
       const std::uint32_t* words = e + (2 * p + (t ^ 1u)) * ldw;  // the odd row of each pair first
       float* out = panel + t * tile_rows;
       for (std::size_t r = 0; r < whole; r += lanes) store(out + r, widen_bfloat16(words + r / 2));
       for (std::size_t r = whole; r < tile_rows; ++r) {
-        const std::uint32_t bits = r < rows ? (r % 2 == 0 ? words[r / 2] << 16 : words[r / 2] & 0xffff0000u) : 0u;
+        const std::uint32_t bits =
+            r < rows ? (r % 2 == 0 ? words[r / 2] << 16 : words[r / 2] & 0xffff0000u) : 0u;
         std::memcpy(out + r, &bits, sizeof bits);
       }
     }
-    tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, tile, tile_rows);
+    tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, tile,
+                     tile_rows);
   }
   store_tile(tile, columns, c, ldc);
 }
