@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -715,6 +716,37 @@ TEST_P(IsaKernels, RowMajorCopiesEqualEigensOnEveryShape) {
       ASSERT_EQ(copy.cols(), s.cols);
       ASSERT_EQ(std::memcmp(copy.data(), expected.data(), s.size() * sizeof(float)), 0) << s.rows << " x " << s.cols;
     }
+  }
+}
+
+// Copies of 2^20 floats and more with rows a multiple of 16 floats long are written by the 16 x 16
+// non-temporal transposes between the first and last 64-byte line boundaries of out's rows:
+// 1030 rows leave a strip's last 6 rows to the element loop, 1030 columns send the copy to the
+// 8 x 8 path, and out starting 1 to 15 floats past a line boundary puts the columns before the
+// first boundary and after the last one on the 8 x 8 path.
+TEST_P(IsaKernels, LargeRowMajorCopiesEqualEigens) {
+  loftq::force_isa(GetParam());
+  for (const Shape& s :
+       {Shape{1024, 1024}, Shape{1030, 1024}, Shape{1024, 1030}, Shape{64, 16384}}) {
+    ASSERT_GE(s.size(), loftq::detail::streaming_copy_floats);
+    const Eigen::MatrixXf w =
+        loftq_test::gaussian(s.rows, s.cols, 1.0f, static_cast<unsigned>(s.size()));
+    const loftq::RowMatrixXf expected = w;
+    const loftq::RowMatrixXf copy = loftq::detail::row_major_copy(w);
+    ASSERT_EQ(std::memcmp(copy.data(), expected.data(), s.size() * sizeof(float)), 0)
+        << s.rows << " x " << s.cols;
+  }
+  const Eigen::MatrixXf w = loftq_test::gaussian(1024, 1024, 1.0f, 7);
+  const loftq::RowMatrixXf expected = w;
+  std::vector<float> buffer(expected.size() + 32);
+  const std::size_t aligned =
+      (64 - reinterpret_cast<std::uintptr_t>(buffer.data()) % 64) % 64 / sizeof(float);
+  for (std::size_t offset = 0; offset < 16; ++offset) {
+    std::fill(buffer.begin(), buffer.end(), 0.0f);
+    Eigen::Map<loftq::RowMatrixXf> out(buffer.data() + aligned + offset, 1024, 1024);
+    loftq::detail::row_major_copy(w, out);
+    ASSERT_EQ(std::memcmp(out.data(), expected.data(), expected.size() * sizeof(float)), 0)
+        << "offset " << offset;
   }
 }
 

@@ -193,10 +193,10 @@ class ByteSearch {
 
 #include "quantize-inl.hpp"
 
-/// dst[i * ldd + j] = src[j * lds + i] for i, j < 8.
-/// Always inlined, also into the AVX-512 kernels, which use it as it is.
-LOFTQ_TARGET_AVX2 __attribute__((always_inline)) inline void transpose8(const float* src, std::size_t lds, float* dst,
-                                                                        std::size_t ldd) {
+/// The 8 x 8 transpose of src into registers: out[i] lane j = src[j * lds + i].
+LOFTQ_TARGET_AVX2 __attribute__((always_inline)) inline void transpose8_into(const float* src,
+                                                                             std::size_t lds,
+                                                                             __m256* out) {
   __m256 r[8], t[8];
   for (std::size_t j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * lds);
   for (std::size_t j = 0; j < 8; j += 2) {
@@ -211,10 +211,39 @@ LOFTQ_TARGET_AVX2 __attribute__((always_inline)) inline void transpose8(const fl
     }
   }
   for (std::size_t i = 0; i < 4; ++i) {
-    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
-    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    out[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+    out[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
   }
 }
+
+/// dst[i * ldd + j] = src[j * lds + i] for i, j < 8.
+/// Always inlined, also into the AVX-512 kernels, which use it as it is.
+LOFTQ_TARGET_AVX2 __attribute__((always_inline)) inline void transpose8(const float* src,
+                                                                        std::size_t lds, float* dst,
+                                                                        std::size_t ldd) {
+  __m256 rows[8];
+  transpose8_into(src, lds, rows);
+  for (std::size_t i = 0; i < 8; ++i) _mm256_storeu_ps(dst + i * ldd, rows[i]);
+}
+
+/// dst[i * ldd + j] = src[j * lds + i] for i, j < 16, each row of dst one 64-byte line written
+/// whole by non-temporal stores (dst 32-byte aligned, ldd a multiple of 8); stream_fence() must
+/// follow before another thread reads dst.
+LOFTQ_TARGET_AVX2 inline void transpose16_streaming(const float* src, std::size_t lds, float* dst,
+                                                    std::size_t ldd) {
+  for (std::size_t i = 0; i < 16; i += 8) {
+    __m256 left[8], right[8];
+    transpose8_into(src + i, lds, left);
+    transpose8_into(src + 8 * lds + i, lds, right);
+    for (std::size_t k = 0; k < 8; ++k) {
+      _mm256_stream_ps(dst + (i + k) * ldd, left[k]);
+      _mm256_stream_ps(dst + (i + k) * ldd + 8, right[k]);
+    }
+  }
+}
+
+/// Orders this thread's non-temporal stores before its later stores.
+LOFTQ_TARGET_AVX2 inline void stream_fence() { _mm_sfence(); }
 
 /// Vectors per tile of the products' C: 16 rows.
 inline constexpr std::size_t tile_vectors = 2;

@@ -224,6 +224,50 @@ class ByteSearch {
 
 using avx2::transpose8;
 
+/// dst[i * ldd + j] = src[j * lds + i] for i, j < 16, each row of dst one 64-byte line written
+/// by one non-temporal store (dst 64-byte aligned, ldd a multiple of 16); stream_fence() must
+/// follow before another thread reads dst.
+LOFTQ_TARGET_AVX512 inline void transpose16_streaming(const float* src, std::size_t lds, float* dst,
+                                                      std::size_t ldd) {
+  __m512 r[16], t[16];
+  for (std::size_t j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(src + j * lds);
+  // Within each 128-bit lane L, as transpose8() does: r[4 q + k] lane L = column 4 L + k of rows 4
+  // q..4 q + 3.
+  for (std::size_t j = 0; j < 16; j += 2) {
+    t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
+  }
+  for (std::size_t j = 0; j < 16; j += 4) {
+    for (std::size_t h = 0; h < 2; ++h) {
+      r[j + 2 * h] = _mm512_shuffle_ps(t[j + h], t[j + h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      r[j + 2 * h + 1] = _mm512_shuffle_ps(t[j + h], t[j + h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+  }
+  // Then lane L of r[k], r[4 + k], r[8 + k], r[12 + k] side by side is row 4 L + k of dst.
+  for (std::size_t k = 0; k < 4; ++k) {
+    const __m512 even_lanes_of_first =
+        _mm512_shuffle_f32x4(r[k], r[4 + k], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 odd_lanes_of_first = _mm512_shuffle_f32x4(r[k], r[4 + k], _MM_SHUFFLE(3, 1, 3, 1));
+    const __m512 even_lanes_of_last =
+        _mm512_shuffle_f32x4(r[8 + k], r[12 + k], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 odd_lanes_of_last =
+        _mm512_shuffle_f32x4(r[8 + k], r[12 + k], _MM_SHUFFLE(3, 1, 3, 1));
+    _mm512_stream_ps(dst + k * ldd, _mm512_shuffle_f32x4(even_lanes_of_first, even_lanes_of_last,
+                                                         _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm512_stream_ps(
+        dst + (4 + k) * ldd,
+        _mm512_shuffle_f32x4(odd_lanes_of_first, odd_lanes_of_last, _MM_SHUFFLE(2, 0, 2, 0)));
+    _mm512_stream_ps(
+        dst + (8 + k) * ldd,
+        _mm512_shuffle_f32x4(even_lanes_of_first, even_lanes_of_last, _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm512_stream_ps(
+        dst + (12 + k) * ldd,
+        _mm512_shuffle_f32x4(odd_lanes_of_first, odd_lanes_of_last, _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+}
+
+using avx2::stream_fence;
+
 /// Vectors per tile of the products' C: 64 rows.
 inline constexpr std::size_t tile_vectors = 4;
 

@@ -11,6 +11,9 @@
 /// - `Vec` (float lanes), `lanes`, zero, set1, load, store and fmadd (a * b + c, one rounding);
 /// - transpose8(src, lds, dst, ldd), which writes dst[i * ldd + j] = src[j * lds + i] for an
 ///   8 x 8 block;
+/// - transpose16_streaming(src, lds, dst, ldd), the same for a 16 x 16 block whose rows of dst
+///   are 64-byte lines, written non-temporally by the vector sets, and stream_fence(), which
+///   orders those stores before the thread's later ones;
 /// - `tile_vectors` and `tile_columns`: a tile of C holds tile_vectors * lanes rows and is
 ///   computed tile_columns columns at a time, as many accumulators as the set has registers for.
 /// Include nothing here: whatever this file includes would land in those namespaces.
@@ -80,6 +83,19 @@ LOFTQ_TARGET inline void tile_product_all(const float* a, std::size_t lda, const
     tile_product_of_width<tile_columns>(a, lda, b + j, ldb, depth, width, accumulate, c + j * ldc, ldc);
     j += width;
   }
+}
+
+/// dst[j ldd + i] = src[i lds + j] for i < 16 and j < cols, where dst is 64-byte aligned and ldd
+/// a multiple of 16: 16 x 16 blocks by transpose16_streaming(), the last cols % 16 rows of dst
+/// one element at a time, then stream_fence().
+LOFTQ_TARGET inline void transpose_strip_streaming(const float* src, std::size_t lds,
+                                                   std::size_t cols, float* dst, std::size_t ldd) {
+  std::size_t j = 0;
+  for (; j + 16 <= cols; j += 16) transpose16_streaming(src + j, lds, dst + j * ldd, ldd);
+  for (; j < cols; ++j) {
+    for (std::size_t i = 0; i < 16; ++i) dst[j * ldd + i] = src[i * lds + j];
+  }
+  stream_fence();
 }
 
 /// dst[j ldd + i] = src[i lds + j] for i < rows and j < cols: 8 x 8 blocks by transpose8(), the
