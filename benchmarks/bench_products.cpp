@@ -20,17 +20,23 @@
 //    thread, over the whole depth 4096: `tiles` 1 repeats one tile, whose rows (columns for E^T)
 //    of E stay in cache; 64 runs every tile once, a whole pass that streams E from memory. The
 //    gap between the two is what a pass loses to fetching E.
+//  - BM_RowMajorCopy/<copy>: W's row-major copy of a column-major 4096 x 4096 W (64 MiB), as
+//    loftq() makes it for an Eigen::MatrixXf: detail::row_major_copy on the kernels of each
+//    instruction set this CPU supports, beside Eigen's own assignment (one thread) and a memcpy
+//    of the same bytes in the same parallel pieces, the floor; counter bytes_per_second counts
+//    the bytes written.
 // BM_Loftq (bench_solver.cpp) has the same counter for the whole loftq(W, 64, 4, 5): the flops of
 // its big products over its whole time.
 #include <benchmark/benchmark.h>
 
-#include <loftq/loftq.hpp>
 #include <cstdint>
+#include <cstring>
+#include <loftq/loftq.hpp>
 #include <map>
-#include <string>
 #include <random>
-#include <vector>
+#include <string>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -179,6 +185,58 @@ bool register_bfloat16_kernel_benchmarks() {
 }
 
 const bool bfloat16_kernel_benchmarks_registered = register_bfloat16_kernel_benchmarks();
+
+/// How BM_RowMajorCopy copies: on an instruction set's kernels, by Eigen, or by memcpy.
+enum class Copy { kernels, eigen, memcpy };
+
+/// W's row-major copy at 4096 x 4096 by `copy`: detail::row_major_copy on the kernels of `isa`,
+/// Eigen's assignment, or the column-major bytes copied as they are by memcpy in 2 parallel
+/// pieces per thread.
+void BM_RowMajorCopy(benchmark::State& state, Copy copy, loftq::Isa isa) {
+  const Eigen::MatrixXf& w = weight(4096, 4096);
+  const loftq::detail::ThreadScope scope;
+  if (copy == Copy::kernels) loftq::force_isa(isa);
+  loftq::RowMatrixXf out = loftq::detail::row_major_copy(w);
+  const std::ptrdiff_t pieces = 2 * loftq::threads();
+  const std::size_t piece = static_cast<std::size_t>(w.size() / pieces);
+  for (auto _ : state) {
+    if (copy == Copy::eigen) {
+      out = w;
+    } else if (copy == Copy::memcpy) {
+      loftq::detail::parallel_for(pieces, [&](std::ptrdiff_t p) {
+        const std::size_t first = static_cast<std::size_t>(p) * piece;
+        std::memcpy(out.data() + first, w.data() + first, piece * sizeof(float));
+      });
+    } else {
+      loftq::detail::row_major_copy(w, Eigen::Ref<loftq::RowMatrixXf>(out));
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  loftq::reset_isa();
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(w.size() * sizeof(float)));
+}
+
+/// BM_RowMajorCopy on every instruction set this CPU supports, then by Eigen and by memcpy.
+bool register_row_major_copy_benchmarks() {
+  for (loftq::Isa isa : {loftq::Isa::scalar, loftq::Isa::avx2, loftq::Isa::avx512}) {
+    if (!loftq::isa_supported(isa)) continue;
+    benchmark::RegisterBenchmark(("BM_RowMajorCopy/" + std::string(loftq::name_of(isa))).c_str(),
+                                 BM_RowMajorCopy, Copy::kernels, isa)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  for (const auto& [name, copy] :
+       {std::pair{"eigen", Copy::eigen}, std::pair{"memcpy", Copy::memcpy}}) {
+    benchmark::RegisterBenchmark((std::string("BM_RowMajorCopy/") + name).c_str(), BM_RowMajorCopy,
+                                 copy, loftq::Isa::scalar)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  return true;
+}
+
+const bool row_major_copy_benchmarks_registered = register_row_major_copy_benchmarks();
 
 }  // namespace
 
