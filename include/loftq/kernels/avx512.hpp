@@ -231,8 +231,8 @@ LOFTQ_TARGET_AVX512 inline void transpose16_streaming(const float* src, std::siz
                                                       std::size_t ldd) {
   __m512 r[16], t[16];
   for (std::size_t j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(src + j * lds);
-  // Within each 128-bit lane L, as transpose8() does: r[4 q + k] lane L = column 4 L + k of rows 4
-  // q..4 q + 3.
+  // As transpose8() does within each 128-bit lane L: lane L of r[4 q + k] is column 4 L + k of
+  // rows 4 q to 4 q + 3.
   for (std::size_t j = 0; j < 16; j += 2) {
     t[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
     t[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
