@@ -10,6 +10,7 @@
 #include <cmath>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include "test_helpers.hpp"
 
@@ -333,6 +334,22 @@ TEST(LargestEigenpairs, ScaleOfTheMatrixDoesNotMatter) {
   const Eigen::MatrixXd x = loftq_test::gaussian(30, 20, 1.0f, 9).cast<double>();
   const Eigen::MatrixXd g = x.transpose() * x;
   for (double scale : {1e-200, 1e200}) expect_largest_eigenpairs(g * scale, 6);
+}
+
+TEST(LargestEigenpairs, ReusedRotationsGiveTheSameBits) {
+  // One buffer of rotations through a large, a small and a large matrix again, as the solver's
+  // workspace keeps it: each result equals that of a fresh buffer, bit for bit.
+  std::vector<loftq::detail::PlaneRotation> rotations;
+  for (Eigen::Index n : {60, 17, 60}) {
+    const Eigen::MatrixXf x = loftq_test::gaussian(2 * n, n, 1.0f, static_cast<unsigned>(n));
+    const Eigen::MatrixXd g = (x.transpose() * x).cast<double>();
+    const loftq::detail::LargestEigenpairs fresh = loftq::detail::largest_eigenpairs(g, 9);
+    const loftq::detail::LargestEigenpairs reused =
+        loftq::detail::largest_eigenpairs(g, 9, rotations);
+    EXPECT_EQ(reused.values, fresh.values) << n;
+    EXPECT_EQ(reused.vectors, fresh.vectors) << n;
+    EXPECT_GE(rotations.size(), static_cast<std::size_t>(n)) << n;  // they were recorded here
+  }
 }
 
 /// The largest and smallest singular values of X, in double.

@@ -124,12 +124,14 @@ LowRankFactors exact_svd(const RowMatrix<Scalar>& E, Eigen::Index rank) {
 
 /// Rayleigh-Ritz on the right: the best rank-`rank` factors of E P P^T, given P (orthonormal
 /// columns), EP = E P (matrices or blocks of columns) and its Gram matrix (EP)^T EP =
-/// P^T E^T E P, whose `rank` largest eigenpairs are computed in double.
+/// P^T E^T E P, whose `rank` largest eigenpairs are computed in double (recording their
+/// rotations in `rotations`).
 template <class Scalar = float>
-LowRankFactors rayleigh_ritz(MatrixView<Scalar> P, MatrixView<Scalar> EP, const Eigen::MatrixXd& gram,
-                             Eigen::Index rank) {
+LowRankFactors rayleigh_ritz(MatrixView<Scalar> P, MatrixView<Scalar> EP,
+                             const Eigen::MatrixXd& gram, Eigen::Index rank,
+                             std::vector<PlaneRotation>& rotations) {
   static_assert(std::is_same_v<Scalar, float>, "LowRankFactors hold float");
-  const LargestEigenpairs eigen = largest_eigenpairs(gram, rank);
+  const LargestEigenpairs eigen = largest_eigenpairs(gram, rank, rotations);
   const Eigen::Index l = P.cols();
   Eigen::MatrixXd to_a(l, rank);  // W_r S_r^(-1/2)
   Eigen::MatrixXd to_b(l, rank);  // W_r S_r^(1/2)
@@ -149,11 +151,12 @@ LowRankFactors rayleigh_ritz(MatrixView<Scalar> P, MatrixView<Scalar> EP, const 
 }
 
 /// The rank-`rank` Ritz vectors V = P W_r: W_r the eigenvectors of the `rank` largest
-/// eigenvalues of the Gram matrix (EP)^T EP = P^T E^T E P, computed in double; P orthonormal (a
-/// matrix or a block of columns).
+/// eigenvalues of the Gram matrix (EP)^T EP = P^T E^T E P, computed in double (recording their
+/// rotations in `rotations`); P orthonormal (a matrix or a block of columns).
 template <class Scalar = float>
-Matrix<Scalar> ritz_vectors(MatrixView<Scalar> P, const Eigen::MatrixXd& gram, Eigen::Index rank) {
-  const LargestEigenpairs eigen = largest_eigenpairs(gram, rank);
+Matrix<Scalar> ritz_vectors(MatrixView<Scalar> P, const Eigen::MatrixXd& gram, Eigen::Index rank,
+                            std::vector<PlaneRotation>& rotations) {
+  const LargestEigenpairs eigen = largest_eigenpairs(gram, rank, rotations);
   Matrix<Scalar> V;
   multiply_small(P, Matrix<Scalar>(eigen.vectors.cast<Scalar>()), V);
   return V;
@@ -161,14 +164,15 @@ Matrix<Scalar> ritz_vectors(MatrixView<Scalar> P, const Eigen::MatrixXd& gram, E
 
 /// The best rank-`rank` factors of E V V^T, for V (E.cols() x at least rank) with orthonormal
 /// columns: Rayleigh-Ritz on V, with E V from one float pass over E (`operand` holds V's
-/// row-major copy). So A B^T = E V_r V_r^T for the best rank-`rank` basis V_r within V, and
-/// ||E - A B^T||^2 = ||E||^2 - sum S^2.
+/// row-major copy, `rotations` the eigensolver's). So A B^T = E V_r V_r^T for the best rank-`rank`
+/// basis V_r within V, and ||E - A B^T||^2 = ||E||^2 - sum S^2.
 template <class Scalar>
-LowRankFactors projected_factors(const RowMatrix<Scalar>& E, const Matrix<Scalar>& V, Eigen::Index rank,
-                                 std::vector<float>& operand) {
+LowRankFactors projected_factors(const RowMatrix<Scalar>& E, const Matrix<Scalar>& V,
+                                 Eigen::Index rank, std::vector<float>& operand,
+                                 std::vector<PlaneRotation>& rotations) {
   Matrix<Scalar> EV(E.rows(), V.cols());
   multiply(E, V, EV, operand);
-  return rayleigh_ritz(V, EV, cross_product(EV, EV), rank);
+  return rayleigh_ritz(V, EV, cross_product(EV, EV), rank, rotations);
 }
 
 /// The first sketch: the columns of `start` (at most `block`), then Gaussian columns.
@@ -225,15 +229,17 @@ inline bool converged(const std::vector<double>& gains, double captured, double 
 }
 
 /// The memory of randomized_svd(): E rounded to bfloat16, its kept blocks P and E P, in the
-/// leading columns of two buffers, and each product's thin operand (row-major, or as bfloat16
-/// pairs). loftq() keeps them from step to step (and a Workspace from call to call): allocating
-/// them afresh for every truncated SVD would map fresh memory and fault its pages in every time.
+/// leading columns of two buffers, each product's thin operand (row-major, or as bfloat16
+/// pairs), and the rotations of Rayleigh-Ritz's eigensolver. loftq() keeps them from step to step
+/// (and a Workspace from call to call): allocating them afresh for every truncated SVD would map
+/// fresh memory and fault its pages in every time.
 struct KrylovBuffers {
   Bfloat16Matrix rounded;            ///< E rounded to bfloat16, for the Krylov passes.
   Eigen::MatrixXf P;                 ///< E.cols() x at least as many columns as the basis.
   Eigen::MatrixXf EP;                ///< E.rows() x as many columns as P.
   std::vector<float> operand;        ///< The thin operand of a float product over E, row-major.
   std::vector<std::uint32_t> pairs;  ///< The thin operand of a bfloat16 product, as pairs.
+  std::vector<PlaneRotation> rotations;  ///< The rotations largest_eigenpairs() records.
 
   /// Makes room for a basis of `width` columns for a rows x cols E, on huge pages; keeps the
   /// memory when there is room already.
@@ -327,8 +333,9 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   if (!krylov) gram = cross_product(EP.leftCols(block), EP.leftCols(block));
   LowRankFactors factors =
       options.bfloat16_passes && float_step
-          ? projected_factors(E, ritz_vectors(P.leftCols(kept), gram, block), rank, buffers.operand)
-          : rayleigh_ritz(P.leftCols(kept), EP.leftCols(kept), gram, rank);
+          ? projected_factors(E, ritz_vectors(P.leftCols(kept), gram, block, buffers.rotations),
+                              rank, buffers.operand, buffers.rotations)
+          : rayleigh_ritz(P.leftCols(kept), EP.leftCols(kept), gram, rank, buffers.rotations);
   factors.krylov_depth = krylov ? static_cast<int>(kept / block) : 0;
   return factors;
 }

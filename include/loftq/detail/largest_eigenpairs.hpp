@@ -95,11 +95,13 @@ inline void tridiagonal_ql(Eigen::VectorXd& diagonal, Eigen::VectorXd& off,
 /// The k largest eigenpairs of the symmetric matrix G (an Eigen::MatrixXd; its lower triangle is
 /// read), 0 <= k <= G.rows(). The eigenvalues are those of the full QL algorithm, and so are the
 /// eigenvectors, up to rounding; forming only k of them from the recorded rotations costs
-/// O(n^2 k) instead of the O(n^3) of all n. Throws std::runtime_error if the QL algorithm does
-/// not converge. A template, so that only a program that calls it compiles the Householder
-/// reduction.
+/// O(n^2 k) instead of the O(n^3) of all n. The rotations are recorded in `rotations` (about n^2
+/// of them, 24 bytes each: 4 MB at n = 408), whose memory a caller may keep from call to call.
+/// Throws std::runtime_error if the QL algorithm does not converge. A template, so that only a
+/// program that calls it compiles the Householder reduction.
 template <class Gram>
-LargestEigenpairs largest_eigenpairs(const Gram& G, Eigen::Index k) {
+LargestEigenpairs largest_eigenpairs(const Gram& G, Eigen::Index k,
+                                     std::vector<PlaneRotation>& rotations) {
   const Eigen::Index n = G.rows();
   LargestEigenpairs result;
   result.values.resize(k);
@@ -112,7 +114,7 @@ LargestEigenpairs largest_eigenpairs(const Gram& G, Eigen::Index k) {
   const Eigen::Tridiagonalization<Gram> tridiagonal(unit);
   Eigen::VectorXd values = tridiagonal.diagonal();
   Eigen::VectorXd off = tridiagonal.subDiagonal();
-  std::vector<PlaneRotation> rotations;
+  rotations.clear();
   rotations.reserve(static_cast<std::size_t>(3 * n * n / 2));  // about n^2 are taken
   tridiagonal_ql(values, off, rotations);
   // The k largest, ties in index order.
@@ -141,6 +143,13 @@ LargestEigenpairs largest_eigenpairs(const Gram& G, Eigen::Index k) {
   }
   result.vectors.noalias() = tridiagonal.matrixQ() * x;
   return result;
+}
+
+/// largest_eigenpairs() with rotations of its own.
+template <class Gram>
+LargestEigenpairs largest_eigenpairs(const Gram& G, Eigen::Index k) {
+  std::vector<PlaneRotation> rotations;
+  return largest_eigenpairs(G, k, rotations);
 }
 
 }  // namespace loftq::detail
