@@ -44,19 +44,23 @@ void for_row_pieces(Eigen::Index rows, Piece&& piece) {
   });
 }
 
-/// Sum in double, in piece order, of product(first, count) (a double matrix of `shape_rows` x
-/// `shape_cols`) over the fixed row pieces of `rows` rows.
-template <class Product>
+/// Sum in double, in piece order, of the `shape_rows` x `shape_cols` matrices of PieceScalar
+/// that product(first, count, out) writes into `out` over the fixed row pieces of `rows` rows.
+/// The pieces' matrices stay in PieceScalar until they are added: a float piece takes half the
+/// memory of its double copy, and the sum is the same bits.
+template <class PieceScalar, class Product>
 Eigen::MatrixXd sum_over_pieces(Eigen::Index rows, Eigen::Index shape_rows, Eigen::Index shape_cols,
                                 Product&& product) {
   const Eigen::Index pieces = (rows + product_piece_rows - 1) / product_piece_rows;
-  std::vector<Eigen::MatrixXd> partial(static_cast<std::size_t>(pieces));
+  std::vector<Matrix<PieceScalar>> partial(static_cast<std::size_t>(pieces));
   parallel_for(pieces, [&](std::ptrdiff_t p) {
     const Eigen::Index first = p * product_piece_rows;
-    partial[static_cast<std::size_t>(p)] = product(first, std::min(product_piece_rows, rows - first));
+    Matrix<PieceScalar>& out = partial[static_cast<std::size_t>(p)];
+    out.resize(shape_rows, shape_cols);
+    product(first, std::min(product_piece_rows, rows - first), out);
   });
   Eigen::MatrixXd sum = Eigen::MatrixXd::Zero(shape_rows, shape_cols);
-  for (const Eigen::MatrixXd& piece : partial) sum += piece;
+  for (const Matrix<PieceScalar>& piece : partial) sum += piece.template cast<double>();
   return sum;
 }
 
@@ -64,10 +68,11 @@ Eigen::MatrixXd sum_over_pieces(Eigen::Index rows, Eigen::Index shape_rows, Eige
 /// row pieces, added in double.
 template <class Scalar = float>
 Eigen::MatrixXd cross_product(MatrixView<Scalar> X, MatrixView<Scalar> Y) {
-  return sum_over_pieces(X.rows(), X.cols(), Y.cols(), [&](Eigen::Index first, Eigen::Index count) {
-    const Matrix<Scalar> piece = X.middleRows(first, count).transpose() * Y.middleRows(first, count);
-    return Eigen::MatrixXd(piece.template cast<double>());
-  });
+  return sum_over_pieces<Scalar>(X.rows(), X.cols(), Y.cols(),
+                                 [&](Eigen::Index first, Eigen::Index count, Matrix<Scalar>& out) {
+                                   out.noalias() = X.middleRows(first, count).transpose() *
+                                                   Y.middleRows(first, count);
+                                 });
 }
 
 /// The lower triangle of X^T * X, computed in double throughout (a symmetric rank update, half
@@ -75,12 +80,13 @@ Eigen::MatrixXd cross_product(MatrixView<Scalar> X, MatrixView<Scalar> Y) {
 /// factorization, which reads the lower triangle only.
 template <class Scalar>
 Eigen::MatrixXd gram_in_double(const Matrix<Scalar>& X) {
-  return sum_over_pieces(X.rows(), X.cols(), X.cols(), [&](Eigen::Index first, Eigen::Index count) {
-    const Eigen::MatrixXd piece = X.middleRows(first, count).template cast<double>();
-    Eigen::MatrixXd gram = Eigen::MatrixXd::Zero(X.cols(), X.cols());
-    gram.selfadjointView<Eigen::Lower>().rankUpdate(piece.transpose());
-    return gram;
-  });
+  return sum_over_pieces<double>(
+      X.rows(), X.cols(), X.cols(),
+      [&](Eigen::Index first, Eigen::Index count, Eigen::MatrixXd& gram) {
+        const Eigen::MatrixXd piece = X.middleRows(first, count).template cast<double>();
+        gram.setZero();
+        gram.selfadjointView<Eigen::Lower>().rankUpdate(piece.transpose());
+      });
 }
 
 /// out = X * C for X rows x k (a matrix or a block of columns) and a small k x j matrix C; out
