@@ -175,16 +175,18 @@ LowRankFactors projected_factors(const RowMatrix<Scalar>& E, const Matrix<Scalar
   return rayleigh_ritz(V, EV, cross_product(EV, EV), rank, rotations);
 }
 
-/// The first sketch: the columns of `start` (at most `block`), then Gaussian columns.
+/// The first sketch into `sketch`, resized to cols x block: the columns of `start` (at most
+/// `block`), then Gaussian columns.
 template <class Scalar>
-Matrix<Scalar> initial_sketch(Eigen::Index cols, Eigen::Index block, const Matrix<Scalar>* start, std::uint64_t seed) {
+void initial_sketch(Eigen::Index cols, Eigen::Index block, const Matrix<Scalar>* start,
+                    std::uint64_t seed, Matrix<Scalar>& sketch) {
   const Eigen::Index given = start != nullptr ? std::min(start->cols(), block) : 0;
+  sketch.resize(cols, block);
+  if (given == 0) return fill_gaussian(sketch, seed, 0);
   Eigen::MatrixXf gaussian(cols, block - given);
   fill_gaussian(gaussian, seed, 0);
-  Eigen::MatrixXf sketch(cols, block);
-  if (given > 0) sketch.leftCols(given) = start->leftCols(given);
+  sketch.leftCols(given) = start->leftCols(given);
   sketch.rightCols(block - given) = gaussian;
-  return sketch;
 }
 
 /// Extends `gram`, the Gram matrix of EP's first gram.cols() columns, to all of EP's columns (EP:
@@ -229,14 +231,17 @@ inline bool converged(const std::vector<double>& gains, double captured, double 
 }
 
 /// The memory of randomized_svd(): E rounded to bfloat16, its kept blocks P and E P, in the
-/// leading columns of two buffers, each product's thin operand (row-major, or as bfloat16
-/// pairs), and the rotations of Rayleigh-Ritz's eigensolver. loftq() keeps them from step to step
+/// leading columns of two buffers, the blocks on their way (E P's newest block and E^T of it),
+/// each product's thin operand (row-major, or as bfloat16 pairs), and the rotations of
+/// Rayleigh-Ritz's eigensolver. loftq() keeps them from step to step
 /// (and a Workspace from call to call): allocating them afresh for every truncated SVD would map
 /// fresh memory and fault its pages in every time.
 struct KrylovBuffers {
   Bfloat16Matrix rounded;            ///< E rounded to bfloat16, for the Krylov passes.
   Eigen::MatrixXf P;                 ///< E.cols() x at least as many columns as the basis.
   Eigen::MatrixXf EP;                ///< E.rows() x as many columns as P.
+  Eigen::MatrixXf Y;                 ///< E P's newest block, conditioned: the operand of E^T Y.
+  Eigen::MatrixXf Z;  ///< E^T Y (or the sketch), the next block before it is orthonormalized.
   std::vector<float> operand;        ///< The thin operand of a float product over E, row-major.
   std::vector<std::uint32_t> pairs;  ///< The thin operand of a bfloat16 product, as pairs.
   std::vector<PlaneRotation> rotations;  ///< The rotations largest_eigenpairs() records.
@@ -299,10 +304,12 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
     if (options.bfloat16_passes) return multiply_transposed(buffers.rounded, Y, out, buffers.pairs);
     multiply_transposed(E, Y, out, buffers.operand);
   };
-  Matrix<Scalar> sketch = initial_sketch(E.cols(), block, start, options.seed);
-  orthonormalize(none, sketch);
-  P.leftCols(block) = sketch;
-  Matrix<Scalar> Y(E.rows(), block), Z(E.cols(), block);
+  Matrix<Scalar>& Y = buffers.Y;
+  Matrix<Scalar>& Z = buffers.Z;
+  initial_sketch(E.cols(), block, start, options.seed, Z);  // the first block, in Z's place
+  orthonormalize(none, Z);
+  P.leftCols(block) = Z;
+  Y.resize(E.rows(), block);
   pass(P.leftCols(block), EP.leftCols(block));
   Eigen::Index kept = block;
   Eigen::MatrixXd gram;  // (EP)^T EP: grown block by block by block_krylov

@@ -76,8 +76,9 @@ struct Result {
 
 /// Memory that loftq() calls can share: the two arrays the size of W that a call needs, the
 /// residual W - Q_t and W's row-major copy (made for a W that is not a RowMatrixXf), and the
-/// randomized SVD's residual rounded to bfloat16 (half the size of W), basis P and E P, and the
-/// rotations of its eigensolver (4 MB at rank 64 and a cold Krylov depth of 6). A call
+/// randomized SVD's residual rounded to bfloat16 (half the size of W), basis P and E P, blocks on
+/// their way, and the rotations of its eigensolver (4 MB at rank 64 and a cold Krylov depth of
+/// 6). A call
 /// resizes them, which keeps their memory when the element count is unchanged: a workspace reused
 /// for matrices of one size spares every call after the first the mapping of that memory and the
 /// page faults of its first touch (see the README's performance section). Results are the same bits
@@ -86,9 +87,10 @@ class Workspace {
  public:
   /// Bytes held.
   std::size_t bytes() const {
-    return sizeof(float) * (static_cast<std::size_t>(residual_.size() + row_major_.size() +
-                                                     krylov_.P.size() + krylov_.EP.size()) +
-                            krylov_.operand.capacity()) +
+    return sizeof(float) *
+               (static_cast<std::size_t>(residual_.size() + row_major_.size() + krylov_.P.size() +
+                                         krylov_.EP.size() + krylov_.Y.size() + krylov_.Z.size()) +
+                krylov_.operand.capacity()) +
            sizeof(std::uint32_t) *
                (static_cast<std::size_t>(krylov_.rounded.words.size()) + krylov_.pairs.capacity()) +
            sizeof(detail::PlaneRotation) * krylov_.rotations.capacity();

@@ -15,6 +15,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "huge_pages.hpp"
+
 namespace loftq::detail {
 
 /// The k largest eigenvalues of a symmetric matrix and orthonormal eigenvectors for them.
@@ -116,6 +118,7 @@ LargestEigenpairs largest_eigenpairs(const Gram& G, Eigen::Index k,
   Eigen::VectorXd off = tridiagonal.subDiagonal();
   rotations.clear();
   rotations.reserve(static_cast<std::size_t>(3 * n * n / 2));  // about n^2 are taken
+  advise_huge_pages(rotations.data(), sizeof(PlaneRotation) * rotations.capacity());
   tridiagonal_ql(values, off, rotations);
   // The k largest, ties in index order.
   std::vector<Eigen::Index> order(static_cast<std::size_t>(n));
