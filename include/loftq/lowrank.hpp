@@ -233,9 +233,9 @@ inline bool converged(const std::vector<double>& gains, double captured, double 
 /// The memory of randomized_svd(): E rounded to bfloat16, its kept blocks P and E P, in the
 /// leading columns of two buffers, the blocks on their way (E P's newest block and E^T of it),
 /// each product's thin operand (row-major, or as bfloat16 pairs), and the rotations of
-/// Rayleigh-Ritz's eigensolver. loftq() keeps them from step to step
-/// (and a Workspace from call to call): allocating them afresh for every truncated SVD would map
-/// fresh memory and fault its pages in every time.
+/// Rayleigh-Ritz's eigensolver. loftq() keeps them from step to step (and a Workspace from call
+/// to call): allocating them afresh for every truncated SVD would map fresh memory and fault its
+/// pages in every time.
 struct KrylovBuffers {
   Bfloat16Matrix rounded;            ///< E rounded to bfloat16, for the Krylov passes.
   Eigen::MatrixXf P;                 ///< E.cols() x at least as many columns as the basis.
@@ -309,7 +309,6 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   initial_sketch(E.cols(), block, start, options.seed, Z);  // the first block, in Z's place
   orthonormalize(none, Z);
   P.leftCols(block) = Z;
-  Y.resize(E.rows(), block);
   pass(P.leftCols(block), EP.leftCols(block));
   Eigen::Index kept = block;
   Eigen::MatrixXd gram;  // (EP)^T EP: grown block by block by block_krylov
