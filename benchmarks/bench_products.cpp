@@ -97,10 +97,11 @@ void BM_SolverProduct(benchmark::State& state, Product product) {
         benchmark::DoNotOptimize(y_out.data());
         break;
       case Product::low_rank:
-        loftq::detail::over_low_rank_pieces(a, b, rows, cols, 64, [](std::size_t, std::size_t, const float* l) {
-          benchmark::DoNotOptimize(l);
-          return 0.0;
-        });
+        loftq::detail::over_low_rank_pieces(a, b, rows, cols, 64,
+                                            [](std::size_t, std::size_t, const float* l, float*) {
+                                              benchmark::DoNotOptimize(l);
+                                              return 0.0;
+                                            });
         break;
     }
     benchmark::DoNotOptimize(out.data());

@@ -325,6 +325,61 @@ TEST(Loftq, TheQuantizePassRoundsTheResidualToBfloat16AsTheStandaloneRoundingDoe
   }
 }
 
+TEST(Loftq, APassThatFormsTheResidualFromCodesMeasuresAndRoundsTheSameBits) {
+  // Step 2's quantize pass and the last step's error pass, once reading the residual W - Q_1
+  // kept in float and once forming it again from Q_1's codes, on every instruction set.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (const Codebook book :
+       {Codebook::nf4, Codebook::nf2, Codebook::fp4, Codebook::int8, Codebook::uniform8}) {
+    for (const auto& [rows, cols] : {std::pair<Eigen::Index, Eigen::Index>{37, 21}, {64, 70}}) {
+      for (const loftq::Isa isa : {loftq::Isa::scalar, loftq::Isa::avx2, loftq::Isa::avx512}) {
+        if (!loftq::isa_supported(isa)) continue;
+        loftq::force_isa(isa);
+        const std::string where = std::string(loftq::name_of(isa)) + ", codebook " +
+                                  std::to_string(static_cast<int>(book)) + ", " +
+                                  std::to_string(rows) + " x " + std::to_string(cols);
+        const loftq::RowMatrixXf w = llm_like(rows, cols, 61);
+        loftq::Options o;
+        o.codebook = book;
+        const auto n = static_cast<std::size_t>(rows * cols);
+        const auto arrays = [&] {
+          return loftq::detail::QuantizedArrays{
+              std::vector<std::uint8_t>(loftq::detail::packed_bytes(n, loftq::bits_of(book))),
+              std::vector<float>((n + 63) / 64)};
+        };
+        const loftq::detail::ThreadScope scope;
+        loftq::detail::QuantizedArrays q1 = arrays();
+        loftq::RowMatrixXf kept(rows, cols);
+        loftq::detail::quantize_pass(w.data(), Eigen::MatrixXf(rows, 0), Eigen::MatrixXf(cols, 0),
+                                     o, q1, kept, nullptr);
+        const Eigen::MatrixXf a = loftq_test::gaussian(rows, 2, 0.1f, 62),
+                              b = loftq_test::gaussian(cols, 2, 0.1f, 63);
+        loftq::detail::QuantizedArrays read = arrays(), formed = arrays();
+        loftq::detail::Bfloat16Matrix read_rounded, formed_rounded;
+        loftq::detail::prepare_bfloat16(rows, cols, 3, read_rounded);
+        loftq::detail::prepare_bfloat16(rows, cols, 3, formed_rounded);
+        loftq::RowMatrixXf untouched = loftq::RowMatrixXf::Constant(rows, cols, nan);
+        double read_error2 = -1.0, formed_error2 = -2.0;
+        const double read_norm2 = loftq::detail::quantize_pass(
+            w.data(), a, b, o, read, kept, &read_rounded, nullptr, &read_error2);
+        const double formed_norm2 =
+            loftq::detail::quantize_pass(w.data(), a, b, o, formed, untouched, &formed_rounded,
+                                         nullptr, &formed_error2, &q1, false);
+        EXPECT_EQ(read_error2, formed_error2) << where;
+        EXPECT_EQ(read_norm2, formed_norm2) << where;
+        EXPECT_EQ(read.codes, formed.codes) << where;
+        EXPECT_EQ(read.scales, formed.scales) << where;
+        EXPECT_EQ(read_rounded.words, formed_rounded.words) << where;
+        EXPECT_TRUE(untouched.array().isNaN().all()) << where;
+        EXPECT_EQ(loftq::detail::squared_error(a, b, o, kept),
+                  loftq::detail::squared_error(a, b, o, untouched, w.data(), &read))
+            << where;
+      }
+    }
+  }
+  loftq::reset_isa();
+}
+
 TEST(Loftq, AReusedWorkspaceGivesTheSameBitsAsFreshCalls) {
   const Eigen::MatrixXf first = llm_like(260, 200, 47);
   const loftq::RowMatrixXf same_count = llm_like(200, 260, 48);  // row-major: no copy is made

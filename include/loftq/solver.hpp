@@ -74,11 +74,12 @@ struct Result {
   double error() const { return errors.at(static_cast<std::size_t>(iteration - 1)); }
 };
 
-/// Memory that loftq() calls can share: the two arrays the size of W that a call needs, the
-/// residual W - Q_t and W's row-major copy (made for a W that is not a RowMatrixXf), and the
-/// randomized SVD's residual rounded to bfloat16 (half the size of W), basis P and E P, blocks on
-/// their way, and the rotations of its eigensolver (4 MB at rank 64 and a cold Krylov depth of
-/// 6). A call
+/// Memory that loftq() calls can share: W's row-major copy (made for a W that is not a
+/// RowMatrixXf), the residual W - Q_t in float (the size of W, but written only for an exact SVD
+/// or on a load path the fused kernels do not model: otherwise its pages are never touched), and
+/// the randomized SVD's residual rounded to bfloat16 (half the size of W), basis P and E P,
+/// blocks on their way, and the rotations of its eigensolver (4 MB at rank 64 and a cold Krylov
+/// depth of 6). A call
 /// resizes them, which keeps their memory when the element count is unchanged: a workspace reused
 /// for matrices of one size spares every call after the first the mapping of that memory and the
 /// page faults of its first touch (see the README's performance section). Results are the same bits
@@ -159,10 +160,11 @@ inline Eigen::Index pass_piece_rows(Eigen::Index cols, int block_size) {
   return static_cast<Eigen::Index>(step * std::max(1LL, target / step));
 }
 
-/// Runs piece(first, n, l) over W's fixed row pieces in parallel, where the piece holds elements
-/// [first, first + n) of the row-major matrix and l holds the same elements of A B^T (A with no
-/// columns stands for 0), formed piece by piece and never whole. Returns the sum, in piece
-/// order, of what piece returns.
+/// Runs piece(first, n, l, scratch) over W's fixed row pieces in parallel, where the piece holds
+/// elements [first, first + n) of the row-major matrix, l holds the same elements of A B^T (A
+/// with no columns stands for 0), formed piece by piece and never whole, and scratch is room for
+/// n floats of the piece's own (memory a piece that does not use it never touches). Returns the
+/// sum, in piece order, of what piece returns.
 template <class Scalar, class Piece>
 double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Eigen::Index rows,
                             Eigen::Index cols, int block_size, Piece&& piece) {
@@ -170,9 +172,11 @@ double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Ei
   const Eigen::Index pieces = (rows + piece_rows - 1) / piece_rows;
   std::vector<double> partial(static_cast<std::size_t>(pieces));
   const std::ptrdiff_t team = std::min<std::ptrdiff_t>(threads(), pieces);
-  // Each member of the team takes a fixed range of pieces and one buffer for their A B^T.
+  // Each member of the team takes a fixed range of pieces, one buffer for their A B^T and one of
+  // scratch.
   parallel_for(team, [&](std::ptrdiff_t member) {
     RowMatrix<Scalar> low_rank(piece_rows, cols);
+    RowMatrix<Scalar> scratch(piece_rows, cols);
     if (A.cols() == 0) low_rank.setZero();  // once: every piece's A B^T is 0
     for (std::ptrdiff_t p = member * pieces / team; p < (member + 1) * pieces / team; ++p) {
       const Eigen::Index first_row = p * piece_rows;
@@ -181,7 +185,8 @@ double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Ei
       if (A.cols() > 0) l.noalias() = A.middleRows(first_row, count) * B.transpose();
       partial[static_cast<std::size_t>(p)] =
           piece(static_cast<std::size_t>(first_row) * static_cast<std::size_t>(cols),
-                static_cast<std::size_t>(count) * static_cast<std::size_t>(cols), l.data());
+                static_cast<std::size_t>(count) * static_cast<std::size_t>(cols), l.data(),
+                scratch.data());
     }
   });
   double total = 0.0;
@@ -216,25 +221,45 @@ inline double squared_distance(const float* x, const float* y, std::size_t n) {
   });
 }
 
-/// Rows [first / cols, (first + n) / cols) of `rounded` (when not null) from the residual's
-/// elements [first, first + n), whole rows.
-inline void round_rows(const float* residual, std::size_t first, std::size_t n, Bfloat16Matrix* rounded) {
+/// Rows [first / cols, (first + n) / cols) of `rounded` (when not null) from `piece`, the
+/// residual's elements [first, first + n), whole rows.
+inline void round_rows(const float* piece, std::size_t first, std::size_t n,
+                       Bfloat16Matrix* rounded) {
   if (rounded == nullptr) return;
   const auto cols = static_cast<std::size_t>(rounded->cols);
   for (std::size_t i = first / cols; i < (first + n) / cols; ++i) {
-    round_row_to_bfloat16(residual + i * cols, static_cast<Eigen::Index>(i), *rounded);
+    round_row_to_bfloat16(piece + (i * cols - first), static_cast<Eigen::Index>(i), *rounded);
   }
 }
 
-/// Quantizes W - A B^T into `q` and writes residual = W - Q, in one pass over W, and the
-/// residual rounded to bfloat16 into *rounded (prepared by prepare_bfloat16()) when it is not
-/// null. Returns ||W - Q||_F^2; adds ||W||_F^2 to *w_norm2 when it is not null, and sets
-/// *replaced_error2 to ||E - A B^T||_F^2 for the residual E the pass overwrites when that is
-/// not null: the squared error of the step whose factors A, B are, measured on the way.
+/// out[i] = w[first + i] - q[first + i] for i < n, q the dequantized Q whose codes and scales
+/// are in `q` (quantized by the fused kernels), on the kernels of `isa`: the elements
+/// [first, first + n) of the residual W - Q the quantize pass that made Q wrote, the same bits.
+inline void residual_from_codes(Isa isa, const float* w, const QuantizedArrays& q,
+                                const Options& options, std::size_t first, std::size_t n,
+                                float* out) {
+  const auto bits = static_cast<std::size_t>(bits_of(options.codebook));
+  dequantize_run(isa, q.codes.data() + first * bits / 8,
+                 q.scales.data() + first / static_cast<std::size_t>(options.block_size), n,
+                 options.block_size, options.codebook, false, out);
+  for (std::size_t i = 0; i < n; ++i) out[i] = w[first + i] - out[i];
+}
+
+/// Quantizes W - A B^T into `q` and, in one pass over W, forms the residual W - Q: written into
+/// `residual` when keep_residual is set (or the load path is not the fused kernels'), and
+/// rounded to bfloat16 into *rounded (prepared by prepare_bfloat16()) when that is not null.
+/// Returns ||W - Q||_F^2; adds ||W||_F^2 to *w_norm2 when it is not null, and sets
+/// *replaced_error2 to ||E - A B^T||_F^2 for the residual E = W - Q_previous the pass replaces
+/// when that is not null: the squared error of the step whose factors A, B are, measured on the
+/// way. E is read from `residual`, or, when `previous` is not null, formed again from Q_previous's
+/// codes (residual_from_codes(), the same bits), for a residual that was not kept; a load path
+/// the fused kernels do not model always keeps it, and takes no `previous`.
 template <class Scalar>
-double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
-                     QuantizedArrays& q, RowMatrix<Scalar>& residual, Bfloat16Matrix* rounded,
-                     double* w_norm2 = nullptr, double* replaced_error2 = nullptr) {
+double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B,
+                     const Options& options, QuantizedArrays& q, RowMatrix<Scalar>& residual,
+                     Bfloat16Matrix* rounded, double* w_norm2 = nullptr,
+                     double* replaced_error2 = nullptr, const QuantizedArrays* previous = nullptr,
+                     bool keep_residual = true) {
   if (!is_kernel_path(options.load_path, options.codebook)) {
     if (w_norm2 != nullptr) {
       *w_norm2 += over_pieces(residual.rows(), residual.cols(), options.block_size,
@@ -253,16 +278,25 @@ double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scal
   const auto bits = static_cast<std::size_t>(bits_of(options.codebook));
   const kernels::LookupQuantizer& lookup = lookup_quantizer(options.codebook);
   const Isa isa = active_isa();
-  const double total = over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
-                                            [&](std::size_t first, std::size_t n, const float* l) {
-    Scalar* e = residual.data() + first;
-    if (replaced_error2 != nullptr) error_partial[first / piece_elements] = squared_distance(e, l, n);
-    quantize_residual_run(isa, w + first, l, n, options.block_size, options.codebook, lookup,
-                          q.codes.data() + first * bits / 8, q.scales.data() + first / block, e);
-    round_rows(residual.data(), first, n, rounded);
-    if (w_norm2 != nullptr) w_partial[first / piece_elements] = squared_norm(w + first, n);
-    return squared_norm(e, n);
-  });
+  const double total = over_low_rank_pieces(
+      A, B, residual.rows(), residual.cols(), options.block_size,
+      [&](std::size_t first, std::size_t n, const float* l, float* scratch) {
+        if (replaced_error2 != nullptr) {
+          const float* replaced = residual.data() + first;
+          if (previous != nullptr) {
+            residual_from_codes(isa, w, *previous, options, first, n, scratch);
+            replaced = scratch;
+          }
+          error_partial[first / piece_elements] = squared_distance(replaced, l, n);
+        }
+        Scalar* e = keep_residual ? residual.data() + first : scratch;
+        quantize_residual_run(isa, w + first, l, n, options.block_size, options.codebook, lookup,
+                              q.codes.data() + first * bits / 8, q.scales.data() + first / block,
+                              e);
+        round_rows(e, first, n, rounded);
+        if (w_norm2 != nullptr) w_partial[first / piece_elements] = squared_norm(w + first, n);
+        return squared_norm(e, n);
+      });
   for (double p : w_partial) *w_norm2 += p;
   if (replaced_error2 != nullptr) *replaced_error2 = std::accumulate(error_partial.begin(), error_partial.end(), 0.0);
   return total;
@@ -301,16 +335,17 @@ double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matr
   const auto bits = static_cast<std::size_t>(bits_of(options.codebook));
   const kernels::LookupQuantizer& lookup = lookup_quantizer(options.codebook);
   const Isa isa = active_isa();
-  const double replaced = over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
-                                               [&](std::size_t first, std::size_t n, const float* l) {
-    Scalar* target = residual.data() + first;
-    const double error2 = replaced_error2 != nullptr ? squared_distance(target, l, n) : 0.0;
-    for (std::size_t i = 0; i < n; ++i) target[i] = w[first + i] - l[i];
-    round_target(options.load_path, options.codebook, target, n);
-    quantize_run(isa, target, n, options.block_size, options.codebook, lookup, q.codes.data() + first * bits / 8,
-                 q.scales.data() + first / block);
-    return error2;
-  });
+  const double replaced = over_low_rank_pieces(
+      A, B, residual.rows(), residual.cols(), options.block_size,
+      [&](std::size_t first, std::size_t n, const float* l, float*) {
+        Scalar* target = residual.data() + first;
+        const double error2 = replaced_error2 != nullptr ? squared_distance(target, l, n) : 0.0;
+        for (std::size_t i = 0; i < n; ++i) target[i] = w[first + i] - l[i];
+        round_target(options.load_path, options.codebook, target, n);
+        quantize_run(isa, target, n, options.block_size, options.codebook, lookup,
+                     q.codes.data() + first * bits / 8, q.scales.data() + first / block);
+        return error2;
+      });
   if (replaced_error2 != nullptr) *replaced_error2 = replaced;
   check_scales_finite("W - A B^T", q.scales, options.block_size, residual.cols());
   const std::vector<float> loaded = loaded_scales(q.scales, options.load_path);
@@ -320,29 +355,38 @@ double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matr
                    options.codebook, false, e);
     round_to(options.load_path.dequantized_to, e, n);
     for (std::size_t i = 0; i < n; ++i) e[i] = w[first + i] - e[i];
-    round_rows(residual.data(), first, n, rounded);
+    round_rows(e, first, n, rounded);
     return squared_norm(e, n);
   });
 }
 
-/// ||residual - A B^T||_F^2, in one pass over residual.
+/// ||E - A B^T||_F^2 for the rows x cols residual E = W - Q, in one pass: E read from
+/// `residual`, or formed from Q's codes in `q` when that is not null (residual_from_codes()).
 template <class Scalar>
 double squared_error(const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
-                     const RowMatrix<Scalar>& residual) {
-  return over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size,
-                              [&](std::size_t first, std::size_t n, const float* l) {
-    return squared_distance(residual.data() + first, l, n);
-  });
+                     const RowMatrix<Scalar>& residual, const Scalar* w = nullptr,
+                     const QuantizedArrays* q = nullptr) {
+  const Isa isa = active_isa();
+  return over_low_rank_pieces(
+      A, B, residual.rows(), residual.cols(), options.block_size,
+      [&](std::size_t first, std::size_t n, const float* l, float* scratch) {
+        if (q == nullptr) return squared_distance(residual.data() + first, l, n);
+        residual_from_codes(isa, w, *q, options, first, n, scratch);
+        return squared_distance(scratch, l, n);
+      });
 }
 
 /// LoftQ on the row-major, finite W (rows x cols) whose largest magnitude is `largest`, inside
 /// the caller's ThreadScope; `residual` is resized to hold W - Q_t, and every step's truncated
-/// SVD keeps its basis in `krylov`. A quantize pass followed by a randomized SVD also writes the
-/// residual rounded to bfloat16 for it (krylov.rounded, scaled by bfloat16_exponent(largest)).
-/// Every error is measured: a step's before the last by the quantize pass of the next, which
-/// reads the residual it replaces anyway (Q_t waits in an array of its own until then), the
-/// last step's by squared_error(), with the same pieces and sums. So no SVD needs the error
-/// identity, and none takes randomized_svd()'s float step.
+/// SVD keeps its basis in `krylov`. A quantize pass followed by a randomized SVD writes the
+/// residual rounded to bfloat16 for it (krylov.rounded, scaled by bfloat16_exponent(largest)),
+/// which is all that SVD reads; the residual in float is written only for an exact SVD or on a
+/// load path the fused kernels do not model, and `residual`'s memory is otherwise left
+/// untouched. Every error is measured: a step's before the last by the quantize pass of the
+/// next, the last step's by squared_error(), with the same pieces and sums, each reading the
+/// residual W - Q_t where it was kept and otherwise forming it again from Q_t's codes (Q_t waits
+/// in an array of its own until then). So no SVD needs the error identity, and none takes
+/// randomized_svd()'s float step.
 template <class Scalar>
 Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Scalar largest,
                        const Options& options, RowMatrix<Scalar>& residual, KrylovBuffers& krylov) {
@@ -365,11 +409,19 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Sc
     return &krylov.rounded;
   };
 
+  // Whether a pass keeps the residual in `residual`, given what it rounds for the next SVD.
+  const bool kernel_path = is_kernel_path(options.load_path, options.codebook);
+  const auto keeps = [&](const Bfloat16Matrix* for_svd) {
+    return for_svd == nullptr || !kernel_path;
+  };
+
   double w_norm2 = 0.0;
   // Q_1 = q(W)
   Bfloat16Matrix* rounded = rounded_for(1, false);
-  double residual_norm2 = quantize_pass(w, Matrix<Scalar>(rows, 0), Matrix<Scalar>(cols, 0), options, current,
-                                        residual, rounded, &w_norm2);
+  bool kept = keeps(rounded);  // whether `residual` holds W - Q_t
+  double residual_norm2 =
+      quantize_pass(w, Matrix<Scalar>(rows, 0), Matrix<Scalar>(cols, 0), options, current, residual,
+                    rounded, &w_norm2, nullptr, nullptr, kept);
   const double to_relative = w_norm2 > 0.0 ? 1.0 / std::sqrt(w_norm2) : 1.0;
   Result result;
   result.quantization_error = std::sqrt(residual_norm2) * to_relative;
@@ -396,14 +448,19 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Sc
                                                      rounded != nullptr, false);
     result.krylov_depths.push_back(factors.krylov_depth);
     if (last) {
-      conclude(t, std::sqrt(squared_error(factors.A, factors.B, options, residual)) * to_relative, current, factors);
+      const double error2 =
+          squared_error(factors.A, factors.B, options, residual, w, kept ? nullptr : &current);
+      conclude(t, std::sqrt(error2) * to_relative, current, factors);
       break;
     }
     // Q_{t+1} into `next`, and step t's error measured on the way
     if (next.codes.empty()) next = arrays();  // made only when a third Q is computed
     rounded = rounded_for(t + 1, options.warm_start && factors.B.cols() > 0);
     double error2 = 0.0;
-    residual_norm2 = quantize_pass(w, factors.A, factors.B, options, next, residual, rounded, nullptr, &error2);
+    const bool keep = keeps(rounded);
+    residual_norm2 = quantize_pass(w, factors.A, factors.B, options, next, residual, rounded,
+                                   nullptr, &error2, kept ? nullptr : &current, keep);
+    kept = keep;
     conclude(t, std::sqrt(error2) * to_relative, current, factors);
     std::swap(current, next);  // Q_{t+1}; `next` keeps Q_t's arrays, or the old best's, for reuse
     previous_b = std::move(factors.B);
