@@ -554,6 +554,48 @@ TEST_P(IsaKernels, ProductsAreOneFmaChainPerElementOnEveryShapeAndThreadCount) {
   }
 }
 
+TEST_P(IsaKernels, LowRankRowsAreOneFmaChainPerElementOnEveryShape) {
+  // Widths around the tiles (4, 16 and 64 rows of the kernels' C are columns of A B^T here,
+  // so narrower last tiles go through the scratch), ranks around the column steps and the
+  // 256-term chunks, and row ranges that start inside A.
+  struct Case {
+    Eigen::Index rows, cols, k, first, count;
+  };
+  const Case cases[] = {{1, 1, 1, 0, 1},     {7, 5, 3, 2, 4},      {40, 64, 64, 8, 23},
+                        {64, 65, 68, 0, 64}, {30, 130, 5, 29, 1},  {100, 300, 300, 3, 97},
+                        {9, 37, 16, 0, 9},   {50, 128, 64, 10, 40}};
+  loftq::force_isa(GetParam());
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.rows) + " x " + std::to_string(c.cols) +
+                 ", k = " + std::to_string(c.k) + ", rows " + std::to_string(c.first) + " + " +
+                 std::to_string(c.count));
+    const Eigen::MatrixXf a =
+        loftq_test::gaussian(c.rows, c.k, 1.0f, static_cast<unsigned>(c.rows + c.k));
+    const Eigen::MatrixXf b =
+        loftq_test::gaussian(c.cols, c.k, 1.0f, static_cast<unsigned>(c.cols + 3));
+    // Rows first.. of A B^T as E^T X for E = B^T, X = A^T: one std::fma chain over k per element.
+    const loftq::RowMatrixXf bt = b.transpose();
+    const Eigen::MatrixXf expected =
+        fma_chain_product(bt, true, a.middleRows(c.first, c.count).transpose()).transpose();
+    const Eigen::MatrixXd exact =
+        a.middleRows(c.first, c.count).cast<double>() * b.transpose().cast<double>();
+    ASSERT_LT((expected.cast<double>() - exact).norm(),
+              1e-5 * exact.norm() * std::sqrt(static_cast<double>(c.k)));
+    // Written into the middle of a buffer whose ends are NaN: no write outside the rows.
+    const auto size = static_cast<std::size_t>(c.count * c.cols);
+    std::vector<float> buffer(size + 128, std::numeric_limits<float>::quiet_NaN());
+    std::vector<float> scratch;
+    loftq::detail::low_rank_rows(loftq::active_isa(), a, b, c.first, c.count, buffer.data() + 64,
+                                 scratch);
+    const Eigen::Map<const loftq::RowMatrixXf> out(buffer.data() + 64, c.count, c.cols);
+    ASSERT_TRUE(same_bits(Eigen::MatrixXf(out), expected));
+    for (std::size_t i = 0; i < 64; ++i) {
+      ASSERT_TRUE(std::isnan(buffer[i]) && std::isnan(buffer[64 + size + i]))
+          << "written outside, at " << i;
+    }
+  }
+}
+
 /// The float whose high 16 bits are the bfloat16 `half`.
 float bfloat16_value(std::uint32_t half) {
   const std::uint32_t bits = half << 16;

@@ -162,7 +162,8 @@ inline Eigen::Index pass_piece_rows(Eigen::Index cols, int block_size) {
 
 /// Runs piece(first, n, l, scratch) over W's fixed row pieces in parallel, where the piece holds
 /// elements [first, first + n) of the row-major matrix, l holds the same elements of A B^T (A
-/// with no columns stands for 0), formed piece by piece and never whole, and scratch is room for
+/// with no columns stands for 0), formed piece by piece and never whole by low_rank_rows() on
+/// the kernels of active_isa() (the same bits on each), and scratch is room for
 /// n floats of the piece's own (memory a piece that does not use it never touches). Returns the
 /// sum, in piece order, of what piece returns.
 template <class Scalar, class Piece>
@@ -174,15 +175,17 @@ double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Ei
   const std::ptrdiff_t team = std::min<std::ptrdiff_t>(threads(), pieces);
   // Each member of the team takes a fixed range of pieces, one buffer for their A B^T and one of
   // scratch.
+  const Isa isa = active_isa();
   parallel_for(team, [&](std::ptrdiff_t member) {
     RowMatrix<Scalar> low_rank(piece_rows, cols);
     RowMatrix<Scalar> scratch(piece_rows, cols);
+    std::vector<float> tiles;               // low_rank_rows()'s scratch
     if (A.cols() == 0) low_rank.setZero();  // once: every piece's A B^T is 0
     for (std::ptrdiff_t p = member * pieces / team; p < (member + 1) * pieces / team; ++p) {
       const Eigen::Index first_row = p * piece_rows;
       const Eigen::Index count = std::min(piece_rows, rows - first_row);
       auto l = low_rank.topRows(count);
-      if (A.cols() > 0) l.noalias() = A.middleRows(first_row, count) * B.transpose();
+      if (A.cols() > 0) low_rank_rows(isa, A, B, first_row, count, l.data(), tiles);
       partial[static_cast<std::size_t>(p)] =
           piece(static_cast<std::size_t>(first_row) * static_cast<std::size_t>(cols),
                 static_cast<std::size_t>(count) * static_cast<std::size_t>(cols), l.data(),

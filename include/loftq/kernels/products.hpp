@@ -191,6 +191,35 @@ inline void product_of(const RowMatrixXf& E, bool transposed, const Eigen::Ref<c
   if (!direct) out = padded.topRows(static_cast<Eigen::Index>(rows));
 }
 
+/// Rows [first, first + count) of A B^T into c, row-major with B.rows() columns, for A (rows x
+/// k) and B (cols x k), column-major, k >= 1, on the kernels of `isa`. The rows' transpose is
+/// B A^T, whose tiles are those of E^T X for E = B^T (row-major k x cols: B's own data) and X
+/// the rows' A^T (row-major k x count: A's data from row `first`), so that every element is one
+/// chain of FMAs over k in order, the same bits on every instruction set and whatever `first`
+/// and `count`. `scratch` holds a tile's panel and a last tile narrower than the kernels' tiles.
+inline void low_rank_rows(Isa isa, const Eigen::MatrixXf& A, const Eigen::MatrixXf& B,
+                          Eigen::Index first, Eigen::Index count, float* c,
+                          std::vector<float>& scratch) {
+  const ProductKernels set = product_kernels(isa);
+  const auto cols = static_cast<std::size_t>(B.rows());
+  const auto depth = static_cast<std::size_t>(A.cols());
+  const auto n = static_cast<std::size_t>(count);
+  scratch.resize(set.panel_floats + set.tile_rows * n);
+  float* panel = scratch.data();
+  float* edge = panel + set.panel_floats;  // a narrow last tile, column-major tile_rows x n
+  for (std::size_t j = 0; j < cols; j += set.tile_rows) {
+    const std::size_t width = std::min(set.tile_rows, cols - j);
+    const bool whole = width == set.tile_rows;
+    set.transposed(B.data() + j, cols, width, depth, A.data() + first,
+                   static_cast<std::size_t>(A.rows()), n, whole ? c + j : edge,
+                   whole ? cols : set.tile_rows, panel);
+    if (whole) continue;
+    for (std::size_t i = 0; i < n; ++i) {
+      std::copy(edge + i * set.tile_rows, edge + i * set.tile_rows + width, c + i * cols + j);
+    }
+  }
+}
+
 /// dst[j ldd + i] = src[i lds + j] for i < rows and j < cols, on the kernels of `isa`.
 inline void transpose_block(Isa isa, const float* src, std::size_t lds, std::size_t rows, std::size_t cols, float* dst,
                             std::size_t ldd) {
