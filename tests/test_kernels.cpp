@@ -596,6 +596,47 @@ TEST_P(IsaKernels, LowRankRowsAreOneFmaChainPerElementOnEveryShape) {
   }
 }
 
+TEST_P(IsaKernels, SmallProductsOfTheBasisAreOneFmaChainPerElementOnEveryShapeAndThreadCount) {
+  // X C for X a block of columns (rows around the 64-row tiles and 256-row pieces) and C small,
+  // as multiply_small(), subtract_product() and multiply_in_place() run them.
+  struct Case {
+    Eigen::Index rows, k, j;
+  };
+  const Case cases[] = {{1, 1, 1}, {63, 5, 7}, {300, 68, 68}, {513, 300, 4}, {256, 64, 68}};
+  loftq::force_isa(GetParam());
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.rows) + " x " + std::to_string(c.k) +
+                 ", j = " + std::to_string(c.j));
+    const Eigen::MatrixXf whole =
+        loftq_test::gaussian(c.rows, c.k + 3, 1.0f, static_cast<unsigned>(c.rows + c.k));
+    const Eigen::MatrixXf x = whole.middleCols(2, c.k);
+    const Eigen::MatrixXf small = loftq_test::gaussian(c.k, c.j, 1.0f, 5);
+    const Eigen::MatrixXf square = loftq_test::gaussian(c.k, c.k, 1.0f, 6);
+    const Eigen::MatrixXf y = loftq_test::gaussian(c.rows, c.j, 1.0f, 9);
+    // X C as (C^T X^T)^T: fma_chain_product() of E = X^T row-major, transposed.
+    const loftq::RowMatrixXf xt = x.transpose();
+    const Eigen::MatrixXf product = fma_chain_product(xt, true, small);
+    const Eigen::MatrixXf rotated = fma_chain_product(xt, true, square);
+    const Eigen::MatrixXd exact = x.cast<double>() * small.cast<double>();
+    ASSERT_LT((product.cast<double>() - exact).norm(),
+              1e-5 * exact.norm() * std::sqrt(static_cast<double>(c.k)));
+    for (int threads : {1, 2}) {
+      loftq::set_threads(threads);
+      const loftq::detail::ThreadScope scope;
+      Eigen::MatrixXf out;
+      loftq::detail::multiply_small(whole.middleCols(2, c.k), small, out);
+      ASSERT_TRUE(same_bits(out, product)) << "X C, threads " << threads;
+      Eigen::MatrixXf reduced = y;
+      loftq::detail::subtract_product(whole.middleCols(2, c.k), small, reduced);
+      ASSERT_TRUE(same_bits(reduced, Eigen::MatrixXf(y - product)))
+          << "Y - X C, threads " << threads;
+      Eigen::MatrixXf in_place = x;
+      loftq::detail::multiply_in_place(in_place, square);
+      ASSERT_TRUE(same_bits(in_place, rotated)) << "X C in place, threads " << threads;
+    }
+  }
+}
+
 /// The float whose high 16 bits are the bfloat16 `half`.
 float bfloat16_value(std::uint32_t half) {
   const std::uint32_t bits = half << 16;

@@ -1,9 +1,10 @@
 /// @file detail/pieced_products.hpp
 /// The small products of the randomized SVD (Gram matrices, cross products, products with a
 /// small matrix), split into fixed row pieces run by parallel_for: each piece is one
-/// single-threaded Eigen product of the same shape whatever the thread count, and sums over
-/// pieces are added in piece order, so every result is independent of the thread count. The big
-/// products E X and E^T Y are in kernels/products.hpp.
+/// single-threaded product of the same shape whatever the thread count (Eigen's for the Gram
+/// and cross products, the tile kernels of kernels/products.hpp for products with a small
+/// matrix), and sums over pieces are added in piece order, so every result is independent of
+/// the thread count. The big products E X and E^T Y are in kernels/products.hpp.
 /// Call them inside a ThreadScope, which keeps each piece's Eigen product on one thread.
 #pragma once
 
@@ -13,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../kernels/products.hpp"
 #include "../threads.hpp"
 
 namespace loftq::detail {
@@ -89,30 +91,51 @@ Eigen::MatrixXd gram_in_double(const Matrix<Scalar>& X) {
       });
 }
 
+/// out = X * C for the rows [first, first + count) of X (rows x k, a matrix or a block of
+/// columns; k >= 1) and a small k x j matrix C given row-major: X's column-major data is a
+/// row-major X^T, so these rows are transposed_tiles() of it on the kernels of active_isa(), one
+/// FMA chain over k per element. out: count x j, column-major with `ldo` floats between columns.
+inline void rows_times_small(MatrixView<float> X, const RowMatrix<float>& C, Eigen::Index first,
+                             Eigen::Index count, float* out, std::size_t ldo) {
+  std::vector<float> scratch;
+  transposed_tiles(active_isa(), X.data() + first, static_cast<std::size_t>(X.outerStride()),
+                   static_cast<std::size_t>(count), static_cast<std::size_t>(X.cols()), C.data(),
+                   static_cast<std::size_t>(C.cols()), static_cast<std::size_t>(C.cols()), out, ldo,
+                   scratch);
+}
+
 /// out = X * C for X rows x k (a matrix or a block of columns) and a small k x j matrix C; out
 /// is resized.
-template <class Scalar>
-void multiply_small(MatrixView<Scalar> X, const Matrix<Scalar>& C, Matrix<Scalar>& out) {
+inline void multiply_small(MatrixView<float> X, const Matrix<float>& C, Matrix<float>& out) {
   out.resize(X.rows(), C.cols());
+  if (X.cols() == 0) {
+    out.setZero();
+    return;
+  }
+  const RowMatrix<float> c = C;
   for_row_pieces(X.rows(), [&](Eigen::Index first, Eigen::Index count) {
-    out.middleRows(first, count).noalias() = X.middleRows(first, count) * C;
+    rows_times_small(X, c, first, count, out.data() + first, static_cast<std::size_t>(out.rows()));
   });
 }
 
 /// Y -= X * C for X rows x k (a matrix or a block of columns) and a small k x j matrix C, in
 /// place.
-template <class Scalar>
-void subtract_product(MatrixView<Scalar> X, const Matrix<Scalar>& C, Matrix<Scalar>& Y) {
+inline void subtract_product(MatrixView<float> X, const Matrix<float>& C, Matrix<float>& Y) {
+  if (X.cols() == 0) return;
+  const RowMatrix<float> c = C;
   for_row_pieces(X.rows(), [&](Eigen::Index first, Eigen::Index count) {
-    Y.middleRows(first, count).noalias() -= X.middleRows(first, count) * C;
+    Matrix<float> piece(count, C.cols());
+    rows_times_small(X, c, first, count, piece.data(), static_cast<std::size_t>(count));
+    Y.middleRows(first, count) -= piece;
   });
 }
 
 /// Y = Y * C for a small square C, in place, one row piece at a time.
-template <class Scalar>
-void multiply_in_place(Matrix<Scalar>& Y, const Matrix<Scalar>& C) {
+inline void multiply_in_place(Matrix<float>& Y, const Matrix<float>& C) {
+  const RowMatrix<float> c = C;
   for_row_pieces(Y.rows(), [&](Eigen::Index first, Eigen::Index count) {
-    const Matrix<Scalar> piece = Y.middleRows(first, count) * C;
+    Matrix<float> piece(count, C.cols());
+    rows_times_small(Y, c, first, count, piece.data(), static_cast<std::size_t>(count));
     Y.middleRows(first, count) = piece;
   });
 }

@@ -191,33 +191,43 @@ inline void product_of(const RowMatrixXf& E, bool transposed, const Eigen::Ref<c
   if (!direct) out = padded.topRows(static_cast<Eigen::Index>(rows));
 }
 
+/// c = E^T B, rows x columns, column-major with `ldc` floats between its columns, for E (depth
+/// x rows) and B (depth x columns), row-major with `lde` and `ldb` floats between their rows,
+/// depth >= 1, tile after tile on the calling thread on the kernels of `isa`: every element one
+/// chain of FMAs over depth in order, the same bits on every instruction set. A last tile
+/// narrower than the kernels' goes through `scratch` (which also holds a tile's panel), so that
+/// nothing past c's rows is written.
+inline void transposed_tiles(Isa isa, const float* e, std::size_t lde, std::size_t rows,
+                             std::size_t depth, const float* b, std::size_t ldb,
+                             std::size_t columns, float* c, std::size_t ldc,
+                             std::vector<float>& scratch) {
+  const ProductKernels set = product_kernels(isa);
+  scratch.resize(set.panel_floats + set.tile_rows * columns);
+  float* panel = scratch.data();
+  float* edge = panel + set.panel_floats;  // a narrow last tile, column-major tile_rows x columns
+  for (std::size_t i = 0; i < rows; i += set.tile_rows) {
+    const std::size_t count = std::min(set.tile_rows, rows - i);
+    const bool whole = count == set.tile_rows;
+    set.transposed(e + i, lde, count, depth, b, ldb, columns, whole ? c + i : edge,
+                   whole ? ldc : set.tile_rows, panel);
+    if (whole) continue;
+    for (std::size_t j = 0; j < columns; ++j) {
+      std::copy(edge + j * set.tile_rows, edge + j * set.tile_rows + count, c + j * ldc + i);
+    }
+  }
+}
+
 /// Rows [first, first + count) of A B^T into c, row-major with B.rows() columns, for A (rows x
-/// k) and B (cols x k), column-major, k >= 1, on the kernels of `isa`. The rows' transpose is
-/// B A^T, whose tiles are those of E^T X for E = B^T (row-major k x cols: B's own data) and X
-/// the rows' A^T (row-major k x count: A's data from row `first`), so that every element is one
-/// chain of FMAs over k in order, the same bits on every instruction set and whatever `first`
-/// and `count`. `scratch` holds a tile's panel and a last tile narrower than the kernels' tiles.
+/// k) and B (cols x k), column-major, k >= 1, on the kernels of `isa`: the rows' transpose B A^T
+/// is E^T X for E = B^T (row-major k x cols: B's own data) and X the rows' A^T (row-major k x
+/// count: A's data from row `first`), by transposed_tiles(), whatever `first` and `count`.
 inline void low_rank_rows(Isa isa, const Eigen::MatrixXf& A, const Eigen::MatrixXf& B,
                           Eigen::Index first, Eigen::Index count, float* c,
                           std::vector<float>& scratch) {
-  const ProductKernels set = product_kernels(isa);
   const auto cols = static_cast<std::size_t>(B.rows());
-  const auto depth = static_cast<std::size_t>(A.cols());
-  const auto n = static_cast<std::size_t>(count);
-  scratch.resize(set.panel_floats + set.tile_rows * n);
-  float* panel = scratch.data();
-  float* edge = panel + set.panel_floats;  // a narrow last tile, column-major tile_rows x n
-  for (std::size_t j = 0; j < cols; j += set.tile_rows) {
-    const std::size_t width = std::min(set.tile_rows, cols - j);
-    const bool whole = width == set.tile_rows;
-    set.transposed(B.data() + j, cols, width, depth, A.data() + first,
-                   static_cast<std::size_t>(A.rows()), n, whole ? c + j : edge,
-                   whole ? cols : set.tile_rows, panel);
-    if (whole) continue;
-    for (std::size_t i = 0; i < n; ++i) {
-      std::copy(edge + i * set.tile_rows, edge + i * set.tile_rows + width, c + i * cols + j);
-    }
-  }
+  transposed_tiles(isa, B.data(), cols, cols, static_cast<std::size_t>(A.cols()), A.data() + first,
+                   static_cast<std::size_t>(A.rows()), static_cast<std::size_t>(count), c, cols,
+                   scratch);
 }
 
 /// dst[j ldd + i] = src[i lds + j] for i < rows and j < cols, on the kernels of `isa`.
