@@ -554,6 +554,58 @@ TEST_P(IsaKernels, ProductsAreOneFmaChainPerElementOnEveryShapeAndThreadCount) {
   }
 }
 
+/// The sum of (x[i] - y[i])^2 (or x[i]^2, for y null) the solver's errors are made of, written
+/// out as kernels::SquareSum promises it: the term of element i added by std::fma to lane i % 32
+/// in double, then t[j] = (lane[j] + lane[j + 8]) + (lane[j + 16] + lane[j + 24]) and
+/// ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])).
+double lane_sum_of_squares(const float* x, const float* y, std::size_t n) {
+  double lane[32] = {};
+  for (std::size_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - (y != nullptr ? static_cast<double>(y[i]) : 0.0);
+    lane[i % 32] = std::fma(d, d, lane[i % 32]);
+  }
+  double t[8];
+  for (std::size_t j = 0; j < 8; ++j)
+    t[j] = (lane[j] + lane[j + 8]) + (lane[j + 16] + lane[j + 24]);
+  return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+
+// Lengths around the 32 lanes and the vectors of 4 and 8 doubles, unaligned starts, and the
+// sequence cut into calls at points that leave a call mid-round: every cut gives the same bits.
+TEST_P(IsaKernels, SquareSumsAreFmaChainsInFixedLanesHoweverTheSequenceIsCut) {
+  const Isa isa = GetParam();
+  const Eigen::MatrixXf x = loftq_test::gaussian(5000, 1, 0.02f, 71);
+  const Eigen::MatrixXf y = loftq_test::gaussian(5000, 1, 0.02f, 72);
+  for (std::size_t n : {0, 1, 7, 8, 9, 31, 32, 33, 63, 64, 65, 100, 4093}) {
+    for (std::size_t offset : {0, 1, 3}) {
+      for (const float* ys : {static_cast<const float*>(nullptr), y.data() + offset}) {
+        SCOPED_TRACE("n = " + std::to_string(n) + ", offset = " + std::to_string(offset) +
+                     (ys == nullptr ? ", squares" : ", squared differences"));
+        const float* xs = x.data() + offset;
+        const double expected = lane_sum_of_squares(xs, ys, n);
+        EXPECT_EQ(loftq::detail::squared_sum(isa, xs, ys, n), expected);
+        for (std::size_t cut : {1, 5, 31, 33, 70}) {
+          loftq::detail::kernels::SquareSum sum;
+          for (std::size_t first = 0; first < n; first += cut) {
+            const std::size_t count = std::min(cut, n - first);
+            loftq::detail::add_squares(isa, sum, xs + first, ys != nullptr ? ys + first : nullptr,
+                                       count);
+          }
+          EXPECT_EQ(sum.count, n);
+          EXPECT_EQ(sum.total(), expected) << "cut every " << cut;
+        }
+        long double exact = 0.0L;
+        for (std::size_t i = 0; i < n; ++i) {
+          const long double d = static_cast<long double>(xs[i]) -
+                                (ys != nullptr ? static_cast<long double>(ys[i]) : 0.0L);
+          exact += d * d;
+        }
+        EXPECT_NEAR(expected, static_cast<double>(exact), 1e-14 * static_cast<double>(exact));
+      }
+    }
+  }
+}
+
 TEST_P(IsaKernels, LowRankRowsAreOneFmaChainPerElementOnEveryShape) {
   // Widths around the tiles (4, 16 and 64 rows of the kernels' C are columns of A B^T here,
   // so narrower last tiles go through the scratch), ranks around the column steps and the

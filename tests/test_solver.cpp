@@ -448,43 +448,6 @@ TEST(HugePages, TheSolversArraysTheSizeOfWAreAdvised) {
 }
 #endif
 
-/// The sum of (x[i] - y[i])^2 (or x[i]^2, for y null) the solver's errors are made of, as the
-/// scalar loop its vector lanes stand for: eight partial sums over i mod 8, added in a fixed
-/// order.
-double scalar_lane_sum(const float* x, const float* y, std::size_t n) {
-  double lane[8] = {};
-  for (std::size_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(x[i]) - (y != nullptr ? static_cast<double>(y[i]) : 0.0);
-    lane[i % 8] += d * d;
-  }
-  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-}
-
-TEST(LaneSums, AreTheScalarLoopBitForBitAndCloseToTheExactSum) {
-  const Eigen::MatrixXf x = loftq_test::gaussian(5000, 1, 0.02f, 71);
-  const Eigen::MatrixXf y = loftq_test::gaussian(5000, 1, 0.02f, 72);
-  for (std::size_t n : {0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 4093}) {
-    for (std::size_t offset : {0, 1, 3}) {
-      const float* xs = x.data() + offset;
-      const float* ys = y.data() + offset;
-      const double distance = loftq::detail::squared_distance(xs, ys, n);
-      const double norm = loftq::detail::squared_norm(xs, n);
-      EXPECT_EQ(distance, scalar_lane_sum(xs, ys, n)) << "n = " << n << ", offset = " << offset;
-      EXPECT_EQ(norm, scalar_lane_sum(xs, nullptr, n)) << "n = " << n << ", offset = " << offset;
-      long double exact_distance = 0.0L;
-      long double exact_norm = 0.0L;
-      for (std::size_t i = 0; i < n; ++i) {
-        const long double d = static_cast<long double>(xs[i]) - static_cast<long double>(ys[i]);
-        exact_distance += d * d;
-        exact_norm += static_cast<long double>(xs[i]) * static_cast<long double>(xs[i]);
-      }
-      EXPECT_NEAR(distance, static_cast<double>(exact_distance),
-                  1e-14 * static_cast<double>(exact_distance));
-      EXPECT_NEAR(norm, static_cast<double>(exact_norm), 1e-14 * static_cast<double>(exact_norm));
-    }
-  }
-}
-
 TEST(Loftq, ShapesThatAreNotAMultipleOfTheBlockWork) {
   for (auto [rows, cols] : {std::pair{13, 7}, std::pair{1, 100}, std::pair{100, 1}, std::pair{33, 65}}) {
     const Eigen::MatrixXf w = loftq_test::gaussian(rows, cols, 0.02f, 40);

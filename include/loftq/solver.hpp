@@ -151,21 +151,44 @@ struct QuantizedArrays {
   std::vector<float> scales;        ///< One absmax per block.
 };
 
-/// Rows per piece of low_rank_pass(): about 2^18 elements, and a multiple of the fewest rows
-/// whose elements fill whole bytes of codes of whole blocks, so that pieces share neither.
-inline Eigen::Index pass_piece_rows(Eigen::Index cols, int block_size) {
+/// Rows of about `elements` elements (at least one row) that are a multiple of the fewest rows
+/// whose elements fill whole bytes of codes of whole blocks, so that row ranges of such counts
+/// share neither.
+inline Eigen::Index whole_block_rows(Eigen::Index cols, int block_size, long long elements) {
   const auto unit = 4LL * block_size;  // 4 blocks end on a byte boundary at any code width
   const long long step = unit / std::gcd(static_cast<long long>(cols), unit);
-  const long long target = std::max(1LL, (1LL << 18) / static_cast<long long>(cols));
+  const long long target = std::max(1LL, elements / static_cast<long long>(cols));
   return static_cast<Eigen::Index>(step * std::max(1LL, target / step));
+}
+
+/// Rows per piece of over_low_rank_pieces(): whole_block_rows() of about 2^18 elements.
+inline Eigen::Index pass_piece_rows(Eigen::Index cols, int block_size) {
+  return whole_block_rows(cols, block_size, 1LL << 18);
+}
+
+/// Rows per run of a quantize or error pass inside a piece: whole_block_rows() of about 2^13
+/// elements, so that a run's operands and results stay in the caches between its steps.
+inline Eigen::Index pass_run_rows(Eigen::Index cols, int block_size) {
+  return whole_block_rows(cols, block_size, 1LL << 13);
+}
+
+/// Calls run(offset, count) for the consecutive runs [offset, offset + count) of a piece of n
+/// elements of a matrix with `cols` columns, pass_run_rows() rows each (the last may be
+/// shorter).
+template <class Run>
+void for_pass_runs(std::size_t n, Eigen::Index cols, int block_size, Run&& run) {
+  const std::size_t run_elements =
+      static_cast<std::size_t>(pass_run_rows(cols, block_size)) * static_cast<std::size_t>(cols);
+  for (std::size_t offset = 0; offset < n; offset += run_elements)
+    run(offset, std::min(run_elements, n - offset));
 }
 
 /// Runs piece(first, n, l, scratch) over W's fixed row pieces in parallel, where the piece holds
 /// elements [first, first + n) of the row-major matrix, l holds the same elements of A B^T (A
 /// with no columns stands for 0), formed piece by piece and never whole by low_rank_rows() on
-/// the kernels of active_isa() (the same bits on each), and scratch is room for
-/// n floats of the piece's own (memory a piece that does not use it never touches). Returns the
-/// sum, in piece order, of what piece returns.
+/// the kernels of active_isa() (the same bits on each), and scratch is room for the floats of
+/// one of the piece's runs (for_pass_runs()), its own. Returns the sum, in piece order, of what
+/// piece returns.
 template <class Scalar, class Piece>
 double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Eigen::Index rows,
                             Eigen::Index cols, int block_size, Piece&& piece) {
@@ -178,7 +201,7 @@ double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Ei
   const Isa isa = active_isa();
   parallel_for(team, [&](std::ptrdiff_t member) {
     RowMatrix<Scalar> low_rank(piece_rows, cols);
-    RowMatrix<Scalar> scratch(piece_rows, cols);
+    RowMatrix<Scalar> scratch(std::min(piece_rows, pass_run_rows(cols, block_size)), cols);
     std::vector<float> tiles;               // low_rank_rows()'s scratch
     if (A.cols() == 0) low_rank.setZero();  // once: every piece's A B^T is 0
     for (std::ptrdiff_t p = member * pieces / team; p < (member + 1) * pieces / team; ++p) {
@@ -195,33 +218,6 @@ double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Ei
   double total = 0.0;
   for (double p : partial) total += p;
   return total;
-}
-
-/// Sum of term(i) over i < n, in double: eight partial sums over i mod 8 (which compilers turn
-/// into vector lanes), added in a fixed order.
-template <class Term>
-double lane_sum(std::size_t n, Term&& term) {
-  constexpr std::size_t lanes = 8;
-  double lane[lanes] = {};
-  std::size_t i = 0;
-  for (; i + lanes <= n; i += lanes) {
-    for (std::size_t j = 0; j < lanes; ++j) lane[j] += term(i + j);
-  }
-  for (std::size_t j = 0; i + j < n; ++j) lane[j] += term(i + j);
-  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-}
-
-/// Sum of x[i]^2 over n floats, in double (lane_sum()).
-inline double squared_norm(const float* x, std::size_t n) {
-  return lane_sum(n, [x](std::size_t i) { return static_cast<double>(x[i]) * static_cast<double>(x[i]); });
-}
-
-/// Sum of (x[i] - y[i])^2 over n floats, in double (lane_sum()).
-inline double squared_distance(const float* x, const float* y, std::size_t n) {
-  return lane_sum(n, [x, y](std::size_t i) {
-    const double d = static_cast<double>(x[i]) - static_cast<double>(y[i]);
-    return d * d;
-  });
 }
 
 /// Rows [first / cols, (first + n) / cols) of `rounded` (when not null) from `piece`, the
@@ -266,7 +262,9 @@ double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scal
   if (!is_kernel_path(options.load_path, options.codebook)) {
     if (w_norm2 != nullptr) {
       *w_norm2 += over_pieces(residual.rows(), residual.cols(), options.block_size,
-                              [&](std::size_t first, std::size_t n) { return squared_norm(w + first, n); });
+                              [&](std::size_t first, std::size_t n) {
+                                return squared_sum(active_isa(), w + first, nullptr, n);
+                              });
     }
     return quantize_loaded_pass(w, A, B, options, q, residual, rounded, replaced_error2);
   }
@@ -284,21 +282,31 @@ double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scal
   const double total = over_low_rank_pieces(
       A, B, residual.rows(), residual.cols(), options.block_size,
       [&](std::size_t first, std::size_t n, const float* l, float* scratch) {
-        if (replaced_error2 != nullptr) {
-          const float* replaced = residual.data() + first;
-          if (previous != nullptr) {
-            residual_from_codes(isa, w, *previous, options, first, n, scratch);
-            replaced = scratch;
-          }
-          error_partial[first / piece_elements] = squared_distance(replaced, l, n);
-        }
-        Scalar* e = keep_residual ? residual.data() + first : scratch;
-        quantize_residual_run(isa, w + first, l, n, options.block_size, options.codebook, lookup,
-                              q.codes.data() + first * bits / 8, q.scales.data() + first / block,
-                              e);
-        round_rows(e, first, n, rounded);
-        if (w_norm2 != nullptr) w_partial[first / piece_elements] = squared_norm(w + first, n);
-        return squared_norm(e, n);
+        kernels::SquareSum replaced_sum, w_sum, e_sum;
+        // run by run, each run's steps on data still in the caches; a run's scratch is reused
+        for_pass_runs(
+            n, residual.cols(), options.block_size, [&](std::size_t offset, std::size_t count) {
+              const std::size_t at = first + offset;
+              if (replaced_error2 != nullptr) {
+                const float* replaced = residual.data() + at;
+                if (previous != nullptr) {
+                  residual_from_codes(isa, w, *previous, options, at, count, scratch);
+                  replaced = scratch;
+                }
+                add_squares(isa, replaced_sum, replaced, l + offset, count);
+              }
+              Scalar* e = keep_residual ? residual.data() + at : scratch;
+              quantize_residual_run(isa, w + at, l + offset, count, options.block_size,
+                                    options.codebook, lookup, q.codes.data() + at * bits / 8,
+                                    q.scales.data() + at / block, e);
+              round_rows(e, at, count, rounded);
+              if (w_norm2 != nullptr) add_squares(isa, w_sum, w + at, nullptr, count);
+              add_squares(isa, e_sum, e, nullptr, count);
+            });
+        if (replaced_error2 != nullptr)
+          error_partial[first / piece_elements] = replaced_sum.total();
+        if (w_norm2 != nullptr) w_partial[first / piece_elements] = w_sum.total();
+        return e_sum.total();
       });
   for (double p : w_partial) *w_norm2 += p;
   if (replaced_error2 != nullptr) *replaced_error2 = std::accumulate(error_partial.begin(), error_partial.end(), 0.0);
@@ -342,7 +350,7 @@ double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matr
       A, B, residual.rows(), residual.cols(), options.block_size,
       [&](std::size_t first, std::size_t n, const float* l, float*) {
         Scalar* target = residual.data() + first;
-        const double error2 = replaced_error2 != nullptr ? squared_distance(target, l, n) : 0.0;
+        const double error2 = replaced_error2 != nullptr ? squared_sum(isa, target, l, n) : 0.0;
         for (std::size_t i = 0; i < n; ++i) target[i] = w[first + i] - l[i];
         round_target(options.load_path, options.codebook, target, n);
         quantize_run(isa, target, n, options.block_size, options.codebook, lookup,
@@ -359,7 +367,7 @@ double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matr
     round_to(options.load_path.dequantized_to, e, n);
     for (std::size_t i = 0; i < n; ++i) e[i] = w[first + i] - e[i];
     round_rows(e, first, n, rounded);
-    return squared_norm(e, n);
+    return squared_sum(isa, e, nullptr, n);
   });
 }
 
@@ -373,9 +381,14 @@ double squared_error(const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Opt
   return over_low_rank_pieces(
       A, B, residual.rows(), residual.cols(), options.block_size,
       [&](std::size_t first, std::size_t n, const float* l, float* scratch) {
-        if (q == nullptr) return squared_distance(residual.data() + first, l, n);
-        residual_from_codes(isa, w, *q, options, first, n, scratch);
-        return squared_distance(scratch, l, n);
+        if (q == nullptr) return squared_sum(isa, residual.data() + first, l, n);
+        kernels::SquareSum sum;
+        for_pass_runs(n, residual.cols(), options.block_size,
+                      [&](std::size_t offset, std::size_t count) {
+                        residual_from_codes(isa, w, *q, options, first + offset, count, scratch);
+                        add_squares(isa, sum, scratch, l + offset, count);
+                      });
+        return sum.total();
       });
 }
 

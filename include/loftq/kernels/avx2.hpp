@@ -1,8 +1,9 @@
 /// @file kernels/avx2.hpp
 /// AVX2 kernels of blockwise quantization, equal bit for bit to kernels/scalar.hpp: the vector
 /// operations of kernels/quantize-inl.hpp on 8-lane vectors (two per group of 16), and that file
-/// instantiated with them; and the product kernels of kernels/product-inl.hpp, equal bit for bit
-/// to the portable ones of kernels/products.hpp. They are compiled for AVX2 and FMA whatever the
+/// instantiated with them; the sums of squares of kernels/square_sum-inl.hpp on 4-lane vectors
+/// of doubles; and the product kernels of kernels/product-inl.hpp, equal bit for bit to the
+/// portable ones of kernels/products.hpp. They are compiled for AVX2 and FMA whatever the
 /// build flags, and run only on CPUs that have them (see isa.hpp).
 #pragma once
 
@@ -275,7 +276,31 @@ LOFTQ_TARGET_AVX2 inline void split_lanes(float* pairs, float* first) {
   _mm256_storeu_ps(pairs, _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(static_cast<int>(0xffff0000u)))));
 }
 
+/// Double lanes of a vector.
+using VecD = __m256d;
+
+/// Lanes of a vector of doubles.
+inline constexpr std::size_t double_lanes = 4;
+
+/// The lanes at p, unaligned.
+LOFTQ_TARGET_AVX2 inline VecD load_doubles(const double* p) { return _mm256_loadu_pd(p); }
+
+/// Stores v at p, unaligned.
+LOFTQ_TARGET_AVX2 inline void store_doubles(double* p, VecD v) { _mm256_storeu_pd(p, v); }
+
+/// The 4 floats at p as doubles.
+LOFTQ_TARGET_AVX2 inline VecD widen(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+
+/// a - b.
+LOFTQ_TARGET_AVX2 inline VecD subtract_doubles(VecD a, VecD b) { return _mm256_sub_pd(a, b); }
+
+/// a * b + c with one rounding, as std::fma.
+LOFTQ_TARGET_AVX2 inline VecD fmadd_doubles(VecD a, VecD b, VecD c) {
+  return _mm256_fmadd_pd(a, b, c);
+}
+
 #include "bfloat16_split_product-inl.hpp"
+#include "square_sum-inl.hpp"
 #undef LOFTQ_MM
 #undef LOFTQ_TARGET
 

@@ -1,7 +1,8 @@
 /// @file kernels/avx512.hpp
 /// AVX-512 kernels of blockwise quantization, equal bit for bit to kernels/scalar.hpp: the vector
 /// operations of kernels/quantize-inl.hpp on 16-lane vectors (one per group of 16, with masked
-/// loads and mask registers), and that file instantiated with them; and the product kernels of
+/// loads and mask registers), and that file instantiated with them; the sums of squares of
+/// kernels/square_sum-inl.hpp on 8-lane vectors of doubles; and the product kernels of
 /// kernels/product-inl.hpp, equal bit for bit to the portable ones of kernels/products.hpp. They
 /// are compiled for AVX-512 F, BW, DQ and VL whatever the build flags, and run only on CPUs that
 /// have them (see isa.hpp).
@@ -290,7 +291,33 @@ LOFTQ_TARGET_AVX512 inline void split_lanes(float* pairs, float* first) {
   _mm512_storeu_ps(pairs, _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xffff0000u)))));
 }
 
+/// Double lanes of a vector.
+using VecD = __m512d;
+
+/// Lanes of a vector of doubles.
+inline constexpr std::size_t double_lanes = 8;
+
+/// The lanes at p, unaligned.
+LOFTQ_TARGET_AVX512 inline VecD load_doubles(const double* p) { return _mm512_loadu_pd(p); }
+
+/// Stores v at p, unaligned.
+LOFTQ_TARGET_AVX512 inline void store_doubles(double* p, VecD v) { _mm512_storeu_pd(p, v); }
+
+/// The 8 floats at p as doubles.
+LOFTQ_TARGET_AVX512 inline VecD widen(const float* p) {
+  return _mm512_cvtps_pd(_mm256_loadu_ps(p));
+}
+
+/// a - b.
+LOFTQ_TARGET_AVX512 inline VecD subtract_doubles(VecD a, VecD b) { return _mm512_sub_pd(a, b); }
+
+/// a * b + c with one rounding, as std::fma.
+LOFTQ_TARGET_AVX512 inline VecD fmadd_doubles(VecD a, VecD b, VecD c) {
+  return _mm512_fmadd_pd(a, b, c);
+}
+
 #include "bfloat16_split_product-inl.hpp"
+#include "square_sum-inl.hpp"
 #undef LOFTQ_MM
 #undef LOFTQ_TARGET
 

@@ -1,6 +1,7 @@
 /// @file kernels/passes.hpp
 /// The whole-array passes of blockwise quantization: quantize, dequantize and the fused
-/// quantize-residual over an array, cut in chunks run in parallel on the kernels of active_isa().
+/// quantize-residual over an array, cut in chunks run in parallel on the kernels of active_isa();
+/// and the sums of squares in double that measure errors on the kernels of an Isa.
 /// Not API: the public entry points are in blockwise.hpp, quantized.hpp and solver.hpp.
 ///
 /// Every instruction set gives the same bits, and the passes cut arrays into the same chunks
@@ -203,6 +204,30 @@ inline void quantize_residual_array(const float* w, const float* low_rank, std::
     quantize_residual_run(isa, w + first, low_rank + first, count, block_size, codebook, lookup,
                           packed + first * bits / 8, scales + first_block, residual + first);
   });
+}
+
+/// Adds the terms (x[i] - y[i])^2, or x[i]^2 when y is null, of n more elements to `sum`, on
+/// the kernels of `isa` (the same bits on each).
+inline void add_squares(Isa isa, kernels::SquareSum& sum, const float* x, const float* y,
+                        std::size_t n) {
+  switch (isa) {
+#if LOFTQ_X86_KERNELS
+    case Isa::avx512:
+      return kernels::avx512::add_squares(sum, x, y, n);
+    case Isa::avx2:
+      return kernels::avx2::add_squares(sum, x, y, n);
+#endif
+    default:
+      return kernels::scalar::add_squares(sum, x, y, n);
+  }
+}
+
+/// Sum over i < n of (x[i] - y[i])^2, or of x[i]^2 when y is null, in double: one SquareSum, on
+/// the kernels of `isa` (the same bits on each).
+inline double squared_sum(Isa isa, const float* x, const float* y, std::size_t n) {
+  kernels::SquareSum sum;
+  add_squares(isa, sum, x, y, n);
+  return sum.total();
 }
 
 }  // namespace detail

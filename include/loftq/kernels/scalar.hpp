@@ -1,7 +1,8 @@
 /// @file kernels/scalar.hpp
 /// Portable kernels of blockwise quantization; every other path must equal these bit for bit.
 /// Also what every instruction set's kernels share: the lookup quantizer of a codebook, the block
-/// multipliers and factors, the block cursor and the scalar tails of the vector kernels.
+/// multipliers and factors, the block cursor, the scalar tails of the vector kernels, and
+/// SquareSum, whose sums of squares kernels/square_sum-inl.hpp adds.
 /// No expression here can be contracted into an FMA: each result is one rounding.
 #pragma once
 
@@ -157,6 +158,36 @@ class BlockCursor {
   std::size_t end_;
 };
 
+/// Lanes of a SquareSum: the terms of elements i and j of its sequence share a lane when
+/// i % square_lanes == j % square_lanes.
+inline constexpr std::size_t square_lanes = 32;
+
+/// A sum in double of the squares of a sequence of floats, or of differences of two, being
+/// accumulated: the term of the sequence's element i goes into lane i % square_lanes by one FMA,
+/// and total() adds the lanes in a fixed order. So the sum is the same bits on every instruction
+/// set and however the sequence is cut into calls of add_squares().
+struct SquareSum {
+  std::array<double, square_lanes> lane{};  ///< Partial sums.
+  std::size_t count = 0;                    ///< Elements added so far.
+
+  /// Adds the term (x - y)^2 of the sequence's next element, x and y as doubles.
+  void add(float x, float y) {
+    const double d = static_cast<double>(x) - static_cast<double>(y);
+    double& l = lane[count % square_lanes];
+    l = std::fma(d, d, l);
+    ++count;
+  }
+
+  /// The sum of the terms: t[j] = (lane[j] + lane[j + 8]) + (lane[j + 16] + lane[j + 24]) for
+  /// j < 8, then ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7])).
+  double total() const {
+    double t[8];
+    for (std::size_t j = 0; j < 8; ++j)
+      t[j] = (lane[j] + lane[j + 8]) + (lane[j + 16] + lane[j + 24]);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+  }
+};
+
 namespace scalar {
 
 /// Largest |x[i]| over n values (0 for n = 0); NaNs are skipped.
@@ -305,6 +336,31 @@ inline void dequantize_tail(const std::uint8_t* packed, const float* scales, std
              dequantize_factor(book, scales[i / block]);
   }
 }
+
+/// One double: the portable set's vector of doubles.
+using VecD = double;
+
+/// Lanes of a vector of doubles.
+inline constexpr std::size_t double_lanes = 1;
+
+/// *p.
+inline VecD load_doubles(const double* p) { return *p; }
+
+/// *p = v.
+inline void store_doubles(double* p, VecD v) { *p = v; }
+
+/// *p as a double.
+inline VecD widen(const float* p) { return static_cast<double>(*p); }
+
+/// a - b.
+inline VecD subtract_doubles(VecD a, VecD b) { return a - b; }
+
+/// a * b + c with one rounding.
+inline VecD fmadd_doubles(VecD a, VecD b, VecD c) { return std::fma(a, b, c); }
+
+#define LOFTQ_TARGET
+#include "square_sum-inl.hpp"
+#undef LOFTQ_TARGET
 
 }  // namespace scalar
 }  // namespace loftq::detail::kernels
