@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -230,6 +231,16 @@ inline bool converged(const std::vector<double>& gains, double captured, double 
   return gain * rho <= tolerance * std::max(0.0, left) * (1.0 - rho);
 }
 
+/// Records the captured energy `now` of the blocks kept so far (its gain in `gains`, the total in
+/// `captured`) and returns whether block Krylov may stop there (converged(); `energy` is
+/// ||E||_F^2).
+inline bool decide(std::vector<double>& gains, double& captured, double now, double energy,
+                   double tolerance) {
+  gains.push_back(now - captured);
+  captured += gains.back();
+  return converged(gains, captured, energy - captured, tolerance);
+}
+
 /// The memory of randomized_svd(): E rounded to bfloat16, its kept blocks P and E P, in the
 /// leading columns of two buffers, the blocks on their way (E P's newest block and E^T of it),
 /// each product's thin operand (row-major, or as bfloat16 pairs), and the rotations of
@@ -300,8 +311,11 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
     if (options.bfloat16_passes) return multiply(buffers.rounded, X, out, buffers.pairs);
     multiply(E, X, out, buffers.operand);
   };
-  const auto transposed_pass = [&](const auto& Y, auto&& out) {
-    if (options.bfloat16_passes) return multiply_transposed(buffers.rounded, Y, out, buffers.pairs);
+  // `beside`, when set, runs beside the bfloat16 pass (on one of its threads), else before it.
+  const auto transposed_pass = [&](const auto& Y, auto&& out, const std::function<void()>& beside) {
+    if (options.bfloat16_passes)
+      return multiply_transposed(buffers.rounded, Y, out, buffers.pairs, beside);
+    if (beside) beside();
     multiply_transposed(E, Y, out, buffers.operand);
   };
   Matrix<Scalar>& Y = buffers.Y;
@@ -315,21 +329,30 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   if (krylov) gram = cross_product(EP.leftCols(block), EP.leftCols(block));
   double captured = adaptive ? captured_energy(gram, rank) : 0.0;
   std::vector<double> gains = {captured};  // captured energy each block added
+  // Whether the blocks kept so far wait for the decision to stop. From the second decision on,
+  // once a decision went on, their captured energy is taken beside the next block's transposed
+  // pass, whose block is dropped if they stop; the first decision is taken before that pass, as
+  // the warm steps, which mostly stop there, would waste it.
+  bool deciding = false;
   for (int j = 1; j < blocks; ++j) {
+    double now = 0.0;
+    const auto measure = [&] { now = captured_energy(gram, rank); };
+    const bool beside = deciding && gains.size() > 1;
+    if (deciding && !beside) {
+      measure();
+      if (decide(gains, captured, now, energy, options.tolerance)) break;
+    }
     Y = EP.middleCols(kept - block, block);
     condition_basis(Y);  // only the span of Y reaches E^T Y's orthonormalized block
-    transposed_pass(Y, Z);
+    transposed_pass(Y, Z, beside ? std::function<void()>(measure) : std::function<void()>());
+    if (beside && decide(gains, captured, now, energy, options.tolerance)) break;
     if (krylov) {
       orthonormalize(P.leftCols(kept), Z);
       P.middleCols(kept, block) = Z;
       pass(Z, EP.middleCols(kept, block));
       kept += block;
       extend_gram(EP.leftCols(kept), gram);
-      if (adaptive && j + 1 < blocks) {  // after the last block there is nothing to decide
-        gains.push_back(captured_energy(gram, rank) - captured);
-        captured += gains.back();
-        if (converged(gains, captured, energy - captured, options.tolerance)) break;
-      }
+      deciding = adaptive && j + 1 < blocks;  // after the last block there is nothing to decide
     } else {
       orthonormalize(none, Z);
       P.leftCols(block) = Z;

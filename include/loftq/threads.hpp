@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <exception>
 #include <string>
 #include <thread>
 
@@ -103,6 +105,51 @@ void parallel_for(std::ptrdiff_t count, Body&& body) {
   }
 #endif
   for (std::ptrdiff_t i = 0; i < count; ++i) body(i);
+}
+
+/// Runs side() on one thread of the team while the others run body(i) for i < count, taking i
+/// from the front, one after another; when side() is done, its thread takes i from the back, so
+/// that each thread's i stay together. Without a team, side() and then the loop. For work whose
+/// results do not depend on which thread runs it. An exception from side() is rethrown after the
+/// loop, which runs whole all the same; body must not throw. count < 2^32.
+template <class Side, class Body>
+void parallel_for_beside(std::ptrdiff_t count, Side&& side, Body&& body) {
+  std::exception_ptr failure;
+  const auto run_side = [&] {
+    try {
+      side();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  };
+#ifdef _OPENMP
+  const int team = static_cast<int>(std::min<std::ptrdiff_t>(threads(), count + 1));
+  if (team > 1) {
+    // The next free i from the front in the low 32 bits, one past the last free i in the high 32.
+    std::atomic<std::uint64_t> free{static_cast<std::uint64_t>(count) << 32};
+    const auto take = [&](bool from_back) -> std::ptrdiff_t {
+      std::uint64_t range = free.load();
+      for (;;) {
+        const std::uint64_t first = range & 0xffffffffu, end = range >> 32;
+        if (first >= end) return -1;
+        const std::uint64_t taken = from_back ? (end - 1) << 32 | first : end << 32 | (first + 1);
+        if (free.compare_exchange_weak(range, taken))
+          return static_cast<std::ptrdiff_t>(from_back ? end - 1 : first);
+      }
+    };
+#pragma omp parallel num_threads(team)
+    {
+      const bool side_thread = omp_get_thread_num() == 0;
+      if (side_thread) run_side();
+      for (std::ptrdiff_t i = take(side_thread); i >= 0; i = take(side_thread)) body(i);
+    }
+    if (failure) std::rethrow_exception(failure);
+    return;
+  }
+#endif
+  run_side();
+  for (std::ptrdiff_t i = 0; i < count; ++i) body(i);
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace detail

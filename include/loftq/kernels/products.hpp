@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <utility>
@@ -514,10 +515,12 @@ inline void bfloat16_operand(const Eigen::Ref<const Eigen::MatrixXf>& X,
 /// bfloat16, in E's own scale (the sums times 2^-exponent), B given as bfloat16 pairs by
 /// bfloat16_operand() (k columns). Tiles of out's rows run in parallel on the kernels `set`
 /// (bfloat16_kernels()), into a padded copy when out's rows are not a multiple of
-/// product_row_padding.
-inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix& E, bool transposed,
-                                const std::vector<std::uint32_t>& B, Eigen::Index k,
-                                Eigen::Ref<Eigen::MatrixXf> out) {
+/// product_row_padding. When `beside` is set, it runs on one thread of the team while the others
+/// start the tiles (parallel_for_beside(); a tile's bits do not depend on its thread).
+inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix& E,
+                                bool transposed, const std::vector<std::uint32_t>& B,
+                                Eigen::Index k, Eigen::Ref<Eigen::MatrixXf> out,
+                                const std::function<void()>& beside = {}) {
   const auto rows = static_cast<std::size_t>(transposed ? E.cols : E.rows);
   const auto pairs = static_cast<std::size_t>(transposed ? E.words.rows() / 2 : E.words.cols());
   const auto ldw = static_cast<std::size_t>(E.words.cols());
@@ -537,7 +540,7 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix
   const std::size_t tiles = (rows + set.tile_rows - 1) / set.tile_rows;
   std::vector<float> split;
   if (set.split_product != nullptr) split_bfloat16_operand(B, columns, split);
-  parallel_for(static_cast<std::ptrdiff_t>(tiles), [&](std::ptrdiff_t t) {
+  const auto tile = [&](std::ptrdiff_t t) {
     const std::size_t first = static_cast<std::size_t>(t) * set.tile_rows;
     const std::size_t count = std::min(set.tile_rows, rows - first);
     if (set.split_product != nullptr) {
@@ -557,7 +560,12 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix
     for (std::size_t j = 0; j < columns; ++j) {
       for (std::size_t r = first; r < first + count; ++r) c[j * ldc + r] *= unscale;
     }
-  });
+  };
+  if (beside) {
+    parallel_for_beside(static_cast<std::ptrdiff_t>(tiles), beside, tile);
+  } else {
+    parallel_for(static_cast<std::ptrdiff_t>(tiles), tile);
+  }
   if (!direct) out = padded.topRows(static_cast<Eigen::Index>(rows));
 }
 
@@ -570,12 +578,13 @@ inline void multiply(const Bfloat16Matrix& E, const Eigen::Ref<const Eigen::Matr
 }
 
 /// out = E^T Y for E rounded to bfloat16 (rows x cols) and Y rows x k; out must be cols x k.
-/// `pairs` holds Y's bfloat16 pairs.
+/// `pairs` holds Y's bfloat16 pairs; `beside`, when set, runs beside the tiles
+/// (bfloat16_product_of()).
 inline void multiply_transposed(const Bfloat16Matrix& E, const Eigen::Ref<const Eigen::MatrixXf>& Y,
-                                Eigen::Ref<Eigen::MatrixXf> out,
-                                std::vector<std::uint32_t>& pairs) {
+                                Eigen::Ref<Eigen::MatrixXf> out, std::vector<std::uint32_t>& pairs,
+                                const std::function<void()>& beside = {}) {
   bfloat16_operand(Y, pairs);
-  bfloat16_product_of(bfloat16_kernels(active_isa()), E, true, pairs, Y.cols(), out);
+  bfloat16_product_of(bfloat16_kernels(active_isa()), E, true, pairs, Y.cols(), out, beside);
 }
 
 /// out = E X, E rows x cols row-major, X cols x k; out must be rows x k. `operand` holds X's
