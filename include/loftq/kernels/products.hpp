@@ -540,7 +540,7 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix
   const std::size_t tiles = (rows + set.tile_rows - 1) / set.tile_rows;
   std::vector<float> split;
   if (set.split_product != nullptr) split_bfloat16_operand(B, columns, split);
-  const auto tile = [&](std::ptrdiff_t t) {
+  const auto run_tile = [&](std::ptrdiff_t t) {
     const std::size_t first = static_cast<std::size_t>(t) * set.tile_rows;
     const std::size_t count = std::min(set.tile_rows, rows - first);
     if (set.split_product != nullptr) {
@@ -562,9 +562,9 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix
     }
   };
   if (beside) {
-    parallel_for_beside(static_cast<std::ptrdiff_t>(tiles), beside, tile);
+    parallel_for_beside(static_cast<std::ptrdiff_t>(tiles), beside, run_tile);
   } else {
-    parallel_for(static_cast<std::ptrdiff_t>(tiles), tile);
+    parallel_for(static_cast<std::ptrdiff_t>(tiles), run_tile);
   }
   if (!direct) out = padded.topRows(static_cast<Eigen::Index>(rows));
 }
