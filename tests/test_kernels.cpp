@@ -704,10 +704,10 @@ float bfloat16_value(std::uint32_t half) {
 Eigen::MatrixXf paired_fma_product(const loftq::detail::Bfloat16Matrix& e, bool transposed,
                                    const std::vector<std::uint32_t>& b, Eigen::Index k) {
   const Eigen::Index rows = transposed ? e.cols : e.rows;
-  const Eigen::Index pairs = transposed ? e.words.rows() / 2 : e.words.cols();
+  const Eigen::Index pairs = transposed ? e.padded_rows() / 2 : e.pairs();
   // Element (i, j) of E as a bfloat16, 0 in the padding.
   const auto element = [&](Eigen::Index i, Eigen::Index j) {
-    const std::uint32_t word = e.words(i, j / 2);
+    const std::uint32_t word = e.word(i, j / 2);
     return bfloat16_value(j % 2 == 0 ? word & 0xffffu : word >> 16);
   };
   Eigen::MatrixXf c(rows, k);
@@ -748,17 +748,39 @@ TEST(Bfloat16, AMatrixIsScaledByAPowerOfTwoAndPaddedWithZeros) {
   e << 12, -8, 4, 0, 1, 2, 3, 1e-30f, 0, 5, 0, 0, 0, 0, 0;
   const double energy = e.cast<double>().squaredNorm();
   loftq::detail::Bfloat16Matrix rounded;
-  rounded.words.setConstant(4, 3, 0xdeadbeefu);  // memory kept from an earlier matrix
+  rounded.words.setConstant(4, 32, 0xdeadbeefu);  // memory kept from an earlier matrix
   loftq::detail::round_to_bfloat16(e, loftq::detail::bfloat16_exponent(std::sqrt(energy)), rounded);
-  ASSERT_EQ(rounded.words.rows(), 4);
-  ASSERT_EQ(rounded.words.cols(), 3);
+  ASSERT_EQ(rounded.words.rows(), 4);  // one strip of 4 rows
+  ASSERT_EQ(rounded.words.cols(), 32);
   EXPECT_EQ(rounded.exponent, -4);  // ||E|| 2^-4 = 1.01...
-  EXPECT_EQ(rounded.words(0, 0), loftq::detail::bfloat16_pair(0.75f, -0.5f));
-  EXPECT_EQ(rounded.words(0, 2),
+  EXPECT_EQ(rounded.word(0, 0), loftq::detail::bfloat16_pair(0.75f, -0.5f));
+  EXPECT_EQ(rounded.word(0, 2),
             loftq::detail::bfloat16_pair(1.0f / 16, 0.0f));  // the padding column
-  EXPECT_EQ(rounded.words(1, 0), loftq::detail::bfloat16_pair(2.0f / 16, 3.0f / 16));
-  EXPECT_EQ(rounded.words(1, 1), 0u);                                       // 1e-30 2^-4 is flushed
-  for (Eigen::Index j = 0; j < 3; ++j) EXPECT_EQ(rounded.words(3, j), 0u);          // the padding row
+  EXPECT_EQ(rounded.word(1, 0), loftq::detail::bfloat16_pair(2.0f / 16, 3.0f / 16));
+  EXPECT_EQ(rounded.word(1, 1), 0u);                                       // 1e-30 2^-4 is flushed
+  for (Eigen::Index j = 0; j < 3; ++j) EXPECT_EQ(rounded.word(3, j), 0u);  // the padding row
+  EXPECT_TRUE((rounded.words.rightCols(29).array() == 0u).all());  // the strip past the pairs
+}
+
+TEST(Bfloat16, AMatrixLiesInStripsOf64Columns) {
+  // 5 x 131: 66 pairs in three strips (32, 32 and 2 pairs), each 6 rows (a padding row).
+  const loftq::RowMatrixXf e = loftq_test::gaussian(5, 131, 1.0f, 21);
+  loftq::detail::Bfloat16Matrix rounded;
+  loftq::detail::round_to_bfloat16(e, 0, rounded);
+  ASSERT_EQ(rounded.words.rows(), 18);
+  ASSERT_EQ(rounded.words.cols(), 32);
+  EXPECT_EQ(rounded.strip_words(), 6u * 32u);
+  for (Eigen::Index i = 0; i < 6; ++i) {
+    for (Eigen::Index k = 0; k < 66; ++k) {
+      const std::uint32_t expected =
+          i == 5
+              ? 0u
+              : loftq::detail::bfloat16_pair(e(i, 2 * k), 2 * k + 1 < 131 ? e(i, 2 * k + 1) : 0.0f);
+      EXPECT_EQ(rounded.words(k / 32 * 6 + i, k % 32), expected) << i << ", " << k;
+      EXPECT_EQ(rounded.word(i, k), expected) << i << ", " << k;
+    }
+  }
+  EXPECT_TRUE((rounded.words.bottomRows(6).rightCols(30).array() == 0u).all());
 }
 
 TEST(Bfloat16, TheExponentBringsAMagnitudeIntoOneToTwo) {

@@ -229,6 +229,7 @@ inline void round_rows(const float* piece, std::size_t first, std::size_t n,
   for (std::size_t i = first / cols; i < (first + n) / cols; ++i) {
     round_row_to_bfloat16(piece + (i * cols - first), static_cast<Eigen::Index>(i), *rounded);
   }
+  stream_words_fence();
 }
 
 /// out[i] = w[first + i] - q[first + i] for i < n, q the dequantized Q whose codes and scales

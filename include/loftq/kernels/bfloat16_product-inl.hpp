@@ -23,6 +23,7 @@
 ///   an 8 x 8 block of words;
 /// - `pair_tile_vectors` and `pair_tile_columns`: a tile of C holds pair_tile_vectors * lanes
 ///   rows and is computed pair_tile_columns columns at a time.
+/// It reads strip_pairs, of kernels/scalar.hpp.
 /// Include nothing here: whatever this file includes would land in those namespaces.
 
 #ifndef LOFTQ_TARGET
@@ -108,29 +109,47 @@ LOFTQ_TARGET inline void pair_tile_product_all(const std::uint32_t* a, const std
   }
 }
 
-/// One tile of C = E B: c[r + j ldc] = the sum over the pairs p < pairs of e[r ldw + p] and
-/// b[p ldb + j] for r < rows (<= pair_tile_rows; C has room for pair_tile_rows rows) and
-/// j < columns. E's rows are packed into `panel` (pair_panel_words) by 8 x 8 transposes, rows
-/// past `rows` as 0.
-LOFTQ_TARGET inline void bfloat16_product_tile(const std::uint32_t* e, std::size_t ldw,
+/// One tile of C = E B: c[r + j ldc] = the sum over the pairs p < pairs of E's word of row r and
+/// pair p and b[p ldb + j], for r < rows (<= pair_tile_rows; C has room for pair_tile_rows
+/// rows) and j < columns. E's words lie in strips (Bfloat16Matrix): e points at the tile's first
+/// row in the first strip, rows strip_pairs words apart, strips strip_words apart. They are
+/// packed into `panel` (pair_panel_words) by 8 x 8 transposes, rows past `rows` as 0.
+LOFTQ_TARGET inline void bfloat16_product_tile(const std::uint32_t* e, std::size_t strip_words,
                                                std::size_t rows, std::size_t pairs,
                                                const std::uint32_t* b, std::size_t ldb,
                                                std::size_t columns, float* c, std::size_t ldc,
                                                std::uint32_t* panel) {
+  static_assert(strip_pairs % 8 == 0 && pair_chunk % strip_pairs == 0, "chunks of whole strips");
+  // The words of row r from pair p on, to the end of p's strip.
+  const auto words = [&](std::size_t r, std::size_t p) {
+    return e + p / strip_pairs * strip_words + r * strip_pairs + p % strip_pairs;
+  };
+  const std::size_t whole_rows = rows / 8 * 8;
   for (std::size_t p = 0; p < pairs; p += pair_chunk) {
     const std::size_t chunk = std::min(pair_chunk, pairs - p);
-    std::size_t r = 0;
-    for (; r + 8 <= rows; r += 8) {
-      std::size_t q = 0;
-      for (; q + 8 <= chunk; q += 8)
-        transpose8_words(e + r * ldw + p + q, ldw, panel + q * pair_tile_rows + r, pair_tile_rows);
-      for (; q < chunk; ++q) {
-        for (std::size_t k = r; k < r + 8; ++k) panel[q * pair_tile_rows + k] = e[k * ldw + p + q];
+    const std::size_t whole_pairs = chunk / 8 * 8;
+    // Strip by strip, each read down its rows in one stretch while the next one's rows are
+    // fetched: the hardware prefetchers find a new stretch late.
+    for (std::size_t s = 0; s < whole_pairs; s += strip_pairs) {
+      const std::size_t end = std::min(whole_pairs, s + strip_pairs);
+      const bool more = p + end < pairs;
+      for (std::size_t r = 0; r < whole_rows; r += 8) {
+        if (more) {
+          const std::uint32_t* next = words(r, p + end);
+          for (std::size_t line = 0; line < 8 * strip_pairs; line += 16)
+            __builtin_prefetch(next + line);
+        }
+        for (std::size_t q = s; q < end; q += 8)
+          transpose8_words(words(r, p + q), strip_pairs, panel + q * pair_tile_rows + r,
+                           pair_tile_rows);
       }
     }
+    for (std::size_t q = whole_pairs; q < chunk; ++q) {
+      for (std::size_t k = 0; k < whole_rows; ++k) panel[q * pair_tile_rows + k] = *words(k, p + q);
+    }
     for (std::size_t q = 0; q < chunk; ++q) {
-      for (std::size_t k = r; k < pair_tile_rows; ++k)
-        panel[q * pair_tile_rows + k] = k < rows ? e[k * ldw + p + q] : 0u;
+      for (std::size_t k = whole_rows; k < pair_tile_rows; ++k)
+        panel[q * pair_tile_rows + k] = k < rows ? *words(k, p + q) : 0u;
     }
     pair_tile_product_all(panel, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
   }
@@ -139,8 +158,8 @@ LOFTQ_TARGET inline void bfloat16_product_tile(const std::uint32_t* e, std::size
 /// One tile of C = E^T B, for the columns first..first + rows of E (first even; rows <=
 /// pair_tile_rows, C has room for pair_tile_rows rows): c[r + j ldc] = the sum over the pairs p
 /// < pairs of (E(2p, first + r), E(2p + 1, first + r)) and b[p ldb + j]. e points at word
-/// first / 2 of E's row 0, ldw words apart. Each pair of E's rows is interleaved into `panel`
-/// (pair_panel_words), columns past `rows` as 0.
+/// first / 2 of E's row 0, rows ldw words apart (in a strip of a Bfloat16Matrix, strip_pairs). Each
+/// pair of E's rows is interleaved into `panel` (pair_panel_words), columns past `rows` as 0.
 LOFTQ_TARGET inline void bfloat16_transposed_product_tile(const std::uint32_t* e, std::size_t ldw,
                                                           std::size_t rows, std::size_t pairs,
                                                           const std::uint32_t* b, std::size_t ldb,

@@ -34,7 +34,7 @@ inline constexpr std::size_t split_scratch_floats(std::size_t columns) {
 }
 
 /// Asks for the cache lines of words [0, count) at `words` ahead of their use: the rows of E a
-/// tile reads are thousands of bytes apart, beyond what the hardware prefetchers follow.
+/// tile of E^T B reads are thousands of bytes apart, beyond what the hardware prefetchers follow.
 LOFTQ_TARGET inline void prefetch_words(const std::uint32_t* words, std::size_t count) {
   for (std::size_t i = 0; i < count; i += 16) __builtin_prefetch(words + i);
 }
@@ -50,7 +50,7 @@ LOFTQ_TARGET inline void store_tile(const float* tile, std::size_t columns, floa
 
 /// panel[q tile_rows + k] = the word of E's row k and pair q, as float bits, for q in
 /// [first_pair, last_pair) and k in [first_row, tile_rows) (0 for k >= rows); e points at the
-/// chunk's first pair of row 0.
+/// chunk's first pair of row 0, rows ldw words apart.
 LOFTQ_TARGET inline void copy_pair_words(const std::uint32_t* e, std::size_t ldw, std::size_t rows,
                                          std::size_t first_pair, std::size_t last_pair,
                                          std::size_t first_row, float* panel, std::size_t ldp) {
@@ -63,29 +63,33 @@ LOFTQ_TARGET inline void copy_pair_words(const std::uint32_t* e, std::size_t ldw
 }
 
 /// One tile of C = E B as bfloat16_product_tile() computes it, B split (2 pairs x columns
-/// floats, row-major, ldb apart), in `panel` (split_scratch_floats(columns)): E's rows are
-/// transposed by 8 x 8 blocks into the panel's even rows, one per pair (rows of E past `rows` as
-/// 0), then each pair's words are split in place, the second terms staying in row 2q and the first
-/// going to row 2q + 1.
-LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e, std::size_t ldw,
-                                                     std::size_t rows, std::size_t pairs,
-                                                     const float* b, std::size_t ldb,
-                                                     std::size_t columns, float* c, std::size_t ldc,
-                                                     float* panel) {
+/// floats, row-major, ldb apart), in `panel` (split_scratch_floats(columns)): E's words lie in
+/// strips (Bfloat16Matrix; e points at the tile's first row in the first strip, rows strip_pairs
+/// words apart, strips strip_words apart), and a chunk, one strip, is transposed by 8 x 8 blocks
+/// into the panel's even rows, one per pair (rows of E past `rows` as 0); then each pair's words
+/// are split in place, the second terms staying in row 2q and the first going to row 2q + 1.
+LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e,
+                                                     std::size_t strip_words, std::size_t rows,
+                                                     std::size_t pairs, const float* b,
+                                                     std::size_t ldb, std::size_t columns, float* c,
+                                                     std::size_t ldc, float* panel) {
+  static_assert(split_chunk == strip_pairs, "a chunk is a strip");
   float* tile = panel + 2 * split_chunk * tile_rows;
   const std::size_t whole_rows = rows / 8 * 8;
   for (std::size_t p = 0; p < pairs; p += split_chunk) {
     const std::size_t chunk = std::min(split_chunk, pairs - p);
     const std::size_t whole_pairs = chunk / 8 * 8;
-    const float* words = reinterpret_cast<const float*>(e + p);  // moved as float bits only
+    const std::uint32_t* strip = e + p / strip_pairs * strip_words;
+    const float* words = reinterpret_cast<const float*>(strip);  // moved as float bits only
     const std::size_t next = std::min(split_chunk, pairs - std::min(pairs, p + split_chunk));
-    for (std::size_t r = 0; r < rows; ++r) prefetch_words(e + r * ldw + p + chunk, next);
+    if (next > 0) prefetch_words(strip + strip_words, rows * strip_pairs);  // the next strip's rows
     for (std::size_t r = 0; r < whole_rows; r += 8) {
       for (std::size_t q = 0; q < whole_pairs; q += 8)
-        transpose8(words + r * ldw + q, ldw, panel + 2 * q * tile_rows + r, 2 * tile_rows);
+        transpose8(words + r * strip_pairs + q, strip_pairs, panel + 2 * q * tile_rows + r,
+                   2 * tile_rows);
     }
-    copy_pair_words(e + p, ldw, rows, whole_pairs, chunk, 0, panel, 2 * tile_rows);
-    copy_pair_words(e + p, ldw, rows, 0, whole_pairs, whole_rows, panel, 2 * tile_rows);
+    copy_pair_words(strip, strip_pairs, rows, whole_pairs, chunk, 0, panel, 2 * tile_rows);
+    copy_pair_words(strip, strip_pairs, rows, 0, whole_pairs, whole_rows, panel, 2 * tile_rows);
     for (std::size_t q = 0; q < chunk; ++q) {
       float* second = panel + 2 * q * tile_rows;
       for (std::size_t u = 0; u < tile_rows; u += lanes)

@@ -158,6 +158,10 @@ class BlockCursor {
   std::size_t end_;
 };
 
+/// Pairs of bfloat16 (words) per row of a strip of a Bfloat16Matrix (kernels/products.hpp): 64
+/// of E's columns, two 64-byte lines a row.
+inline constexpr std::size_t strip_pairs = 32;
+
 /// Lanes of a SquareSum: the terms of elements i and j of its sequence share a lane when
 /// i % square_lanes == j % square_lanes.
 inline constexpr std::size_t square_lanes = 32;
