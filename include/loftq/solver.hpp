@@ -77,13 +77,13 @@ struct Result {
 /// Memory that loftq() calls can share: W's row-major copy (made for a W that is not a
 /// RowMatrixXf), the residual W - Q_t in float (the size of W, but written only for an exact SVD
 /// or on a load path the fused kernels do not model: otherwise its pages are never touched), and
-/// the randomized SVD's residual rounded to bfloat16 (half the size of W), basis P and E P,
-/// blocks on their way, and the rotations of its eigensolver (4 MB at rank 64 and a cold Krylov
-/// depth of 6). A call
-/// resizes them, which keeps their memory when the element count is unchanged: a workspace reused
-/// for matrices of one size spares every call after the first the mapping of that memory and the
-/// page faults of its first touch (see the README's performance section). Results are the same bits
-/// with any workspace. One call at a time may use a workspace.
+/// the randomized SVD's residual rounded to bfloat16 (half the size of W, its columns padded to a
+/// multiple of 64), basis P and E P, blocks on their way, and the rotations of its eigensolver (4
+/// MB at rank 64 and a cold Krylov depth of 6). A call resizes them, which keeps their memory when
+/// the element count is unchanged: a workspace reused for matrices of one size spares every call
+/// after the first the mapping of that memory and the page faults of its first touch (see the
+/// README's performance section). Results are the same bits with any workspace. One call at a time
+/// may use a workspace.
 class Workspace {
  public:
   /// Bytes held.
