@@ -1,7 +1,7 @@
 // truncated_svd: factor form, the exact path against a double-precision SVD, the randomized
 // paths against the exact one, warm starts, seeds and threads, ranks 0 and min(rows, cols); the
 // largest eigenpairs of Rayleigh-Ritz against Eigen's full symmetric eigensolver; the Gram matrix
-// and the one-step conditioning of the orthonormalization.
+// the orthonormalization against a basis and its one-step conditioning.
 #include <gtest/gtest.h>
 
 #include <Eigen/Eigenvalues>
@@ -397,6 +397,39 @@ TEST(Orthonormalization, ConditioningABasisKeepsItsSpan) {
   const Eigen::MatrixXd gram = conditioned.cast<double>().transpose() * conditioned.cast<double>();
   EXPECT_LT((gram - Eigen::MatrixXd::Identity(12, 12)).norm(), 1e-5);
   EXPECT_LT(outside_span(conditioned, deficient), 1e-5);
+}
+
+/// An orthonormal rows x cols float basis from a Gaussian matrix (Householder QR in double).
+Eigen::MatrixXf orthonormal_basis(Eigen::Index rows, Eigen::Index cols, unsigned seed) {
+  const Eigen::HouseholderQR<Eigen::MatrixXd> qr(
+      loftq_test::gaussian(rows, cols, 1.0f, seed).cast<double>());
+  return (qr.householderQ() * Eigen::MatrixXd::Identity(rows, cols)).cast<float>();
+}
+
+/// Largest |P^T Q| and largest |Q^T Q - I|, in double.
+std::pair<double, double> losses(const Eigen::MatrixXf& p, const Eigen::MatrixXf& q) {
+  const Eigen::MatrixXd qd = q.cast<double>();
+  const Eigen::MatrixXd self = qd.transpose() * qd - Eigen::MatrixXd::Identity(q.cols(), q.cols());
+  return {(p.cast<double>().transpose() * qd).cwiseAbs().maxCoeff(), self.cwiseAbs().maxCoeff()};
+}
+
+TEST(Orthonormalization, AgainstABasisOnceOrTwiceAsTheLossRequires) {
+  // 700 rows: several row pieces. A block with much of its norm outside P's span takes one
+  // Gram-Schmidt pass; one that lies within 1e-4 of the span takes two (one alone left |P^T Q|
+  // at 2.7e-4 here). Either way Q is orthonormal, orthogonal to P, and [P, Q] spans Y.
+  const Eigen::MatrixXf p = orthonormal_basis(700, 40, 7);
+  const Eigen::MatrixXf mix = loftq_test::gaussian(40, 12, 1.0f, 8);
+  for (const float outside : {1.0f, 1e-4f}) {
+    const Eigen::MatrixXf y = p * mix + outside * loftq_test::gaussian(700, 12, 1.0f, 9);
+    Eigen::MatrixXf q = y;
+    loftq::detail::orthonormalize<float>(p, q);
+    const auto [cross, self] = losses(p, q);
+    EXPECT_LT(cross, 1e-6) << outside;
+    EXPECT_LT(self, 1e-6) << outside;
+    Eigen::MatrixXf joined(700, 52);
+    joined << p, q;
+    EXPECT_LT(outside_span(joined, y), 1e-6) << outside;
+  }
 }
 
 }  // namespace

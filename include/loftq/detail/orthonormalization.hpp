@@ -12,41 +12,76 @@
 
 namespace loftq::detail {
 
-/// Y -= P (P^T Y), twice (classical Gram-Schmidt with reorthogonalization), in place; P (a
-/// matrix or a block of columns) has orthonormal columns.
+/// Y -= P (P^T Y) in place: one pass of classical Gram-Schmidt; P (a matrix or a block of
+/// columns) has orthonormal columns.
 template <class Scalar>
 void project_out(MatrixView<Scalar> P, Matrix<Scalar>& Y) {
-  if (P.cols() == 0) return;
-  for (int pass = 0; pass < 2; ++pass) {
-    const Matrix<Scalar> C = cross_product<Scalar>(P, Y).template cast<Scalar>();
-    subtract_product(P, C, Y);
-  }
+  const Matrix<Scalar> C = cross_product<Scalar>(P, Y).template cast<Scalar>();
+  subtract_product(P, C, Y);
 }
 
-/// One CholeskyQR step, Y <- Y L^-T with L L^T = Y^T Y (in double); false, leaving Y alone, when
+/// The inverse R^-1 of the CholeskyQR factor of Y (R^T R = Y^T Y, in double), and its Frobenius
+/// norm; not found when the Cholesky factor fails or its diagonal spreads by more than
+/// max_spread.
+template <class Scalar>
+struct CholeskyInverse {
+  bool found = false;      ///< Whether the factor passed; the members below are set only then.
+  Matrix<Scalar> inverse;  ///< R^-1, upper triangular.
+  double norm = 0.0;       ///< ||R^-1||_F, at least 1 / the smallest singular value of Y.
+
+  /// Factors Y's Gram matrix.
+  CholeskyInverse(const Matrix<Scalar>& Y, double max_spread) {
+    const Eigen::LLT<Eigen::MatrixXd> llt(gram_in_double(Y));
+    if (llt.info() != Eigen::Success) return;
+    const Eigen::VectorXd diagonal = llt.matrixL().toDenseMatrix().diagonal();
+    const double smallest = diagonal.minCoeff();
+    if (!(smallest > 0.0) || diagonal.maxCoeff() > max_spread * smallest) return;
+    const Eigen::Index k = Y.cols();
+    const Eigen::MatrixXd r_inverse =
+        llt.matrixU().solve(Eigen::MatrixXd::Identity(k, k));  // U^-1 = L^-T
+    found = true;
+    inverse = r_inverse.template cast<Scalar>();
+    norm = r_inverse.norm();
+  }
+};
+
+/// One CholeskyQR step, Y <- Y R^-1 with R^T R = Y^T Y (in double); false, leaving Y alone, when
 /// the Cholesky factor fails or its diagonal spreads by more than max_spread.
 template <class Scalar>
 bool cholesky_qr_step(Matrix<Scalar>& Y, double max_spread) {
-  const Eigen::LLT<Eigen::MatrixXd> llt(gram_in_double(Y));
-  if (llt.info() != Eigen::Success) return false;
-  const Eigen::VectorXd diagonal = llt.matrixL().toDenseMatrix().diagonal();
-  const double smallest = diagonal.minCoeff();
-  if (!(smallest > 0.0) || diagonal.maxCoeff() > max_spread * smallest) return false;
-  const Eigen::Index k = Y.cols();
-  const Matrix<Scalar> inverse_transpose =
-      llt.matrixU().solve(Eigen::MatrixXd::Identity(k, k)).template cast<Scalar>();  // U^-1 = L^-T
-  multiply_in_place(Y, inverse_transpose);
-  return true;
+  const CholeskyInverse<Scalar> factor(Y, max_spread);
+  if (factor.found) multiply_in_place(Y, factor.inverse);
+  return factor.found;
 }
 
+/// Bound on the loss of orthogonality to P that one Gram-Schmidt pass may leave in
+/// orthonormalize(): float's unit roundoff 2^-24 times ||Y||_F ||R^-1||_F, for Y before the pass
+/// and R the CholeskyQR factor after it: about the largest |P^T Q| left in the orthonormalized
+/// Q = Y R^-1 (as measured on the randomized SVD's blocks). Above it, a second pass runs.
+inline constexpr double single_pass_loss = 0x1p-12;
+
 /// Makes Y's columns orthonormal and orthogonal to P's (orthonormal) columns, in place:
-/// Gram-Schmidt against P (a matrix or a block of columns), then CholeskyQR2; when Y is too
-/// ill-conditioned for it, a Householder QR of [P, Y] in double, whose trailing columns are
-/// orthogonal to P whatever Y is.
+/// Gram-Schmidt against P (a matrix or a block of columns), once when the loss of orthogonality it
+/// leaves is at most single_pass_loss, else twice, then CholeskyQR2; when Y is too ill-conditioned
+/// for it, a Householder QR of [P, Y] in double, whose trailing columns are orthogonal to P
+/// whatever Y is.
 template <class Scalar>
 void orthonormalize(MatrixView<Scalar> P, Matrix<Scalar>& Y) {
-  project_out(P, Y);
-  if (cholesky_qr_step(Y, 1e5) && cholesky_qr_step(Y, 10.0)) return;
+  if (P.cols() == 0) {
+    if (cholesky_qr_step(Y, 1e5) && cholesky_qr_step(Y, 10.0)) return;
+  } else {
+    const double norm = Y.template cast<double>().norm();
+    project_out(P, Y);
+    CholeskyInverse<Scalar> factor(Y, 1e5);
+    if (!factor.found || 0x1p-24 * norm * factor.norm > single_pass_loss) {
+      project_out(P, Y);
+      factor = CholeskyInverse<Scalar>(Y, 1e5);
+    }
+    if (factor.found) {
+      multiply_in_place(Y, factor.inverse);
+      if (cholesky_qr_step(Y, 10.0)) return;
+    }
+  }
   Eigen::MatrixXd joined(Y.rows(), P.cols() + Y.cols());
   if (P.cols() > 0) joined.leftCols(P.cols()) = P.template cast<double>();  // P may be an empty 0 x 0 matrix
   joined.rightCols(Y.cols()) = Y.template cast<double>();
