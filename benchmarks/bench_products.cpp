@@ -78,6 +78,7 @@ void BM_SolverProduct(benchmark::State& state, Product product) {
   loftq::detail::Bfloat16Matrix rounded;
   loftq::detail::round_to_bfloat16(e, loftq::detail::bfloat16_exponent(e.cast<double>().norm()), rounded);
   std::vector<std::uint32_t> pairs;
+  std::vector<loftq::detail::PassMemory> memory;  // kept from pass to pass, as loftq() keeps it
   Eigen::MatrixXf x_out(rows, sketch_width), y_out(cols, sketch_width);
   double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(cols) * sketch_width;
   for (auto _ : state) {
@@ -97,7 +98,7 @@ void BM_SolverProduct(benchmark::State& state, Product product) {
         benchmark::DoNotOptimize(y_out.data());
         break;
       case Product::low_rank:
-        loftq::detail::over_low_rank_pieces(a, b, rows, cols, 64,
+        loftq::detail::over_low_rank_pieces(a, b, rows, cols, 64, memory,
                                             [](std::size_t, std::size_t, const float* l, float*) {
                                               benchmark::DoNotOptimize(l);
                                               return 0.0;

@@ -319,7 +319,8 @@ TEST(Loftq, TheQuantizePassRoundsTheResidualToBfloat16AsTheStandaloneRoundingDoe
         for (Eigen::Index k = 0; k < fused.pairs(); ++k) fused.word(i, k) = 0xdeadbeefu;
       }
       const loftq::detail::ThreadScope scope;
-      loftq::detail::quantize_pass(w.data(), a, b, o, q, residual, &fused);
+      std::vector<loftq::detail::PassMemory> memory;
+      loftq::detail::quantize_pass(w.data(), a, b, o, q, residual, memory, &fused);
       loftq::detail::round_to_bfloat16(residual, 3, standalone);
       EXPECT_EQ(fused.words, standalone.words) << rows << " x " << cols << ", plain " << path.is_plain();
       EXPECT_EQ(fused.exponent, 3);
@@ -350,10 +351,11 @@ TEST(Loftq, APassThatFormsTheResidualFromCodesMeasuresAndRoundsTheSameBits) {
               std::vector<float>((n + 63) / 64)};
         };
         const loftq::detail::ThreadScope scope;
+        std::vector<loftq::detail::PassMemory> memory;
         loftq::detail::QuantizedArrays q1 = arrays();
         loftq::RowMatrixXf kept(rows, cols);
         loftq::detail::quantize_pass(w.data(), Eigen::MatrixXf(rows, 0), Eigen::MatrixXf(cols, 0),
-                                     o, q1, kept, nullptr);
+                                     o, q1, kept, memory, nullptr);
         const Eigen::MatrixXf a = loftq_test::gaussian(rows, 2, 0.1f, 62),
                               b = loftq_test::gaussian(cols, 2, 0.1f, 63);
         loftq::detail::QuantizedArrays read = arrays(), formed = arrays();
@@ -363,18 +365,18 @@ TEST(Loftq, APassThatFormsTheResidualFromCodesMeasuresAndRoundsTheSameBits) {
         loftq::RowMatrixXf untouched = loftq::RowMatrixXf::Constant(rows, cols, nan);
         double read_error2 = -1.0, formed_error2 = -2.0;
         const double read_norm2 = loftq::detail::quantize_pass(
-            w.data(), a, b, o, read, kept, &read_rounded, nullptr, &read_error2);
+            w.data(), a, b, o, read, kept, memory, &read_rounded, nullptr, &read_error2);
         const double formed_norm2 =
-            loftq::detail::quantize_pass(w.data(), a, b, o, formed, untouched, &formed_rounded,
-                                         nullptr, &formed_error2, &q1, false);
+            loftq::detail::quantize_pass(w.data(), a, b, o, formed, untouched, memory,
+                                         &formed_rounded, nullptr, &formed_error2, &q1, false);
         EXPECT_EQ(read_error2, formed_error2) << where;
         EXPECT_EQ(read_norm2, formed_norm2) << where;
         EXPECT_EQ(read.codes, formed.codes) << where;
         EXPECT_EQ(read.scales, formed.scales) << where;
         EXPECT_EQ(read_rounded.words, formed_rounded.words) << where;
         EXPECT_TRUE(untouched.array().isNaN().all()) << where;
-        EXPECT_EQ(loftq::detail::squared_error(a, b, o, kept),
-                  loftq::detail::squared_error(a, b, o, untouched, w.data(), &read))
+        EXPECT_EQ(loftq::detail::squared_error(a, b, o, kept, memory),
+                  loftq::detail::squared_error(a, b, o, untouched, memory, w.data(), &read))
             << where;
       }
     }
@@ -409,14 +411,40 @@ TEST(Loftq, AReusedWorkspaceGivesTheSameBitsAsFreshCalls) {
   EXPECT_EQ(workspace.bytes(), held);  // nothing grows when the same size comes again
   expect_fresh(same_count);            // the residual and the basis are reused, the copy is kept
   // The bfloat16 residual's strips pad the columns to 64: 200 x 260 needs 5 strips of 200 rows
-  // where 260 x 200 needs 4 of 260, and nothing else changes.
-  EXPECT_EQ(workspace.bytes(), held - sizeof(std::uint32_t) * 32 * (4 * 260 - 5 * 200));
+  // where 260 x 200 needs 4 of 260; a pass's run of whole blocks (pass_run_rows()) grows from 32
+  // rows of 200 to 64 rows of 260. Nothing else changes.
+  EXPECT_EQ(workspace.bytes(), held - sizeof(std::uint32_t) * 32 * (4 * 260 - 5 * 200) +
+                                   sizeof(float) * (64 * 260 - 32 * 200));
   expect_fresh(smaller);
   expect_fresh(tiny);
   expect_fresh(first);
   workspace.release();
   EXPECT_EQ(workspace.bytes(), 0u);
   expect_fresh(smaller);
+}
+
+TEST(Loftq, AWorkspaceKeepsTheArraysOfTheQNotReturned) {
+  // T = 3 makes three arrays of codes and scales (Q_1, Q_2, Q_3 while Q_2 waits for its error)
+  // and returns one; the workspace keeps the other two for the next call, which makes one. T = 1
+  // makes one and keeps none. Everything else a workspace holds is the same for both.
+  const Eigen::MatrixXf w = llm_like(260, 200, 47);
+  loftq::Options o;
+  o.rank = 9;
+  loftq::Workspace workspace;
+  o.iters = 1;
+  loftq::loftq(w, o, workspace);
+  const std::size_t one_step = workspace.bytes();
+  workspace.release();
+  o.iters = 3;
+  const loftq::Result fresh = loftq::loftq(w, o, workspace);
+  const std::size_t n = 260 * 200;
+  const std::size_t arrays = loftq::detail::packed_bytes(n, 4) + sizeof(float) * ((n + 63) / 64);
+  EXPECT_EQ(workspace.bytes(), one_step + 2 * arrays);
+  const loftq::Result reused = loftq::loftq(w, o, workspace);  // quantizes into the kept arrays
+  EXPECT_EQ(workspace.bytes(), one_step + 2 * arrays);
+  EXPECT_EQ(reused.Q.codes(), fresh.Q.codes());
+  EXPECT_EQ(reused.Q.scales(), fresh.Q.scales());
+  EXPECT_EQ(reused.errors, fresh.errors);
 }
 
 #if defined(__linux__)

@@ -74,16 +74,43 @@ struct Result {
   double error() const { return errors.at(static_cast<std::size_t>(iteration - 1)); }
 };
 
+namespace detail {
+
+/// Codes and block scales of a quantized matrix under construction.
+struct QuantizedArrays {
+  std::vector<std::uint8_t> codes;  ///< Packed codes.
+  std::vector<float> scales;        ///< One absmax per block.
+};
+
+/// The memory of one member of a pass's team (over_low_rank_pieces()), kept from pass to pass.
+struct PassMemory {
+  std::vector<float> low_rank;  ///< A row piece of A B^T.
+  std::vector<float> scratch;   ///< The floats of one run (for_pass_runs()).
+  std::vector<float> tiles;     ///< low_rank_rows()'s scratch.
+};
+
+/// The memory of loftq()'s passes, kept from call to call in a Workspace: each team member's
+/// PassMemory, and the arrays of the Q_t that a call made but did not return, which the next
+/// call quantizes into instead of mapping fresh memory.
+struct PassBuffers {
+  std::vector<PassMemory> members;     ///< One per member of a pass's team.
+  std::vector<QuantizedArrays> spare;  ///< Arrays for a Q_t.
+};
+
+}  // namespace detail
+
 /// Memory that loftq() calls can share: W's row-major copy (made for a W that is not a
 /// RowMatrixXf), the residual W - Q_t in float (the size of W, but written only for an exact SVD
 /// or on a load path the fused kernels do not model: otherwise its pages are never touched), and
 /// the randomized SVD's residual rounded to bfloat16 (half the size of W, its columns padded to a
 /// multiple of 64), basis P and E P, blocks on their way, and the rotations of its eigensolver (4
-/// MB at rank 64 and a cold Krylov depth of 6). A call resizes them, which keeps their memory when
-/// the element count is unchanged: a workspace reused for matrices of one size spares every call
-/// after the first the mapping of that memory and the page faults of its first touch (see the
-/// README's performance section). Results are the same bits with any workspace. One call at a time
-/// may use a workspace.
+/// MB at rank 64 and a cold Krylov depth of 6); each thread's row piece of A B^T in the quantize
+/// and error passes (about 1 MB), and the codes and scales of the Q_t a call did not return (up
+/// to two, each an eighth of W's size at 4 bits). A call resizes them, which keeps their memory
+/// when the element count is unchanged: a workspace reused for matrices of one size spares every
+/// call after the first the mapping of that memory and the page faults of its first touch (see
+/// the README's performance section). Results are the same bits with any workspace. One call at a
+/// time may use a workspace.
 class Workspace {
  public:
   /// Bytes held.
@@ -94,7 +121,7 @@ class Workspace {
                 krylov_.operand.capacity()) +
            sizeof(std::uint32_t) *
                (static_cast<std::size_t>(krylov_.rounded.words.size()) + krylov_.pairs.capacity()) +
-           sizeof(detail::PlaneRotation) * krylov_.rotations.capacity();
+           sizeof(detail::PlaneRotation) * krylov_.rotations.capacity() + pass_bytes();
   }
 
   /// Frees everything held.
@@ -102,9 +129,22 @@ class Workspace {
     residual_ = RowMatrixXf();
     row_major_ = RowMatrixXf();
     krylov_ = detail::KrylovBuffers();
+    passes_ = detail::PassBuffers();
   }
 
  private:
+  // Bytes the passes' memory holds.
+  std::size_t pass_bytes() const {
+    std::size_t floats = 0, code_bytes = 0;
+    for (const detail::PassMemory& member : passes_.members)
+      floats += member.low_rank.capacity() + member.scratch.capacity() + member.tiles.capacity();
+    for (const detail::QuantizedArrays& spare : passes_.spare) {
+      floats += spare.scales.capacity();
+      code_bytes += spare.codes.capacity();
+    }
+    return sizeof(float) * floats + code_bytes;
+  }
+
   template <class Derived>
   friend Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options,
                       Workspace& workspace);
@@ -112,6 +152,7 @@ class Workspace {
   RowMatrixXf residual_;          // W - Q_t
   RowMatrixXf row_major_;         // W's row-major copy
   detail::KrylovBuffers krylov_;  // P, E P and the products' operand copy
+  detail::PassBuffers passes_;    // the passes' pieces of A B^T, spare arrays of Q_t
 };
 
 namespace detail {
@@ -144,12 +185,6 @@ inline void check_options(const Options& options, Eigen::Index rows, Eigen::Inde
   }
   if (options.threads < 0) fail("threads = " + std::to_string(options.threads) + " must be >= 0");
 }
-
-/// Codes and block scales of a quantized matrix under construction.
-struct QuantizedArrays {
-  std::vector<std::uint8_t> codes;  ///< Packed codes.
-  std::vector<float> scales;        ///< One absmax per block.
-};
 
 /// Rows of about `elements` elements (at least one row) that are a multiple of the fewest rows
 /// whose elements fill whole bytes of codes of whole blocks, so that row ranges of such counts
@@ -187,32 +222,36 @@ void for_pass_runs(std::size_t n, Eigen::Index cols, int block_size, Run&& run) 
 /// elements [first, first + n) of the row-major matrix, l holds the same elements of A B^T (A
 /// with no columns stands for 0), formed piece by piece and never whole by low_rank_rows() on
 /// the kernels of active_isa() (the same bits on each), and scratch is room for the floats of
-/// one of the piece's runs (for_pass_runs()), its own. Returns the sum, in piece order, of what
-/// piece returns.
+/// one of the piece's runs (for_pass_runs()), its own. Each member of the team works in its own
+/// element of `memory` (grown to the team's size), whose memory later passes reuse. Returns the
+/// sum, in piece order, of what piece returns.
 template <class Scalar, class Piece>
 double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Eigen::Index rows,
-                            Eigen::Index cols, int block_size, Piece&& piece) {
+                            Eigen::Index cols, int block_size, std::vector<PassMemory>& memory,
+                            Piece&& piece) {
+  static_assert(std::is_same_v<Scalar, float>, "PassMemory holds float");
   const Eigen::Index piece_rows = std::min(rows, pass_piece_rows(cols, block_size));
   const Eigen::Index pieces = (rows + piece_rows - 1) / piece_rows;
   std::vector<double> partial(static_cast<std::size_t>(pieces));
   const std::ptrdiff_t team = std::min<std::ptrdiff_t>(threads(), pieces);
-  // Each member of the team takes a fixed range of pieces, one buffer for their A B^T and one of
-  // scratch.
+  if (memory.size() < static_cast<std::size_t>(team)) memory.resize(static_cast<std::size_t>(team));
+  // Each member of the team takes a fixed range of pieces.
   const Isa isa = active_isa();
   parallel_for(team, [&](std::ptrdiff_t member) {
-    RowMatrix<Scalar> low_rank(piece_rows, cols);
-    RowMatrix<Scalar> scratch(std::min(piece_rows, pass_run_rows(cols, block_size)), cols);
-    std::vector<float> tiles;               // low_rank_rows()'s scratch
-    if (A.cols() == 0) low_rank.setZero();  // once: every piece's A B^T is 0
+    PassMemory& own = memory[static_cast<std::size_t>(member)];
+    own.low_rank.resize(static_cast<std::size_t>(piece_rows * cols));
+    own.scratch.resize(
+        static_cast<std::size_t>(std::min(piece_rows, pass_run_rows(cols, block_size)) * cols));
+    if (A.cols() == 0)
+      std::fill(own.low_rank.begin(), own.low_rank.end(), 0.0f);  // every piece's A B^T
     for (std::ptrdiff_t p = member * pieces / team; p < (member + 1) * pieces / team; ++p) {
       const Eigen::Index first_row = p * piece_rows;
       const Eigen::Index count = std::min(piece_rows, rows - first_row);
-      auto l = low_rank.topRows(count);
-      if (A.cols() > 0) low_rank_rows(isa, A, B, first_row, count, l.data(), tiles);
+      if (A.cols() > 0) low_rank_rows(isa, A, B, first_row, count, own.low_rank.data(), own.tiles);
       partial[static_cast<std::size_t>(p)] =
           piece(static_cast<std::size_t>(first_row) * static_cast<std::size_t>(cols),
-                static_cast<std::size_t>(count) * static_cast<std::size_t>(cols), l.data(),
-                scratch.data());
+                static_cast<std::size_t>(count) * static_cast<std::size_t>(cols),
+                own.low_rank.data(), own.scratch.data());
     }
   });
   double total = 0.0;
@@ -253,13 +292,14 @@ inline void residual_from_codes(Isa isa, const float* w, const QuantizedArrays& 
 /// when that is not null: the squared error of the step whose factors A, B are, measured on the
 /// way. E is read from `residual`, or, when `previous` is not null, formed again from Q_previous's
 /// codes (residual_from_codes(), the same bits), for a residual that was not kept; a load path
-/// the fused kernels do not model always keeps it, and takes no `previous`.
+/// the fused kernels do not model always keeps it, and takes no `previous`. The team works in
+/// `memory` (over_low_rank_pieces()).
 template <class Scalar>
 double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B,
                      const Options& options, QuantizedArrays& q, RowMatrix<Scalar>& residual,
-                     Bfloat16Matrix* rounded, double* w_norm2 = nullptr,
-                     double* replaced_error2 = nullptr, const QuantizedArrays* previous = nullptr,
-                     bool keep_residual = true) {
+                     std::vector<PassMemory>& memory, Bfloat16Matrix* rounded,
+                     double* w_norm2 = nullptr, double* replaced_error2 = nullptr,
+                     const QuantizedArrays* previous = nullptr, bool keep_residual = true) {
   if (!is_kernel_path(options.load_path, options.codebook)) {
     if (w_norm2 != nullptr) {
       *w_norm2 += over_pieces(residual.rows(), residual.cols(), options.block_size,
@@ -267,7 +307,7 @@ double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scal
                                 return squared_sum(active_isa(), w + first, nullptr, n);
                               });
     }
-    return quantize_loaded_pass(w, A, B, options, q, residual, rounded, replaced_error2);
+    return quantize_loaded_pass(w, A, B, options, q, residual, memory, rounded, replaced_error2);
   }
   const std::size_t piece_elements =
       static_cast<std::size_t>(std::min(residual.rows(), pass_piece_rows(residual.cols(), options.block_size))) *
@@ -281,7 +321,7 @@ double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scal
   const kernels::LookupQuantizer& lookup = lookup_quantizer(options.codebook);
   const Isa isa = active_isa();
   const double total = over_low_rank_pieces(
-      A, B, residual.rows(), residual.cols(), options.block_size,
+      A, B, residual.rows(), residual.cols(), options.block_size, memory,
       [&](std::size_t first, std::size_t n, const float* l, float* scratch) {
         kernels::SquareSum replaced_sum, w_sum, e_sum;
         // run by run, each run's steps on data still in the caches; a run's scratch is reused
@@ -338,17 +378,19 @@ double over_pieces(Eigen::Index rows, Eigen::Index cols, int block_size, Piece&&
 /// (its codes and absmax), then, with the scales the loader restores, residual = W - the
 /// dequantized values rounded to load_path.dequantized_to (and into *rounded, rounded to
 /// bfloat16, when it is not null), and *replaced_error2 as quantize_pass() sets it. Throws
-/// std::invalid_argument for a target beyond float16's range on a float16 path.
+/// std::invalid_argument for a target beyond float16's range on a float16 path. The team works in
+/// `memory`.
 template <class Scalar>
-double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
-                            QuantizedArrays& q, RowMatrix<Scalar>& residual, Bfloat16Matrix* rounded,
+double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scalar>& B,
+                            const Options& options, QuantizedArrays& q, RowMatrix<Scalar>& residual,
+                            std::vector<PassMemory>& memory, Bfloat16Matrix* rounded,
                             double* replaced_error2) {
   const auto block = static_cast<std::size_t>(options.block_size);
   const auto bits = static_cast<std::size_t>(bits_of(options.codebook));
   const kernels::LookupQuantizer& lookup = lookup_quantizer(options.codebook);
   const Isa isa = active_isa();
   const double replaced = over_low_rank_pieces(
-      A, B, residual.rows(), residual.cols(), options.block_size,
+      A, B, residual.rows(), residual.cols(), options.block_size, memory,
       [&](std::size_t first, std::size_t n, const float* l, float*) {
         Scalar* target = residual.data() + first;
         const double error2 = replaced_error2 != nullptr ? squared_sum(isa, target, l, n) : 0.0;
@@ -373,14 +415,15 @@ double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matr
 }
 
 /// ||E - A B^T||_F^2 for the rows x cols residual E = W - Q, in one pass: E read from
-/// `residual`, or formed from Q's codes in `q` when that is not null (residual_from_codes()).
+/// `residual`, or formed from Q's codes in `q` when that is not null (residual_from_codes()). The
+/// team works in `memory`.
 template <class Scalar>
 double squared_error(const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
-                     const RowMatrix<Scalar>& residual, const Scalar* w = nullptr,
-                     const QuantizedArrays* q = nullptr) {
+                     const RowMatrix<Scalar>& residual, std::vector<PassMemory>& memory,
+                     const Scalar* w = nullptr, const QuantizedArrays* q = nullptr) {
   const Isa isa = active_isa();
   return over_low_rank_pieces(
-      A, B, residual.rows(), residual.cols(), options.block_size,
+      A, B, residual.rows(), residual.cols(), options.block_size, memory,
       [&](std::size_t first, std::size_t n, const float* l, float* scratch) {
         if (q == nullptr) return squared_sum(isa, residual.data() + first, l, n);
         kernels::SquareSum sum;
@@ -403,16 +446,30 @@ double squared_error(const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Opt
 /// next, the last step's by squared_error(), with the same pieces and sums, each reading the
 /// residual W - Q_t where it was kept and otherwise forming it again from Q_t's codes (Q_t waits
 /// in an array of its own until then). So no SVD needs the error identity, and none takes
-/// randomized_svd()'s float step.
+/// randomized_svd()'s float step. The passes work in `passes`, whose spare arrays hold Q_t when
+/// they are large enough, and receive the arrays not returned.
 template <class Scalar>
 Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Scalar largest,
-                       const Options& options, RowMatrix<Scalar>& residual, KrylovBuffers& krylov) {
+                       const Options& options, RowMatrix<Scalar>& residual, KrylovBuffers& krylov,
+                       PassBuffers& passes) {
   static_assert(std::is_same_v<Scalar, float>, "loftq::Result holds float");
   const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
   const std::size_t blocks = (n + static_cast<std::size_t>(options.block_size) - 1) /
                              static_cast<std::size_t>(options.block_size);
+  const std::size_t code_bytes = packed_bytes(n, bits_of(options.codebook));
+  // Zeroed arrays for a Q_t (the kernels add codes into zeroed bytes): spare ones of this size
+  // (any other is freed, so that a returned Q never holds more memory than it needs), or new ones.
   const auto arrays = [&] {
-    return QuantizedArrays{zeros_on_huge_pages<std::uint8_t>(packed_bytes(n, bits_of(options.codebook))),
+    if (!passes.spare.empty()) {
+      QuantizedArrays spare = std::move(passes.spare.back());
+      passes.spare.pop_back();
+      if (spare.codes.capacity() == code_bytes && spare.scales.capacity() == blocks) {
+        spare.codes.assign(code_bytes, 0);
+        spare.scales.assign(blocks, 0.0f);
+        return spare;
+      }
+    }
+    return QuantizedArrays{zeros_on_huge_pages<std::uint8_t>(code_bytes),
                            std::vector<float>(blocks)};
   };
   QuantizedArrays current = arrays();  // Q_t
@@ -438,7 +495,7 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Sc
   bool kept = keeps(rounded);  // whether `residual` holds W - Q_t
   double residual_norm2 =
       quantize_pass(w, Matrix<Scalar>(rows, 0), Matrix<Scalar>(cols, 0), options, current, residual,
-                    rounded, &w_norm2, nullptr, nullptr, kept);
+                    passes.members, rounded, &w_norm2, nullptr, nullptr, kept);
   const double to_relative = w_norm2 > 0.0 ? 1.0 / std::sqrt(w_norm2) : 1.0;
   Result result;
   result.quantization_error = std::sqrt(residual_norm2) * to_relative;
@@ -465,8 +522,8 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Sc
                                                      rounded != nullptr, false);
     result.krylov_depths.push_back(factors.krylov_depth);
     if (last) {
-      const double error2 =
-          squared_error(factors.A, factors.B, options, residual, w, kept ? nullptr : &current);
+      const double error2 = squared_error(factors.A, factors.B, options, residual, passes.members,
+                                          w, kept ? nullptr : &current);
       conclude(t, std::sqrt(error2) * to_relative, current, factors);
       break;
     }
@@ -475,8 +532,8 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Sc
     rounded = rounded_for(t + 1, options.warm_start && factors.B.cols() > 0);
     double error2 = 0.0;
     const bool keep = keeps(rounded);
-    residual_norm2 = quantize_pass(w, factors.A, factors.B, options, next, residual, rounded,
-                                   nullptr, &error2, kept ? nullptr : &current, keep);
+    residual_norm2 = quantize_pass(w, factors.A, factors.B, options, next, residual, passes.members,
+                                   rounded, nullptr, &error2, kept ? nullptr : &current, keep);
     kept = keep;
     conclude(t, std::sqrt(error2) * to_relative, current, factors);
     std::swap(current, next);  // Q_{t+1}; `next` keeps Q_t's arrays, or the old best's, for reuse
@@ -484,6 +541,9 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Sc
   }
   result.Q = QuantizedMatrix(rows, cols, options.block_size, options.codebook, std::move(best.codes),
                              std::move(best.scales), options.load_path);
+  for (QuantizedArrays* spare : {&current, &next}) {
+    if (!spare->codes.empty()) passes.spare.push_back(std::move(*spare));
+  }
   return result;
 }
 
@@ -524,17 +584,18 @@ inline float checked_max_abs(const RowMatrixXf& W) {
 /// of their range, and the loader does not scale either.
 template <class Scalar>
 Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options,
-                      RowMatrix<Scalar>& residual, KrylovBuffers& krylov) {
+                      RowMatrix<Scalar>& residual, KrylovBuffers& krylov, PassBuffers& passes) {
   const Scalar largest = checked_max_abs(W);
   int exponent = 0;
   std::frexp(largest, &exponent);
   if (largest == 0.0f || (exponent >= -60 && exponent <= 60) || !is_kernel_path(options.load_path, options.codebook)) {
-    return loftq_row_major(W.data(), W.rows(), W.cols(), largest, options, residual, krylov);
+    return loftq_row_major(W.data(), W.rows(), W.cols(), largest, options, residual, krylov,
+                           passes);
   }
   const int k = -(exponent & ~1);  // even, so that 2^(-k/2) is exact
   const RowMatrix<Scalar> scaled = (W.template cast<double>() * std::ldexp(1.0, k)).template cast<Scalar>();  // 2^k may not fit a float
-  Result r = loftq_row_major(scaled.data(), scaled.rows(), scaled.cols(), std::ldexp(largest, k), options, residual,
-                             krylov);
+  Result r = loftq_row_major(scaled.data(), scaled.rows(), scaled.cols(), std::ldexp(largest, k),
+                             options, residual, krylov, passes);
   // 3 ulps below float's largest value: Int8 dequantizes 127 * (scale / 127), up to 2 ulps above scale.
   constexpr float largest_scale = 0x1.fffff8p127f;
   std::vector<float> scales = r.Q.scales();
@@ -549,7 +610,8 @@ Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options,
 #ifdef LOFTQ_SEPARATE_COMPILATION
 // Instantiated once, in the source that includes <loftq/src.hpp>.
 extern template Result loftq_in_range<float>(const RowMatrix<float>& W, const Options& options,
-                                             RowMatrix<float>& residual, KrylovBuffers& krylov);
+                                             RowMatrix<float>& residual, KrylovBuffers& krylov,
+                                             PassBuffers& passes);
 #endif
 
 }  // namespace detail
@@ -565,7 +627,8 @@ Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options, Worksp
   detail::check_options(options, W.rows(), W.cols());
   const detail::ThreadScope scope(options.threads);
   return detail::with_row_major(W, workspace.row_major_, [&](const RowMatrixXf& row_major) {
-    return detail::loftq_in_range(row_major, options, workspace.residual_, workspace.krylov_);
+    return detail::loftq_in_range(row_major, options, workspace.residual_, workspace.krylov_,
+                                  workspace.passes_);
   });
 }
 
