@@ -432,4 +432,21 @@ TEST(Orthonormalization, AgainstABasisOnceOrTwiceAsTheLossRequires) {
   }
 }
 
+TEST(Orthonormalization, OneCholeskyQRStepOrTwoAsTheLossRequires) {
+  // A block with condition number 10 takes one CholeskyQR step, one with 1e4 takes two (one alone
+  // left |Q^T Q - I| at 4.8e-5 here, forced). Either way Q is orthonormal and spans Y.
+  const Eigen::MatrixXf basis = orthonormal_basis(700, 12, 10);
+  const Eigen::MatrixXf turn = orthonormal_basis(12, 12, 11);
+  for (const double condition : {10.0, 1e4}) {
+    Eigen::VectorXf spread(12);
+    for (Eigen::Index j = 0; j < 12; ++j)
+      spread(j) = static_cast<float>(std::pow(condition, -j / 11.0));
+    const Eigen::MatrixXf y = basis * spread.asDiagonal() * turn.transpose();
+    Eigen::MatrixXf q = y;
+    loftq::detail::orthonormalize<float>(Eigen::MatrixXf(), q);
+    EXPECT_LT(losses(Eigen::MatrixXf::Zero(700, 1), q).second, 1e-6) << condition;
+    EXPECT_LT(outside_span(q, y), 1e-5) << condition;
+  }
+}
+
 }  // namespace

@@ -1,12 +1,14 @@
 /// @file detail/orthonormalization.hpp
-/// Orthonormal bases of the randomized SVD: Gram-Schmidt against a basis, CholeskyQR2, and a
-/// Householder QR in double when CholeskyQR2 is unsafe; and one CholeskyQR step for a block
-/// whose span is all that is used.
+/// Orthonormal bases of the randomized SVD: Gram-Schmidt against a basis, CholeskyQR (one step
+/// or two), and a Householder QR in double when CholeskyQR is unsafe; and one CholeskyQR step for
+/// a block whose span is all that is used.
 #pragma once
 
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 #include <Eigen/QR>
+#include <cmath>
+#include <optional>
 
 #include "pieced_products.hpp"
 
@@ -20,18 +22,20 @@ void project_out(MatrixView<Scalar> P, Matrix<Scalar>& Y) {
   subtract_product(P, C, Y);
 }
 
-/// The inverse R^-1 of the CholeskyQR factor of Y (R^T R = Y^T Y, in double), and its Frobenius
-/// norm; not found when the Cholesky factor fails or its diagonal spreads by more than
-/// max_spread.
+/// The inverse R^-1 of the CholeskyQR factor of Y (R^T R = Y^T Y, in double), with the
+/// Frobenius norms of Y and R^-1; not found when the Cholesky factor fails or its diagonal spreads
+/// by more than max_spread.
 template <class Scalar>
 struct CholeskyInverse {
   bool found = false;      ///< Whether the factor passed; the members below are set only then.
   Matrix<Scalar> inverse;  ///< R^-1, upper triangular.
   double norm = 0.0;       ///< ||R^-1||_F, at least 1 / the smallest singular value of Y.
+  double y_norm = 0.0;     ///< ||Y||_F = ||R||_F, at least Y's largest singular value.
 
   /// Factors Y's Gram matrix.
   CholeskyInverse(const Matrix<Scalar>& Y, double max_spread) {
-    const Eigen::LLT<Eigen::MatrixXd> llt(gram_in_double(Y));
+    const Eigen::MatrixXd gram = gram_in_double(Y);
+    const Eigen::LLT<Eigen::MatrixXd> llt(gram);
     if (llt.info() != Eigen::Success) return;
     const Eigen::VectorXd diagonal = llt.matrixL().toDenseMatrix().diagonal();
     const double smallest = diagonal.minCoeff();
@@ -42,6 +46,7 @@ struct CholeskyInverse {
     found = true;
     inverse = r_inverse.template cast<Scalar>();
     norm = r_inverse.norm();
+    y_norm = std::sqrt(gram.trace());
   }
 };
 
@@ -54,33 +59,41 @@ bool cholesky_qr_step(Matrix<Scalar>& Y, double max_spread) {
   return factor.found;
 }
 
-/// Bound on the loss of orthogonality to P that one Gram-Schmidt pass may leave in
-/// orthonormalize(): float's unit roundoff 2^-24 times ||Y||_F ||R^-1||_F, for Y before the pass
-/// and R the CholeskyQR factor after it: about the largest |P^T Q| left in the orthonormalized
-/// Q = Y R^-1 (as measured on the randomized SVD's blocks). Above it, a second pass runs.
+/// Bound on the loss of orthogonality that one Gram-Schmidt pass or one CholeskyQR step may
+/// leave in orthonormalize(). Both are estimated as float's unit roundoff 2^-24 times
+/// ||Y||_F ||R^-1||_F, for R the CholeskyQR factor of the block after the pass, and Y the block
+/// before the pass (the loss to P) or the block R factors (the loss within the block, as the
+/// factor is formed in double): about the largest |P^T Q| and |Q^T Q - I| left in the
+/// orthonormalized Q = Y R^-1 (as measured on the randomized SVD's blocks). Above it, a second
+/// pass, or a second step, runs.
 inline constexpr double single_pass_loss = 0x1p-12;
 
-/// Makes Y's columns orthonormal and orthogonal to P's (orthonormal) columns, in place:
-/// Gram-Schmidt against P (a matrix or a block of columns), once when the loss of orthogonality it
-/// leaves is at most single_pass_loss, else twice, then CholeskyQR2; when Y is too ill-conditioned
-/// for it, a Householder QR of [P, Y] in double, whose trailing columns are orthogonal to P
-/// whatever Y is.
+/// Makes Y's columns orthonormal and orthogonal to P's (orthonormal) columns, in place, up to a
+/// loss of orthogonality of about single_pass_loss: Gram-Schmidt against P (a matrix or a block
+/// of columns), once when the loss it leaves is at most single_pass_loss, else twice, then one
+/// CholeskyQR step, or two (CholeskyQR2) when one leaves more; when Y is too ill-conditioned for
+/// it, a Householder QR of [P, Y] in double, whose trailing columns are orthogonal to P whatever
+/// Y is.
 template <class Scalar>
 void orthonormalize(MatrixView<Scalar> P, Matrix<Scalar>& Y) {
+  const auto loss = [](double y_norm, const CholeskyInverse<Scalar>& factor) {
+    return 0x1p-24 * y_norm * factor.norm;
+  };
+  std::optional<CholeskyInverse<Scalar>> factor;
   if (P.cols() == 0) {
-    if (cholesky_qr_step(Y, 1e5) && cholesky_qr_step(Y, 10.0)) return;
+    factor.emplace(Y, 1e5);
   } else {
     const double norm = Y.template cast<double>().norm();
     project_out(P, Y);
-    CholeskyInverse<Scalar> factor(Y, 1e5);
-    if (!factor.found || 0x1p-24 * norm * factor.norm > single_pass_loss) {
+    factor.emplace(Y, 1e5);
+    if (!factor->found || loss(norm, *factor) > single_pass_loss) {
       project_out(P, Y);
-      factor = CholeskyInverse<Scalar>(Y, 1e5);
+      factor.emplace(Y, 1e5);
     }
-    if (factor.found) {
-      multiply_in_place(Y, factor.inverse);
-      if (cholesky_qr_step(Y, 10.0)) return;
-    }
+  }
+  if (factor->found) {
+    multiply_in_place(Y, factor->inverse);
+    if (loss(factor->y_norm, *factor) <= single_pass_loss || cholesky_qr_step(Y, 10.0)) return;
   }
   Eigen::MatrixXd joined(Y.rows(), P.cols() + Y.cols());
   if (P.cols() > 0) joined.leftCols(P.cols()) = P.template cast<double>();  // P may be an empty 0 x 0 matrix
