@@ -440,7 +440,7 @@ TEST(Orthonormalization, OneCholeskyQRStepOrTwoAsTheLossRequires) {
   for (const double condition : {10.0, 1e4}) {
     Eigen::VectorXf spread(12);
     for (Eigen::Index j = 0; j < 12; ++j)
-      spread(j) = static_cast<float>(std::pow(condition, -j / 11.0));
+      spread(j) = static_cast<float>(std::pow(condition, -static_cast<double>(j) / 11.0));
     const Eigen::MatrixXf y = basis * spread.asDiagonal() * turn.transpose();
     Eigen::MatrixXf q = y;
     loftq::detail::orthonormalize<float>(Eigen::MatrixXf(), q);
