@@ -95,6 +95,12 @@ bool same_bits(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
          std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(float)) == 0;
 }
 
+/// True when a and b have the same shape and bits.
+bool same_bits(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() &&
+         std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(double)) == 0;
+}
+
 /// The index of the first element where a and b differ in bits, or a.size().
 template <class T>
 std::size_t first_difference(const T* a, const T* b, std::size_t n) {
@@ -685,6 +691,50 @@ TEST_P(IsaKernels, SmallProductsOfTheBasisAreOneFmaChainPerElementOnEveryShapeAn
       Eigen::MatrixXf in_place = x;
       loftq::detail::multiply_in_place(in_place, square);
       ASSERT_TRUE(same_bits(in_place, rotated)) << "X C in place, threads " << threads;
+    }
+  }
+}
+
+TEST_P(IsaKernels, CrossProductsAreFmaChainsPerPieceAddedInDoubleOnEveryShapeAndThreadCount) {
+  // X^T Y for X a block of columns: rows around the 256-row pieces, X's columns around the
+  // 64-row tiles of the kernels' C (a narrower last tile goes through the scratch), Y's columns
+  // around the column steps. Each piece's element is one float FMA chain over its rows in order;
+  // the pieces are added in double, in order.
+  struct Case {
+    Eigen::Index rows, k, j;
+  };
+  const Case cases[] = {{1, 1, 1}, {63, 5, 7}, {300, 68, 68}, {513, 130, 4}, {256, 64, 68}};
+  loftq::force_isa(GetParam());
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.rows) + " x " + std::to_string(c.k) +
+                 ", j = " + std::to_string(c.j));
+    const Eigen::MatrixXf whole =
+        loftq_test::gaussian(c.rows, c.k + 3, 1.0f, static_cast<unsigned>(c.rows + c.k));
+    const Eigen::MatrixXf y = loftq_test::gaussian(c.rows, c.j, 1.0f, 9);
+    Eigen::MatrixXd expected = Eigen::MatrixXd::Zero(c.k, c.j);
+    const Eigen::Index piece = loftq::detail::product_piece_rows;
+    for (Eigen::Index first = 0; first < c.rows; first += piece) {
+      Eigen::MatrixXd part(c.k, c.j);
+      for (Eigen::Index i = 0; i < c.k; ++i) {
+        for (Eigen::Index j = 0; j < c.j; ++j) {
+          float sum = 0.0f;
+          for (Eigen::Index p = first; p < std::min(first + piece, c.rows); ++p) {
+            sum = std::fma(whole(p, 2 + i), y(p, j), sum);
+          }
+          part(i, j) = sum;
+        }
+      }
+      expected += part;
+    }
+    const Eigen::MatrixXd exact =
+        whole.middleCols(2, c.k).cast<double>().transpose() * y.cast<double>();
+    ASSERT_LT((expected - exact).norm(),
+              1e-5 * exact.norm() * std::sqrt(static_cast<double>(c.rows)));
+    for (int threads : {1, 2}) {
+      loftq::set_threads(threads);
+      const loftq::detail::ThreadScope scope;
+      const Eigen::MatrixXd out = loftq::detail::cross_product(whole.middleCols(2, c.k), y);
+      ASSERT_TRUE(same_bits(out, expected)) << "threads " << threads;
     }
   }
 }

@@ -18,7 +18,7 @@ namespace loftq::detail {
 /// columns) has orthonormal columns.
 template <class Scalar>
 void project_out(MatrixView<Scalar> P, Matrix<Scalar>& Y) {
-  const Matrix<Scalar> C = cross_product<Scalar>(P, Y).template cast<Scalar>();
+  const Matrix<Scalar> C = cross_product(P, Y).template cast<Scalar>();
   subtract_product(P, C, Y);
 }
 

@@ -67,14 +67,23 @@ Eigen::MatrixXd sum_over_pieces(Eigen::Index rows, Eigen::Index shape_rows, Eige
 }
 
 /// X^T * Y for X, Y with equal row counts (matrices or blocks of columns): float products of
-/// row pieces, added in double.
-template <class Scalar = float>
-Eigen::MatrixXd cross_product(MatrixView<Scalar> X, MatrixView<Scalar> Y) {
-  return sum_over_pieces<Scalar>(X.rows(), X.cols(), Y.cols(),
-                                 [&](Eigen::Index first, Eigen::Index count, Matrix<Scalar>& out) {
-                                   out.noalias() = X.middleRows(first, count).transpose() *
-                                                   Y.middleRows(first, count);
-                                 });
+/// row pieces on the kernels of active_isa() (product_tiles(): X's column-major data is a
+/// row-major X^T, and each piece of Y is copied row-major), added in double.
+inline Eigen::MatrixXd cross_product(MatrixView<float> X, MatrixView<float> Y) {
+  const Isa isa = active_isa();
+  const auto columns = static_cast<std::size_t>(Y.cols());
+  return sum_over_pieces<float>(
+      X.rows(), X.cols(), Y.cols(),
+      [&](Eigen::Index first, Eigen::Index count, Matrix<float>& out) {
+        if (X.cols() == 0 || Y.cols() == 0) return;
+        const auto depth = static_cast<std::size_t>(count);
+        std::vector<float> y(depth * columns), scratch;  // the piece of Y, row-major
+        transpose_block(isa, Y.data() + first, static_cast<std::size_t>(Y.outerStride()), columns,
+                        depth, y.data(), columns);
+        product_tiles(isa, X.data() + first, static_cast<std::size_t>(X.outerStride()),
+                      static_cast<std::size_t>(X.cols()), depth, y.data(), columns, columns,
+                      out.data(), static_cast<std::size_t>(out.rows()), scratch);
+      });
 }
 
 /// The lower triangle of X^T * X, computed in double throughout (a symmetric rank update, half

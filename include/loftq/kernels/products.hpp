@@ -196,6 +196,31 @@ inline void product_of(const RowMatrixXf& E, bool transposed, const Eigen::Ref<c
   if (!direct) out = padded.topRows(static_cast<Eigen::Index>(rows));
 }
 
+/// c = E B, rows x columns, column-major with `ldc` floats between its columns, for E (rows x
+/// depth) and B (depth x columns), row-major with `lde` and `ldb` floats between their rows,
+/// depth >= 1, tile after tile on the calling thread on the kernels of `isa`: every element one
+/// chain of FMAs over depth in order, the same bits on every instruction set. A last tile
+/// narrower than the kernels' goes through `scratch` (which also holds a tile's panel), so that
+/// nothing past c's rows is written.
+inline void product_tiles(Isa isa, const float* e, std::size_t lde, std::size_t rows,
+                          std::size_t depth, const float* b, std::size_t ldb, std::size_t columns,
+                          float* c, std::size_t ldc, std::vector<float>& scratch) {
+  const ProductKernels set = product_kernels(isa);
+  scratch.resize(set.panel_floats + set.tile_rows * columns);
+  float* panel = scratch.data();
+  float* edge = panel + set.panel_floats;  // a narrow last tile, column-major tile_rows x columns
+  for (std::size_t i = 0; i < rows; i += set.tile_rows) {
+    const std::size_t count = std::min(set.tile_rows, rows - i);
+    const bool whole = count == set.tile_rows;
+    set.product(e + i * lde, lde, count, depth, b, ldb, columns, whole ? c + i : edge,
+                whole ? ldc : set.tile_rows, panel);
+    if (whole) continue;
+    for (std::size_t j = 0; j < columns; ++j) {
+      std::copy(edge + j * set.tile_rows, edge + j * set.tile_rows + count, c + j * ldc + i);
+    }
+  }
+}
+
 /// c = E^T B, rows x columns, column-major with `ldc` floats between its columns, for E (depth
 /// x rows) and B (depth x columns), row-major with `lde` and `ldb` floats between their rows,
 /// depth >= 1, tile after tile on the calling thread on the kernels of `isa`: every element one
