@@ -739,6 +739,51 @@ TEST_P(IsaKernels, CrossProductsAreFmaChainsPerPieceAddedInDoubleOnEveryShapeAnd
   }
 }
 
+TEST_P(IsaKernels, GramsInDoubleAreFmaChainsInFixedLanesOnEveryShapeAndThreadCount) {
+  // X^T X's lower triangle in double: rows around the 8 lanes and the 256-row pieces, columns
+  // around the blocks (1, 2 or 4 columns). Each piece's element sums its terms in lanes of rows
+  // p % 8, each an FMA chain, added as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)); the
+  // pieces are added in order.
+  struct Case {
+    Eigen::Index rows, columns;
+  };
+  const Case cases[] = {{1, 1}, {7, 3}, {9, 5}, {300, 68}, {513, 13}, {256, 4}};
+  loftq::force_isa(GetParam());
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.rows) + " x " + std::to_string(c.columns));
+    const Eigen::MatrixXf whole = loftq_test::gaussian(c.rows, c.columns + 3, 1.0f,
+                                                       static_cast<unsigned>(c.rows + c.columns));
+    const Eigen::MatrixXf x = whole.middleCols(2, c.columns);
+    Eigen::MatrixXd expected = Eigen::MatrixXd::Zero(c.columns, c.columns);
+    const Eigen::Index piece = loftq::detail::product_piece_rows;
+    for (Eigen::Index first = 0; first < c.rows; first += piece) {
+      Eigen::MatrixXd part = Eigen::MatrixXd::Zero(c.columns, c.columns);
+      for (Eigen::Index j = 0; j < c.columns; ++j) {
+        for (Eigen::Index i = j; i < c.columns; ++i) {
+          double lane[8] = {};
+          for (Eigen::Index p = first; p < std::min(first + piece, c.rows); ++p) {
+            double& l = lane[(p - first) % 8];
+            l = std::fma(static_cast<double>(x(p, i)), static_cast<double>(x(p, j)), l);
+          }
+          part(i, j) = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                       ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+        }
+      }
+      expected += part;
+    }
+    const Eigen::MatrixXd exact = x.cast<double>().transpose() * x.cast<double>();
+    ASSERT_LT((Eigen::MatrixXd(expected.triangularView<Eigen::Lower>()) -
+               Eigen::MatrixXd(exact.triangularView<Eigen::Lower>()))
+                  .norm(),
+              1e-13 * exact.norm());
+    for (int threads : {1, 2}) {
+      loftq::set_threads(threads);
+      const loftq::detail::ThreadScope scope;
+      ASSERT_TRUE(same_bits(loftq::detail::gram_in_double(x), expected)) << "threads " << threads;
+    }
+  }
+}
+
 /// The float whose high 16 bits are the bfloat16 `half`.
 float bfloat16_value(std::uint32_t half) {
   const std::uint32_t bits = half << 16;

@@ -86,17 +86,18 @@ inline Eigen::MatrixXd cross_product(MatrixView<float> X, MatrixView<float> Y) {
       });
 }
 
-/// The lower triangle of X^T * X, computed in double throughout (a symmetric rank update, half
-/// the flops of the product); the strict upper triangle is 0. The Gram matrix of a Cholesky
-/// factorization, which reads the lower triangle only.
-template <class Scalar>
-Eigen::MatrixXd gram_in_double(const Matrix<Scalar>& X) {
+/// The lower triangle of X^T * X, computed in double throughout (half the flops of the
+/// product), on the kernels of active_isa() (lower_gram()); the strict upper triangle is 0. The
+/// Gram matrix of a Cholesky factorization, which reads the lower triangle only.
+inline Eigen::MatrixXd gram_in_double(const Matrix<float>& X) {
+  const Isa isa = active_isa();
   return sum_over_pieces<double>(
       X.rows(), X.cols(), X.cols(),
       [&](Eigen::Index first, Eigen::Index count, Eigen::MatrixXd& gram) {
-        const Eigen::MatrixXd piece = X.middleRows(first, count).template cast<double>();
         gram.setZero();
-        gram.selfadjointView<Eigen::Lower>().rankUpdate(piece.transpose());
+        lower_gram(isa, X.data() + first, static_cast<std::size_t>(X.outerStride()),
+                   static_cast<std::size_t>(count), static_cast<std::size_t>(X.cols()), gram.data(),
+                   static_cast<std::size_t>(gram.rows()));
       });
 }
 

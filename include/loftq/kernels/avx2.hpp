@@ -1,10 +1,11 @@
 /// @file kernels/avx2.hpp
 /// AVX2 kernels of blockwise quantization, equal bit for bit to kernels/scalar.hpp: the vector
 /// operations of kernels/quantize-inl.hpp on 8-lane vectors (two per group of 16), and that file
-/// instantiated with them; the sums of squares of kernels/square_sum-inl.hpp on 4-lane vectors
-/// of doubles; and the product kernels of kernels/product-inl.hpp, equal bit for bit to the
-/// portable ones of kernels/products.hpp. They are compiled for AVX2 and FMA whatever the
-/// build flags, and run only on CPUs that have them (see isa.hpp).
+/// instantiated with them; the sums of squares of kernels/square_sum-inl.hpp and the Gram matrices
+/// of kernels/gram-inl.hpp on 4-lane vectors of doubles; and the product kernels of
+/// kernels/product-inl.hpp, equal bit for bit to the portable ones of kernels/products.hpp. They
+/// are compiled for AVX2 and FMA whatever the build flags, and run only on CPUs that have them (see
+/// isa.hpp).
 #pragma once
 
 #include "../detail/cpu.hpp"
@@ -299,7 +300,12 @@ LOFTQ_TARGET_AVX2 inline VecD fmadd_doubles(VecD a, VecD b, VecD c) {
   return _mm256_fmadd_pd(a, b, c);
 }
 
+/// Columns of a block of the Gram matrix's sums (kernels/gram-inl.hpp): 2 x 2 blocks of
+/// two 4-lane vectors each.
+inline constexpr std::size_t gram_block = 2;
+
 #include "bfloat16_split_product-inl.hpp"
+#include "gram-inl.hpp"
 #include "square_sum-inl.hpp"
 #undef LOFTQ_MM
 #undef LOFTQ_TARGET

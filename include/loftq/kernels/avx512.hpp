@@ -2,10 +2,10 @@
 /// AVX-512 kernels of blockwise quantization, equal bit for bit to kernels/scalar.hpp: the vector
 /// operations of kernels/quantize-inl.hpp on 16-lane vectors (one per group of 16, with masked
 /// loads and mask registers), and that file instantiated with them; the sums of squares of
-/// kernels/square_sum-inl.hpp on 8-lane vectors of doubles; and the product kernels of
-/// kernels/product-inl.hpp, equal bit for bit to the portable ones of kernels/products.hpp. They
-/// are compiled for AVX-512 F, BW, DQ and VL whatever the build flags, and run only on CPUs that
-/// have them (see isa.hpp).
+/// kernels/square_sum-inl.hpp and the Gram matrices of kernels/gram-inl.hpp on 8-lane vectors of
+/// doubles; and the product kernels of kernels/product-inl.hpp, equal bit for bit to the portable
+/// ones of kernels/products.hpp. They are compiled for AVX-512 F, BW, DQ and VL whatever the build
+/// flags, and run only on CPUs that have them (see isa.hpp).
 #pragma once
 
 #include "../detail/cpu.hpp"
@@ -316,7 +316,12 @@ LOFTQ_TARGET_AVX512 inline VecD fmadd_doubles(VecD a, VecD b, VecD c) {
   return _mm512_fmadd_pd(a, b, c);
 }
 
+/// Columns of a block of the Gram matrix's sums (kernels/gram-inl.hpp): 4 x 4 blocks of
+/// one 8-lane vector each.
+inline constexpr std::size_t gram_block = 4;
+
 #include "bfloat16_split_product-inl.hpp"
+#include "gram-inl.hpp"
 #include "square_sum-inl.hpp"
 #undef LOFTQ_MM
 #undef LOFTQ_TARGET

@@ -196,6 +196,24 @@ inline void product_of(const RowMatrixXf& E, bool transposed, const Eigen::Ref<c
   if (!direct) out = padded.topRows(static_cast<Eigen::Index>(rows));
 }
 
+/// The lower triangle of X^T X in double into g (column-major, `ldg` doubles between its
+/// columns; the strict upper triangle is not written), for X depth x columns, column-major with
+/// `ldx` floats between its columns, on the kernels of `isa`: the same bits on each
+/// (kernels/gram-inl.hpp).
+inline void lower_gram(Isa isa, const float* x, std::size_t ldx, std::size_t depth,
+                       std::size_t columns, double* g, std::size_t ldg) {
+  switch (isa) {
+#if LOFTQ_X86_KERNELS
+    case Isa::avx512:
+      return kernels::avx512::lower_gram(x, ldx, depth, columns, g, ldg);
+    case Isa::avx2:
+      return kernels::avx2::lower_gram(x, ldx, depth, columns, g, ldg);
+#endif
+    default:
+      return kernels::scalar::lower_gram(x, ldx, depth, columns, g, ldg);
+  }
+}
+
 /// c = E B, rows x columns, column-major with `ldc` floats between its columns, for E (rows x
 /// depth) and B (depth x columns), row-major with `lde` and `ldb` floats between their rows,
 /// depth >= 1, tile after tile on the calling thread on the kernels of `isa`: every element one

@@ -2,7 +2,8 @@
 /// Portable kernels of blockwise quantization; every other path must equal these bit for bit.
 /// Also what every instruction set's kernels share: the lookup quantizer of a codebook, the block
 /// multipliers and factors, the block cursor, the scalar tails of the vector kernels, and
-/// SquareSum, whose sums of squares kernels/square_sum-inl.hpp adds.
+/// SquareSum, whose sums of squares kernels/square_sum-inl.hpp adds, and the lanes of the Gram
+/// matrices of kernels/gram-inl.hpp.
 /// No expression here can be contracted into an FMA: each result is one rounding.
 #pragma once
 
@@ -165,6 +166,10 @@ inline constexpr std::size_t strip_pairs = 32;
 /// Lanes of a SquareSum: the terms of elements i and j of its sequence share a lane when
 /// i % square_lanes == j % square_lanes.
 inline constexpr std::size_t square_lanes = 32;
+
+/// Lanes of the sums of a Gram matrix in double (kernels/gram-inl.hpp): the terms of rows p and
+/// q share a lane when p % gram_lanes == q % gram_lanes.
+inline constexpr std::size_t gram_lanes = 8;
 
 /// A sum in double of the squares of a sequence of floats, or of differences of two, being
 /// accumulated: the term of the sequence's element i goes into lane i % square_lanes by one FMA,
@@ -362,7 +367,11 @@ inline VecD subtract_doubles(VecD a, VecD b) { return a - b; }
 /// a * b + c with one rounding.
 inline VecD fmadd_doubles(VecD a, VecD b, VecD c) { return std::fma(a, b, c); }
 
+/// Columns of a block of the Gram matrix's sums (kernels/gram-inl.hpp).
+inline constexpr std::size_t gram_block = 1;
+
 #define LOFTQ_TARGET
+#include "gram-inl.hpp"
 #include "square_sum-inl.hpp"
 #undef LOFTQ_TARGET
 
