@@ -413,6 +413,25 @@ std::pair<double, double> losses(const Eigen::MatrixXf& p, const Eigen::MatrixXf
   return {(p.cast<double>().transpose() * qd).cwiseAbs().maxCoeff(), self.cwiseAbs().maxCoeff()};
 }
 
+TEST(Orthonormalization, AWellConditionedBlockIsToldByItsGramMatrix) {
+  // Singular values spread from 1 to 1 / condition: the block is well conditioned for a limit
+  // at or above its condition number only; a rank-deficient or empty block never is.
+  const Eigen::MatrixXf turn = orthonormal_basis(9, 9, 12);
+  for (const double condition : {1.0, 3.0, 3.9, 4.1, 10.0}) {
+    Eigen::VectorXd spread(9);
+    for (Eigen::Index j = 0; j < 9; ++j)
+      spread(j) = std::pow(condition, -static_cast<double>(j) / 8.0);
+    const Eigen::MatrixXd y = orthonormal_basis(200, 9, 13).cast<double>() * spread.asDiagonal() *
+                              turn.cast<double>().transpose();
+    const Eigen::MatrixXd gram = y.transpose() * y;
+    EXPECT_EQ(loftq::detail::well_conditioned(gram, 4.0), condition <= 4.0) << condition;
+  }
+  EXPECT_FALSE(loftq::detail::well_conditioned(Eigen::MatrixXd::Zero(3, 3), 4.0));
+  EXPECT_FALSE(loftq::detail::well_conditioned(
+      Eigen::MatrixXd::Identity(3, 3) - Eigen::MatrixXd::Constant(3, 3, 1.0 / 3.0), 4.0));
+  EXPECT_FALSE(loftq::detail::well_conditioned(Eigen::MatrixXd(0, 0), 4.0));
+}
+
 TEST(Orthonormalization, AgainstABasisOnceOrTwiceAsTheLossRequires) {
   // 700 rows: several row pieces. A block with much of its norm outside P's span takes one
   // Gram-Schmidt pass; one that lies within 1e-4 of the span takes two (one alone left |P^T Q|

@@ -342,8 +342,12 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
       measure();
       if (decide(gains, captured, now, energy, options.tolerance)) break;
     }
+    // Only the span of Y reaches E^T Y's orthonormalized block: a Krylov block whose Gram
+    // matrix (in `gram`) says that it is well conditioned goes as it is.
     Y = EP.middleCols(kept - block, block);
-    condition_basis(Y);  // only the span of Y reaches E^T Y's orthonormalized block
+    if (!krylov || !well_conditioned(gram.bottomRightCorner(block, block), rounding_condition)) {
+      condition_basis(Y);
+    }
     transposed_pass(Y, Z, beside ? std::function<void()>(measure) : std::function<void()>());
     if (beside && decide(gains, captured, now, energy, options.tolerance)) break;
     if (krylov) {
