@@ -1,11 +1,11 @@
 /// @file detail/pieced_products.hpp
 /// The small products of the randomized SVD (Gram matrices, cross products, products with a
 /// small matrix), split into fixed row pieces run by parallel_for: each piece is one
-/// single-threaded product of the same shape whatever the thread count (Eigen's for the Gram
-/// and cross products, the tile kernels of kernels/products.hpp for products with a small
-/// matrix), and sums over pieces are added in piece order, so every result is independent of
-/// the thread count. The big products E X and E^T Y are in kernels/products.hpp.
-/// Call them inside a ThreadScope, which keeps each piece's Eigen product on one thread.
+/// single-threaded product of the same shape whatever the thread count, on the kernels of
+/// kernels/products.hpp (the tile kernels, and lower_gram() for Gram matrices in double), and
+/// sums over pieces are added in piece order, so every result is independent of the thread
+/// count and of the instruction set. The big products E X and E^T Y are in kernels/products.hpp.
+/// Call them inside a ThreadScope, as the rest of the randomized SVD.
 #pragma once
 
 #include <Eigen/Core>
