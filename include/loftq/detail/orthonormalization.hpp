@@ -105,9 +105,9 @@ void orthonormalize(MatrixView<Scalar> P, Matrix<Scalar>& Y) {
 }
 
 /// Condition number of a block up to which its span survives the rounding of its elements to
-/// bfloat16 well enough without condition_basis(): the span's weakest direction moves by at
-/// most about 2^-9 times it, 0.8 %, which costs the Krylov space about the square of that in
-/// relative energy.
+/// bfloat16 well enough without condition_basis(): the rounding (2^-9 of the block's largest
+/// direction at most) moves the weakest direction by at most about 4 * 2^-9 of its own length,
+/// 0.8 %, which costs the Krylov space about the square of that in relative energy.
 inline constexpr double rounding_condition = 4.0;
 
 /// Whether the block whose Gram matrix (in double; its lower triangle is read) is `gram` has a
