@@ -112,8 +112,9 @@ inline constexpr double rounding_condition = 4.0;
 
 /// Whether the block whose Gram matrix (in double; its lower triangle is read) is `gram` has a
 /// condition number of at most `limit`: sqrt(largest / smallest eigenvalue of gram). An empty
-/// block is not.
-inline bool well_conditioned(const Eigen::MatrixXd& gram, double limit) {
+/// block is not. A template, so that only a program that calls it compiles the eigensolver.
+template <class Gram>
+bool well_conditioned(const Gram& gram, double limit) {
   if (gram.rows() == 0) return false;
   const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram, Eigen::EigenvaluesOnly);
   const Eigen::VectorXd& values = eigen.eigenvalues();  // ascending

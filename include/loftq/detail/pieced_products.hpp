@@ -68,8 +68,11 @@ Eigen::MatrixXd sum_over_pieces(Eigen::Index rows, Eigen::Index shape_rows, Eige
 
 /// X^T * Y for X, Y with equal row counts (matrices or blocks of columns): float products of
 /// row pieces on the kernels of active_isa() (product_tiles(): X's column-major data is a
-/// row-major X^T, and each piece of Y is copied row-major), added in double.
-inline Eigen::MatrixXd cross_product(MatrixView<float> X, MatrixView<float> Y) {
+/// row-major X^T, and each piece of Y is copied row-major), added in double. A template, so
+/// that only a program that calls it compiles it.
+template <class Scalar = float>
+Eigen::MatrixXd cross_product(MatrixView<Scalar> X, MatrixView<Scalar> Y) {
+  static_assert(std::is_same_v<Scalar, float>, "the kernels multiply float");
   const Isa isa = active_isa();
   const auto columns = static_cast<std::size_t>(Y.cols());
   return sum_over_pieces<float>(
@@ -88,8 +91,11 @@ inline Eigen::MatrixXd cross_product(MatrixView<float> X, MatrixView<float> Y) {
 
 /// The lower triangle of X^T * X, computed in double throughout (half the flops of the
 /// product), on the kernels of active_isa() (lower_gram()); the strict upper triangle is 0. The
-/// Gram matrix of a Cholesky factorization, which reads the lower triangle only.
-inline Eigen::MatrixXd gram_in_double(const Matrix<float>& X) {
+/// Gram matrix of a Cholesky factorization, which reads the lower triangle only. A template, so
+/// that only a program that calls it compiles it.
+template <class Scalar>
+Eigen::MatrixXd gram_in_double(const Matrix<Scalar>& X) {
+  static_assert(std::is_same_v<Scalar, float>, "the kernels read float");
   const Isa isa = active_isa();
   return sum_over_pieces<double>(
       X.rows(), X.cols(), X.cols(),
