@@ -130,16 +130,19 @@ inline constexpr std::size_t pair_tile_columns = 4;
 /// (4, 16 or 64 rows) divide it.
 inline constexpr Eigen::Index product_row_padding = 64;
 
+/// One tile kernel: (e, lde, rows of the tile, depth, b, ldb, columns, c, ldc, panel), C's tile
+/// column-major into c (kernels' product_tile() and transposed_product_tile()).
+using TileKernel = void (*)(const float*, std::size_t, std::size_t, std::size_t, const float*,
+                            std::size_t, std::size_t, float*, std::size_t, float*);
+
 /// The tile kernels of one instruction set.
 struct ProductKernels {
   std::size_t tile_rows;     ///< Rows of a tile of C.
   std::size_t panel_floats;  ///< Scratch a tile needs.
   /// One tile of C = E B (kernels' product_tile()).
-  void (*product)(const float*, std::size_t, std::size_t, std::size_t, const float*, std::size_t, std::size_t,
-                  float*, std::size_t, float*);
+  TileKernel product;
   /// One tile of C = E^T B (kernels' transposed_product_tile()).
-  void (*transposed)(const float*, std::size_t, std::size_t, std::size_t, const float*, std::size_t, std::size_t,
-                     float*, std::size_t, float*);
+  TileKernel transposed;
 };
 
 /// The tile kernels of `isa`.
@@ -214,24 +217,21 @@ inline void lower_gram(Isa isa, const float* x, std::size_t ldx, std::size_t dep
   }
 }
 
-/// c = E B, rows x columns, column-major with `ldc` floats between its columns, for E (rows x
-/// depth) and B (depth x columns), row-major with `lde` and `ldb` floats between their rows,
-/// depth >= 1, tile after tile on the calling thread on the kernels of `isa`: every element one
-/// chain of FMAs over depth in order, the same bits on every instruction set. A last tile
-/// narrower than the kernels' goes through `scratch` (which also holds a tile's panel), so that
-/// nothing past c's rows is written.
-inline void product_tiles(Isa isa, const float* e, std::size_t lde, std::size_t rows,
-                          std::size_t depth, const float* b, std::size_t ldb, std::size_t columns,
-                          float* c, std::size_t ldc, std::vector<float>& scratch) {
-  const ProductKernels set = product_kernels(isa);
+/// Runs `tile` over rows x columns of c, tile after tile of `set.tile_rows` rows on the calling
+/// thread, tile i reading E from e + i `row_step`; a last tile narrower than the kernels' goes
+/// through `scratch` (which also holds a tile's panel), so that nothing past c's rows is written.
+inline void tile_walk(const ProductKernels& set, TileKernel tile, const float* e, std::size_t lde,
+                      std::size_t row_step, std::size_t rows, std::size_t depth, const float* b,
+                      std::size_t ldb, std::size_t columns, float* c, std::size_t ldc,
+                      std::vector<float>& scratch) {
   scratch.resize(set.panel_floats + set.tile_rows * columns);
   float* panel = scratch.data();
   float* edge = panel + set.panel_floats;  // a narrow last tile, column-major tile_rows x columns
   for (std::size_t i = 0; i < rows; i += set.tile_rows) {
     const std::size_t count = std::min(set.tile_rows, rows - i);
     const bool whole = count == set.tile_rows;
-    set.product(e + i * lde, lde, count, depth, b, ldb, columns, whole ? c + i : edge,
-                whole ? ldc : set.tile_rows, panel);
+    tile(e + i * row_step, lde, count, depth, b, ldb, columns, whole ? c + i : edge,
+         whole ? ldc : set.tile_rows, panel);
     if (whole) continue;
     for (std::size_t j = 0; j < columns; ++j) {
       std::copy(edge + j * set.tile_rows, edge + j * set.tile_rows + count, c + j * ldc + i);
@@ -239,30 +239,27 @@ inline void product_tiles(Isa isa, const float* e, std::size_t lde, std::size_t 
   }
 }
 
+/// c = E B, rows x columns, column-major with `ldc` floats between its columns, for E (rows x
+/// depth) and B (depth x columns), row-major with `lde` and `ldb` floats between their rows,
+/// depth >= 1, tile after tile on the calling thread on the kernels of `isa` (tile_walk()):
+/// every element one chain of FMAs over depth in order, the same bits on every instruction set.
+inline void product_tiles(Isa isa, const float* e, std::size_t lde, std::size_t rows,
+                          std::size_t depth, const float* b, std::size_t ldb, std::size_t columns,
+                          float* c, std::size_t ldc, std::vector<float>& scratch) {
+  const ProductKernels set = product_kernels(isa);
+  tile_walk(set, set.product, e, lde, lde, rows, depth, b, ldb, columns, c, ldc, scratch);
+}
+
 /// c = E^T B, rows x columns, column-major with `ldc` floats between its columns, for E (depth
 /// x rows) and B (depth x columns), row-major with `lde` and `ldb` floats between their rows,
-/// depth >= 1, tile after tile on the calling thread on the kernels of `isa`: every element one
-/// chain of FMAs over depth in order, the same bits on every instruction set. A last tile
-/// narrower than the kernels' goes through `scratch` (which also holds a tile's panel), so that
-/// nothing past c's rows is written.
+/// depth >= 1, tile after tile on the calling thread on the kernels of `isa` (tile_walk()):
+/// every element one chain of FMAs over depth in order, the same bits on every instruction set.
 inline void transposed_tiles(Isa isa, const float* e, std::size_t lde, std::size_t rows,
                              std::size_t depth, const float* b, std::size_t ldb,
                              std::size_t columns, float* c, std::size_t ldc,
                              std::vector<float>& scratch) {
   const ProductKernels set = product_kernels(isa);
-  scratch.resize(set.panel_floats + set.tile_rows * columns);
-  float* panel = scratch.data();
-  float* edge = panel + set.panel_floats;  // a narrow last tile, column-major tile_rows x columns
-  for (std::size_t i = 0; i < rows; i += set.tile_rows) {
-    const std::size_t count = std::min(set.tile_rows, rows - i);
-    const bool whole = count == set.tile_rows;
-    set.transposed(e + i, lde, count, depth, b, ldb, columns, whole ? c + i : edge,
-                   whole ? ldc : set.tile_rows, panel);
-    if (whole) continue;
-    for (std::size_t j = 0; j < columns; ++j) {
-      std::copy(edge + j * set.tile_rows, edge + j * set.tile_rows + count, c + j * ldc + i);
-    }
-  }
+  tile_walk(set, set.transposed, e, lde, 1, rows, depth, b, ldb, columns, c, ldc, scratch);
 }
 
 /// Rows [first, first + count) of A B^T into c, row-major with B.rows() columns, for A (rows x
