@@ -937,11 +937,61 @@ TEST_P(IsaKernels, Bfloat16ProductsArePairedFmaChainsOnEveryShapeAndThreadCount)
         Eigen::MatrixXf set_out(c.rows, c.k);
         loftq::detail::bfloat16_product_of(set, rounded, false, x_pairs, c.k, set_out);
         ASSERT_TRUE(same_bits(set_out, ex)) << "E X, kernels " << name << ", threads " << threads;
+        // E's tiles packed and kept by one pass, then read back by the next.
+        loftq::detail::PackedTiles packed;
+        for (const char* pass : {"packing", "reading"}) {
+          set_out.setZero();
+          loftq::detail::bfloat16_product_of(set, rounded, false, x_pairs, c.k, set_out, {},
+                                             &packed);
+          ASSERT_TRUE(same_bits(set_out, ex))
+              << "E X, kernels " << name << ", threads " << threads << ", " << pass << " tiles";
+        }
         set_out.resize(c.cols, c.k);
         loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, c.k, set_out);
         ASSERT_TRUE(same_bits(set_out, ety)) << "E^T Y, kernels " << name << ", threads " << threads;
       }
     }
+  }
+}
+
+TEST(Bfloat16, KeptTilesAreReadInsteadOfEUntilForgotten) {
+  const loftq::RowMatrixXf e = loftq_test::gaussian(130, 300, 1.0f, 3);
+  const loftq::RowMatrixXf other = loftq_test::gaussian(130, 300, 1.0f, 4);
+  const Eigen::MatrixXf x = loftq_test::gaussian(300, 68, 1.0f, 5);
+  const int exponent = loftq::detail::bfloat16_exponent(e.cast<double>().norm());
+  loftq::detail::Bfloat16Matrix rounded, rounded_other;
+  loftq::detail::round_to_bfloat16(e, exponent, rounded);
+  loftq::detail::round_to_bfloat16(other, exponent, rounded_other);
+  std::vector<std::uint32_t> pairs;
+  loftq::detail::bfloat16_operand(x, pairs);
+  const loftq::detail::ThreadScope scope;
+  for (const auto& [name, set] : loftq::detail::runnable_bfloat16_kernels()) {
+    SCOPED_TRACE(name);
+    Eigen::MatrixXf of_e(130, 68), of_other(130, 68), out(130, 68);
+    loftq::detail::bfloat16_product_of(set, rounded, false, pairs, 68, of_e);
+    loftq::detail::bfloat16_product_of(set, rounded_other, false, pairs, 68, of_other);
+    ASSERT_FALSE(same_bits(of_e, of_other));
+    loftq::detail::PackedTiles packed;
+    loftq::detail::bfloat16_product_of(set, rounded, false, pairs, 68, out, {}, &packed);
+    EXPECT_TRUE(same_bits(out, of_e));
+    const bool kept = set.product != nullptr;  // the split kernels keep nothing
+    EXPECT_EQ(packed.ready, kept);
+    // A ready cache stands for E: the other matrix's words are not read.
+    loftq::detail::bfloat16_product_of(set, rounded_other, false, pairs, 68, out, {}, &packed);
+    EXPECT_TRUE(same_bits(out, kept ? of_e : of_other));
+    packed.forget();
+    loftq::detail::bfloat16_product_of(set, rounded_other, false, pairs, 68, out, {}, &packed);
+    EXPECT_TRUE(same_bits(out, of_other));
+    // Tiles of another shape are packed again, ready or not.
+    const Eigen::MatrixXf narrow = x.topRows(200);
+    std::vector<std::uint32_t> narrow_pairs;
+    loftq::detail::bfloat16_operand(narrow, narrow_pairs);
+    loftq::detail::Bfloat16Matrix left;
+    loftq::detail::round_to_bfloat16(e.leftCols(200), exponent, left);
+    Eigen::MatrixXf expected(130, 68);
+    loftq::detail::bfloat16_product_of(set, left, false, narrow_pairs, 68, expected);
+    loftq::detail::bfloat16_product_of(set, left, false, narrow_pairs, 68, out, {}, &packed);
+    EXPECT_TRUE(same_bits(out, expected));
   }
 }
 

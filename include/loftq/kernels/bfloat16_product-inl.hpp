@@ -112,22 +112,32 @@ LOFTQ_TARGET inline void pair_tile_product_all(const std::uint32_t* a, const std
 /// One tile of C = E B: c[r + j ldc] = the sum over the pairs p < pairs of E's word of row r and
 /// pair p and b[p ldb + j], for r < rows (<= pair_tile_rows; C has room for pair_tile_rows
 /// rows) and j < columns. E's words lie in strips (Bfloat16Matrix): e points at the tile's first
-/// row in the first strip, rows strip_pairs words apart, strips strip_words apart. They are
-/// packed into `panel` (pair_panel_words) by 8 x 8 transposes, rows past `rows` as 0.
+/// row in the first strip, rows strip_pairs words apart, strips strip_words apart. The kernel
+/// reads them packed in `panel`, pair after pair, pair_tile_rows words each (rows past `rows` as
+/// 0), packed by 8 x 8 transposes as `use` says (PanelUse).
 LOFTQ_TARGET inline void bfloat16_product_tile(const std::uint32_t* e, std::size_t strip_words,
                                                std::size_t rows, std::size_t pairs,
                                                const std::uint32_t* b, std::size_t ldb,
                                                std::size_t columns, float* c, std::size_t ldc,
-                                               std::uint32_t* panel) {
+                                               std::uint32_t* panel, PanelUse use) {
   static_assert(strip_pairs % 8 == 0 && pair_chunk % strip_pairs == 0, "chunks of whole strips");
+  if (use == PanelUse::packed) {
+    for (std::size_t p = 0; p < pairs; p += pair_chunk) {
+      pair_tile_product_all(panel + p * pair_tile_rows, b + p * ldb, ldb,
+                            std::min(pair_chunk, pairs - p), columns, p > 0, c, ldc);
+    }
+    return;
+  }
   // The words of row r from pair p on, to the end of p's strip.
   const auto words = [&](std::size_t r, std::size_t p) {
     return e + p / strip_pairs * strip_words + r * strip_pairs + p % strip_pairs;
   };
   const std::size_t whole_rows = rows / 8 * 8;
+  std::uint32_t* const start = panel;
   for (std::size_t p = 0; p < pairs; p += pair_chunk) {
     const std::size_t chunk = std::min(pair_chunk, pairs - p);
     const std::size_t whole_pairs = chunk / 8 * 8;
+    if (use == PanelUse::keep) panel = start + p * pair_tile_rows;
     // Strip by strip, each read down its rows in one stretch while the next one's rows are
     // fetched: the hardware prefetchers find a new stretch late.
     for (std::size_t s = 0; s < whole_pairs; s += strip_pairs) {

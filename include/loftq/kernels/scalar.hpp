@@ -163,6 +163,14 @@ class BlockCursor {
 /// of E's columns, two 64-byte lines a row.
 inline constexpr std::size_t strip_pairs = 32;
 
+/// How a tile of E B (bfloat16_product_tile()) uses its panel, which its kernel reads E's words
+/// from, packed pair after pair.
+enum class PanelUse {
+  scratch,  ///< pair_panel_words of scratch, each chunk of pairs packed over the one before.
+  keep,     ///< Room for every pair of the tile, all packed, kept for later passes over E.
+  packed,   ///< Every pair of the tile, packed by an earlier pass (keep): E is not read.
+};
+
 /// Lanes of a SquareSum: the terms of elements i and j of its sequence share a lane when
 /// i % square_lanes == j % square_lanes.
 inline constexpr std::size_t square_lanes = 32;
