@@ -949,12 +949,20 @@ TEST_P(IsaKernels, Bfloat16ProductsArePairedFmaChainsOnEveryShapeAndThreadCount)
         set_out.resize(c.cols, c.k);
         loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, c.k, set_out);
         ASSERT_TRUE(same_bits(set_out, ety)) << "E^T Y, kernels " << name << ", threads " << threads;
+        loftq::detail::PackedTiles packed_transposed;
+        for (const char* pass : {"packing", "reading"}) {
+          set_out.setZero();
+          loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, c.k, set_out, {},
+                                             &packed_transposed);
+          ASSERT_TRUE(same_bits(set_out, ety))
+              << "E^T Y, kernels " << name << ", threads " << threads << ", " << pass << " tiles";
+        }
       }
     }
   }
 }
 
-TEST(Bfloat16, KeptTilesAreReadInsteadOfEUntilForgotten) {
+TEST(Bfloat16, KeptTilesAreReadInsteadOfEUntilForgottenInBothDirections) {
   const loftq::RowMatrixXf e = loftq_test::gaussian(130, 300, 1.0f, 3);
   const loftq::RowMatrixXf other = loftq_test::gaussian(130, 300, 1.0f, 4);
   const Eigen::MatrixXf x = loftq_test::gaussian(300, 68, 1.0f, 5);
@@ -992,6 +1000,24 @@ TEST(Bfloat16, KeptTilesAreReadInsteadOfEUntilForgotten) {
     loftq::detail::bfloat16_product_of(set, left, false, narrow_pairs, 68, expected);
     loftq::detail::bfloat16_product_of(set, left, false, narrow_pairs, 68, out, {}, &packed);
     EXPECT_TRUE(same_bits(out, expected));
+    // E^T Y the same way, in a PackedTiles of its own.
+    const Eigen::MatrixXf y = loftq_test::gaussian(130, 68, 1.0f, 6);
+    std::vector<std::uint32_t> y_pairs;
+    loftq::detail::bfloat16_operand(y, y_pairs);
+    Eigen::MatrixXf of_e_t(300, 68), of_other_t(300, 68), out_t(300, 68);
+    loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, 68, of_e_t);
+    loftq::detail::bfloat16_product_of(set, rounded_other, true, y_pairs, 68, of_other_t);
+    loftq::detail::PackedTiles packed_transposed;
+    loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, 68, out_t, {},
+                                       &packed_transposed);
+    EXPECT_TRUE(same_bits(out_t, of_e_t));
+    loftq::detail::bfloat16_product_of(set, rounded_other, true, y_pairs, 68, out_t, {},
+                                       &packed_transposed);
+    EXPECT_TRUE(same_bits(out_t, kept ? of_e_t : of_other_t));
+    packed_transposed.forget();
+    loftq::detail::bfloat16_product_of(set, rounded_other, true, y_pairs, 68, out_t, {},
+                                       &packed_transposed);
+    EXPECT_TRUE(same_bits(out_t, of_other_t));
   }
 }
 

@@ -241,9 +241,10 @@ inline bool decide(std::vector<double>& gains, double& captured, double now, dou
   return converged(gains, captured, energy - captured, tolerance);
 }
 
-/// Passes E X over E rounded to bfloat16 from which randomized_svd() keeps E's tiles packed
-/// (PackedTiles): the first pass then takes about 1.25 times as long, as it writes them, and each
-/// later one about 0.8 times (4096 x 4096, 68 columns, on a Zen 4), so two passes do not gain.
+/// Passes E X, or passes E^T Y, over E rounded to bfloat16 from which randomized_svd() keeps
+/// their tiles packed (PackedTiles): the first pass E X then takes about 1.25 times as long, as
+/// it writes them (the first E^T Y about as long as before), and each later one about 0.8 times
+/// (4096 x 4096, 68 columns, on a Zen 4), so two passes E X do not gain.
 inline constexpr int keep_tiles_from_passes = 3;
 
 /// The memory of randomized_svd(): E rounded to bfloat16, its kept blocks P and E P, in the
@@ -261,6 +262,7 @@ struct KrylovBuffers {
   std::vector<float> operand;        ///< The thin operand of a float product over E, row-major.
   std::vector<std::uint32_t> pairs;  ///< The thin operand of a bfloat16 product, as pairs.
   PackedTiles packed;                ///< E B's tiles of `rounded`, kept from pass to pass.
+  PackedTiles packed_transposed;     ///< E^T B's tiles of `rounded`, kept from pass to pass.
   std::vector<PlaneRotation> rotations;  ///< The rotations largest_eigenpairs() records.
 
   /// Makes room for a basis of `width` columns for a rows x cols E, on huge pages; keeps the
@@ -294,8 +296,8 @@ struct KrylovBuffers {
 /// bfloat16 blurred. Without `float_step`, they come from Rayleigh-Ritz on the passes' E P
 /// instead, one pass fewer: A B^T = E' V V^T for E' the rounded E, whose error the caller
 /// measures (||E - A B^T||^2 = ||E||^2 - sum S^2 no longer holds). P and E P are kept in
-/// `buffers`, and, from keep_tiles_from_passes passes E X on, the rounded E's tiles packed for
-/// the bfloat16 kernels (the same bits).
+/// `buffers`, and, from keep_tiles_from_passes passes E X (or E^T Y) on, the rounded E's tiles
+/// of those passes packed for the bfloat16 kernels (the same bits).
 template <class Scalar>
 LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, const SvdOptions& options,
                               const Matrix<Scalar>* start, double energy, KrylovBuffers& buffers, bool rounded,
@@ -313,8 +315,12 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   if (options.bfloat16_passes && !rounded) {
     round_to_bfloat16(E, bfloat16_exponent(std::sqrt(std::max(energy, 0.0))), buffers.rounded);
   }
-  buffers.packed.forget();  // E is new: its tiles are packed by the first pass that keeps them
+  // E is new: its tiles are packed by the first pass that keeps them
+  buffers.packed.forget();
+  buffers.packed_transposed.forget();
   PackedTiles* const packed = blocks >= keep_tiles_from_passes ? &buffers.packed : nullptr;
+  PackedTiles* const packed_transposed =
+      blocks - 1 >= keep_tiles_from_passes ? &buffers.packed_transposed : nullptr;
   // out = E X and out = E^T Y, the passes over E (or E rounded to bfloat16).
   const auto pass = [&](const auto& X, auto&& out) {
     if (options.bfloat16_passes) return multiply(buffers.rounded, X, out, buffers.pairs, packed);
@@ -323,7 +329,7 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   // `beside`, when set, runs beside the bfloat16 pass (on one of its threads), else before it.
   const auto transposed_pass = [&](const auto& Y, auto&& out, const std::function<void()>& beside) {
     if (options.bfloat16_passes)
-      return multiply_transposed(buffers.rounded, Y, out, buffers.pairs, beside);
+      return multiply_transposed(buffers.rounded, Y, out, buffers.pairs, beside, packed_transposed);
     if (beside) beside();
     multiply_transposed(E, Y, out, buffers.operand);
   };

@@ -121,64 +121,62 @@ LOFTQ_TARGET inline void bfloat16_product_tile(const std::uint32_t* e, std::size
                                                std::size_t columns, float* c, std::size_t ldc,
                                                std::uint32_t* panel, PanelUse use) {
   static_assert(strip_pairs % 8 == 0 && pair_chunk % strip_pairs == 0, "chunks of whole strips");
-  if (use == PanelUse::packed) {
-    for (std::size_t p = 0; p < pairs; p += pair_chunk) {
-      pair_tile_product_all(panel + p * pair_tile_rows, b + p * ldb, ldb,
-                            std::min(pair_chunk, pairs - p), columns, p > 0, c, ldc);
-    }
-    return;
-  }
   // The words of row r from pair p on, to the end of p's strip.
   const auto words = [&](std::size_t r, std::size_t p) {
     return e + p / strip_pairs * strip_words + r * strip_pairs + p % strip_pairs;
   };
   const std::size_t whole_rows = rows / 8 * 8;
-  std::uint32_t* const start = panel;
   for (std::size_t p = 0; p < pairs; p += pair_chunk) {
     const std::size_t chunk = std::min(pair_chunk, pairs - p);
-    const std::size_t whole_pairs = chunk / 8 * 8;
-    if (use == PanelUse::keep) panel = start + p * pair_tile_rows;
-    // Strip by strip, each read down its rows in one stretch while the next one's rows are
-    // fetched: the hardware prefetchers find a new stretch late.
-    for (std::size_t s = 0; s < whole_pairs; s += strip_pairs) {
-      const std::size_t end = std::min(whole_pairs, s + strip_pairs);
-      const bool more = p + end < pairs;
-      for (std::size_t r = 0; r < whole_rows; r += 8) {
-        if (more) {
-          const std::uint32_t* next = words(r, p + end);
-          for (std::size_t line = 0; line < 8 * strip_pairs; line += 16)
-            __builtin_prefetch(next + line);
+    std::uint32_t* const packed = use == PanelUse::scratch ? panel : panel + p * pair_tile_rows;
+    if (use != PanelUse::packed) {
+      const std::size_t whole_pairs = chunk / 8 * 8;
+      // Strip by strip, each read down its rows in one stretch while the next one's rows are
+      // fetched: the hardware prefetchers find a new stretch late.
+      for (std::size_t s = 0; s < whole_pairs; s += strip_pairs) {
+        const std::size_t end = std::min(whole_pairs, s + strip_pairs);
+        const bool more = p + end < pairs;
+        for (std::size_t r = 0; r < whole_rows; r += 8) {
+          if (more) {
+            const std::uint32_t* next = words(r, p + end);
+            for (std::size_t line = 0; line < 8 * strip_pairs; line += 16)
+              __builtin_prefetch(next + line);
+          }
+          for (std::size_t q = s; q < end; q += 8)
+            transpose8_words(words(r, p + q), strip_pairs, packed + q * pair_tile_rows + r,
+                             pair_tile_rows);
         }
-        for (std::size_t q = s; q < end; q += 8)
-          transpose8_words(words(r, p + q), strip_pairs, panel + q * pair_tile_rows + r,
-                           pair_tile_rows);
+      }
+      for (std::size_t q = whole_pairs; q < chunk; ++q) {
+        for (std::size_t k = 0; k < whole_rows; ++k)
+          packed[q * pair_tile_rows + k] = *words(k, p + q);
+      }
+      for (std::size_t q = 0; q < chunk; ++q) {
+        for (std::size_t k = whole_rows; k < pair_tile_rows; ++k)
+          packed[q * pair_tile_rows + k] = k < rows ? *words(k, p + q) : 0u;
       }
     }
-    for (std::size_t q = whole_pairs; q < chunk; ++q) {
-      for (std::size_t k = 0; k < whole_rows; ++k) panel[q * pair_tile_rows + k] = *words(k, p + q);
-    }
-    for (std::size_t q = 0; q < chunk; ++q) {
-      for (std::size_t k = whole_rows; k < pair_tile_rows; ++k)
-        panel[q * pair_tile_rows + k] = k < rows ? *words(k, p + q) : 0u;
-    }
-    pair_tile_product_all(panel, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
+    pair_tile_product_all(packed, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
   }
 }
 
 /// One tile of C = E^T B, for the columns first..first + rows of E (first even; rows <=
 /// pair_tile_rows, C has room for pair_tile_rows rows): c[r + j ldc] = the sum over the pairs p
 /// < pairs of (E(2p, first + r), E(2p + 1, first + r)) and b[p ldb + j]. e points at word
-/// first / 2 of E's row 0, rows ldw words apart (in a strip of a Bfloat16Matrix, strip_pairs). Each
-/// pair of E's rows is interleaved into `panel` (pair_panel_words), columns past `rows` as 0.
+/// first / 2 of E's row 0, rows ldw words apart (in a strip of a Bfloat16Matrix, strip_pairs).
+/// The kernel reads them packed in `panel`, pair after pair, pair_tile_rows words each (columns
+/// past `rows` as 0), each pair of E's rows interleaved as `use` says (PanelUse).
 LOFTQ_TARGET inline void bfloat16_transposed_product_tile(const std::uint32_t* e, std::size_t ldw,
                                                           std::size_t rows, std::size_t pairs,
                                                           const std::uint32_t* b, std::size_t ldb,
                                                           std::size_t columns, float* c,
-                                                          std::size_t ldc, std::uint32_t* panel) {
+                                                          std::size_t ldc, std::uint32_t* panel,
+                                                          PanelUse use) {
   const std::size_t words = (rows + 1) / 2;
   for (std::size_t p = 0; p < pairs; p += pair_chunk) {
     const std::size_t chunk = std::min(pair_chunk, pairs - p);
-    for (std::size_t q = 0; q < chunk; ++q) {
+    std::uint32_t* const packed = use == PanelUse::scratch ? panel : panel + p * pair_tile_rows;
+    for (std::size_t q = 0; q < chunk && use != PanelUse::packed; ++q) {
       const std::uint32_t* even = e + 2 * (p + q) * ldw;  // E's row 2 (p + q): the first terms
       const std::uint32_t* odd = even + ldw;
       if (p + q + prefetch_pairs < pairs) {
@@ -187,13 +185,13 @@ LOFTQ_TARGET inline void bfloat16_transposed_product_tile(const std::uint32_t* e
           __builtin_prefetch(odd + 2 * prefetch_pairs * ldw + line);
         }
       }
-      std::uint32_t* out = panel + q * pair_tile_rows;
+      std::uint32_t* out = packed + q * pair_tile_rows;
       for (std::size_t k = 0; k < words; ++k) {
         out[2 * k] = (even[k] & 0xffffu) | (odd[k] << 16);
         out[2 * k + 1] = (even[k] >> 16) | (odd[k] & 0xffff0000u);
       }
       for (std::size_t r = rows; r < pair_tile_rows; ++r) out[r] = 0u;
     }
-    pair_tile_product_all(panel, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
+    pair_tile_product_all(packed, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
   }
 }

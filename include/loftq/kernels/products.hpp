@@ -522,7 +522,7 @@ struct Bfloat16Kernels {
   /// One tile of C = E^T B (kernels' bfloat16_transposed_product_tile()), or null.
   void (*transposed)(const std::uint32_t*, std::size_t, std::size_t, std::size_t,
                      const std::uint32_t*, std::size_t, std::size_t, float*, std::size_t,
-                     std::uint32_t*);
+                     std::uint32_t*, kernels::PanelUse);
   /// One tile of C = E B over B split (kernels' bfloat16_split_product_tile()), or null.
   void (*split_product)(const std::uint32_t*, std::size_t, std::size_t, std::size_t, const float*, std::size_t,
                         std::size_t, float*, std::size_t, float*) = nullptr;
@@ -648,9 +648,10 @@ static_assert(fits_strips(kernels::avx2::tile_rows) && fits_strips(kernels::avx5
               fits_strips(kernels::avx512_bf16::pair_tile_rows));
 #endif
 
-/// The tiles of E B of a Bfloat16Matrix E as the bfloat16 tile kernels read them (packed
-/// pair after pair), kept from one pass over E to the next: packing a tile by 8 x 8 transposes
-/// took about a fifth of a pass's time (4096 x 4096, 68 columns, on a Zen 4).
+/// The tiles of E B, or of E^T B, of a Bfloat16Matrix E as the bfloat16 tile kernels read them
+/// (packed pair after pair), kept from one pass over E to the next: packing the tiles (8 x 8
+/// transposes for E B, pairs of rows interleaved for E^T B) took about a fifth of a pass's time
+/// (4096 x 4096, 68 columns, on a Zen 4).
 struct PackedTiles {
   /// Tile after tile, one a row: every pair of the tile, tile_rows words each.
   Eigen::Matrix<std::uint32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> words;
@@ -668,9 +669,10 @@ struct PackedTiles {
 /// bfloat16_operand() (k columns). Tiles of out's rows run in parallel on the kernels `set`
 /// (bfloat16_kernels()), into a padded copy when out's rows are not a multiple of
 /// product_row_padding. When `beside` is set, it runs on one thread of the team while the others
-/// start the tiles (parallel_for_beside(); a tile's bits do not depend on its thread). E B's
-/// tiles are read from `packed` when it is ready for these kernels, and packed into it when it
-/// is not null and not ready (the split kernels pack as before); the same bits either way.
+/// start the tiles (parallel_for_beside(); a tile's bits do not depend on its thread). The
+/// tiles are read from `packed` when it is ready for these kernels and this product's tiles (E B
+/// or E^T B: one PackedTiles for each), and packed into it when it is not null and not ready
+/// (the split kernels pack as before); the same bits either way.
 inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix& E,
                                 bool transposed, const std::vector<std::uint32_t>& B,
                                 Eigen::Index k, Eigen::Ref<Eigen::MatrixXf> out,
@@ -703,8 +705,8 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix
                       : E.words.data() + first * kernels::strip_pairs;
   };
   const std::size_t stride = transposed ? kernels::strip_pairs : strip_words;
-  // E B's tiles kept in `packed`, and whether they are there already.
-  PackedTiles* const kept = !transposed && set.product != nullptr ? packed : nullptr;
+  // The tiles kept in `packed`, and whether they are there already.
+  PackedTiles* const kept = set.split_product == nullptr ? packed : nullptr;
   const auto tile_words = static_cast<Eigen::Index>(pairs * set.tile_rows);
   const bool reuse = kept != nullptr && kept->ready && kept->tile_rows == set.tile_rows &&
                      kept->words.rows() == static_cast<Eigen::Index>(tiles) &&
@@ -722,19 +724,18 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix
       const auto tile = transposed ? set.split_transposed : set.split_product;
       tile(tile_start(first), stride, count, pairs, split.data(), columns, columns, c + first, ldc,
            panel.get());
-    } else if (transposed) {
-      const std::unique_ptr<std::uint32_t[]> panel(
-          new std::uint32_t[set.panel_words]);  // written before read
-      set.transposed(tile_start(first), stride, count, pairs, B.data(), columns, columns, c + first,
-                     ldc, panel.get());
-    } else if (kept != nullptr) {
-      set.product(tile_start(first), stride, count, pairs, B.data(), columns, columns, c + first,
-                  ldc, kept->words.row(t).data(),
-                  reuse ? kernels::PanelUse::packed : kernels::PanelUse::keep);
     } else {
-      const std::unique_ptr<std::uint32_t[]> panel(new std::uint32_t[set.panel_words]);  // written before read
-      set.product(tile_start(first), stride, count, pairs, B.data(), columns, columns, c + first,
-                  ldc, panel.get(), kernels::PanelUse::scratch);
+      const auto tile = transposed ? set.transposed : set.product;
+      if (kept != nullptr) {
+        tile(tile_start(first), stride, count, pairs, B.data(), columns, columns, c + first, ldc,
+             kept->words.row(t).data(),
+             reuse ? kernels::PanelUse::packed : kernels::PanelUse::keep);
+      } else {
+        const std::unique_ptr<std::uint32_t[]> panel(
+            new std::uint32_t[set.panel_words]);  // written before read
+        tile(tile_start(first), stride, count, pairs, B.data(), columns, columns, c + first, ldc,
+             panel.get(), kernels::PanelUse::scratch);
+      }
     }
     for (std::size_t j = 0; j < columns; ++j) {
       for (std::size_t r = first; r < first + count; ++r) c[j * ldc + r] *= unscale;
@@ -760,13 +761,15 @@ inline void multiply(const Bfloat16Matrix& E, const Eigen::Ref<const Eigen::Matr
 }
 
 /// out = E^T Y for E rounded to bfloat16 (rows x cols) and Y rows x k; out must be cols x k.
-/// `pairs` holds Y's bfloat16 pairs; `beside`, when set, runs beside the tiles
-/// (bfloat16_product_of()).
+/// `pairs` holds Y's bfloat16 pairs; `beside`, when set, runs beside the tiles, and E^T's tiles
+/// are kept in `packed` when it is not null (bfloat16_product_of()).
 inline void multiply_transposed(const Bfloat16Matrix& E, const Eigen::Ref<const Eigen::MatrixXf>& Y,
                                 Eigen::Ref<Eigen::MatrixXf> out, std::vector<std::uint32_t>& pairs,
-                                const std::function<void()>& beside = {}) {
+                                const std::function<void()>& beside = {},
+                                PackedTiles* packed = nullptr) {
   bfloat16_operand(Y, pairs);
-  bfloat16_product_of(bfloat16_kernels(active_isa()), E, true, pairs, Y.cols(), out, beside);
+  bfloat16_product_of(bfloat16_kernels(active_isa()), E, true, pairs, Y.cols(), out, beside,
+                      packed);
 }
 
 /// out = E X, E rows x cols row-major, X cols x k; out must be rows x k. `operand` holds X's

@@ -163,8 +163,8 @@ class BlockCursor {
 /// of E's columns, two 64-byte lines a row.
 inline constexpr std::size_t strip_pairs = 32;
 
-/// How a tile of E B (bfloat16_product_tile()) uses its panel, which its kernel reads E's words
-/// from, packed pair after pair.
+/// How a tile of a bfloat16 product (bfloat16_product_tile(), bfloat16_transposed_product_tile())
+/// uses its panel, which its kernel reads E's words from, packed pair after pair.
 enum class PanelUse {
   scratch,  ///< pair_panel_words of scratch, each chunk of pairs packed over the one before.
   keep,     ///< Room for every pair of the tile, all packed, kept for later passes over E.
