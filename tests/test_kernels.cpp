@@ -1000,6 +1000,23 @@ TEST(Bfloat16, KeptTilesAreReadInsteadOfEUntilForgottenInBothDirections) {
     loftq::detail::bfloat16_product_of(set, left, false, narrow_pairs, 68, expected);
     loftq::detail::bfloat16_product_of(set, left, false, narrow_pairs, 68, out, {}, &packed);
     EXPECT_TRUE(same_bits(out, expected));
+    // A square E's tiles of E B are not taken for E^T B's, nor the reverse.
+    const loftq::RowMatrixXf square = e.leftCols(130);
+    loftq::detail::Bfloat16Matrix rounded_square;
+    loftq::detail::round_to_bfloat16(square, exponent, rounded_square);
+    const Eigen::MatrixXf z = x.topRows(130);
+    std::vector<std::uint32_t> z_pairs;
+    loftq::detail::bfloat16_operand(z, z_pairs);
+    Eigen::MatrixXf ez(130, 68), etz(130, 68), out_square(130, 68);
+    loftq::detail::bfloat16_product_of(set, rounded_square, false, z_pairs, 68, ez);
+    loftq::detail::bfloat16_product_of(set, rounded_square, true, z_pairs, 68, etz);
+    ASSERT_FALSE(same_bits(ez, etz));
+    loftq::detail::PackedTiles shared;
+    for (bool transposed : {false, true, false}) {
+      loftq::detail::bfloat16_product_of(set, rounded_square, transposed, z_pairs, 68, out_square,
+                                         {}, &shared);
+      EXPECT_TRUE(same_bits(out_square, transposed ? etz : ez)) << "transposed " << transposed;
+    }
     // E^T Y the same way, in a PackedTiles of its own.
     const Eigen::MatrixXf y = loftq_test::gaussian(130, 68, 1.0f, 6);
     std::vector<std::uint32_t> y_pairs;

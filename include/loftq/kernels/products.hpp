@@ -656,6 +656,7 @@ struct PackedTiles {
   /// Tile after tile, one a row: every pair of the tile, tile_rows words each.
   Eigen::Matrix<std::uint32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> words;
   std::size_t tile_rows = 0;  ///< Rows of a tile of the kernels that packed them.
+  bool transposed = false;    ///< Whether they are E^T B's tiles rather than E B's.
   /// Whether `words` hold the tiles of the E that the passes read now; whoever writes a new E
   /// clears it (forget()).
   bool ready = false;
@@ -670,9 +671,9 @@ struct PackedTiles {
 /// (bfloat16_kernels()), into a padded copy when out's rows are not a multiple of
 /// product_row_padding. When `beside` is set, it runs on one thread of the team while the others
 /// start the tiles (parallel_for_beside(); a tile's bits do not depend on its thread). The
-/// tiles are read from `packed` when it is ready for these kernels and this product's tiles (E B
-/// or E^T B: one PackedTiles for each), and packed into it when it is not null and not ready
-/// (the split kernels pack as before); the same bits either way.
+/// tiles are read from `packed` when it is ready with this product's tiles (E B or E^T B) for
+/// these kernels, and packed into it when it is not null and not ready or holds others (the split
+/// kernels pack as before); the same bits either way.
 inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix& E,
                                 bool transposed, const std::vector<std::uint32_t>& B,
                                 Eigen::Index k, Eigen::Ref<Eigen::MatrixXf> out,
@@ -709,12 +710,14 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix
   PackedTiles* const kept = set.split_product == nullptr ? packed : nullptr;
   const auto tile_words = static_cast<Eigen::Index>(pairs * set.tile_rows);
   const bool reuse = kept != nullptr && kept->ready && kept->tile_rows == set.tile_rows &&
+                     kept->transposed == transposed &&
                      kept->words.rows() == static_cast<Eigen::Index>(tiles) &&
                      kept->words.cols() == tile_words;
   if (kept != nullptr && !reuse) {
     kept->ready = false;
     resize_on_huge_pages(kept->words, static_cast<Eigen::Index>(tiles), tile_words);
     kept->tile_rows = set.tile_rows;
+    kept->transposed = transposed;
   }
   const auto run_tile = [&](std::ptrdiff_t t) {
     const std::size_t first = static_cast<std::size_t>(t) * set.tile_rows;
