@@ -949,13 +949,40 @@ TEST_P(IsaKernels, Bfloat16ProductsArePairedFmaChainsOnEveryShapeAndThreadCount)
         set_out.resize(c.cols, c.k);
         loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, c.k, set_out);
         ASSERT_TRUE(same_bits(set_out, ety)) << "E^T Y, kernels " << name << ", threads " << threads;
+        // E^T's tiles kept, in E's own strips on kernels whose tile is a strip when E's rows
+        // are even, else in a PackedTiles; then read back, by a pass given the PackedTiles and
+        // by one given none (which packs again, or reads the strips).
+        loftq::detail::Bfloat16Matrix strips = rounded;
         loftq::detail::PackedTiles packed_transposed;
-        for (const char* pass : {"packing", "reading"}) {
+        const std::pair<const char*, loftq::detail::PackedTiles*> passes[] = {
+            {"packing", &packed_transposed},
+            {"reading", &packed_transposed},
+            {"reading without a PackedTiles", nullptr}};
+        for (const auto& [pass, kept] : passes) {
           set_out.setZero();
-          loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, c.k, set_out, {},
-                                             &packed_transposed);
+          loftq::detail::bfloat16_product_of(set, strips, true, y_pairs, c.k, set_out, {}, kept);
           ASSERT_TRUE(same_bits(set_out, ety))
               << "E^T Y, kernels " << name << ", threads " << threads << ", " << pass << " tiles";
+        }
+        const bool in_strips = set.transposed != nullptr &&
+                               set.tile_rows == 2 * loftq::detail::kernels::strip_pairs &&
+                               c.rows % 2 == 0;
+        ASSERT_EQ(strips.interleaved, in_strips) << name;
+        EXPECT_EQ(packed_transposed.words.size() == 0, in_strips || set.transposed == nullptr)
+            << name;
+        if (in_strips) {
+          // The strips no longer hold E's rows: E X reads the tiles kept before, or refuses.
+          set_out.resize(c.rows, c.k);
+          loftq::detail::bfloat16_product_of(set, strips, false, x_pairs, c.k, set_out, {},
+                                             &packed);
+          ASSERT_TRUE(same_bits(set_out, ex)) << "E X after E^T Y, kernels " << name;
+          loftq::detail::PackedTiles none;
+          EXPECT_THROW(loftq::detail::bfloat16_product_of(set, strips, false, x_pairs, c.k, set_out,
+                                                          {}, &none),
+                       std::logic_error);
+          EXPECT_THROW(
+              loftq::detail::bfloat16_product_of(set, strips, false, x_pairs, c.k, set_out),
+              std::logic_error);
         }
       }
     }
@@ -1017,25 +1044,108 @@ TEST(Bfloat16, KeptTilesAreReadInsteadOfEUntilForgottenInBothDirections) {
                                          {}, &shared);
       EXPECT_TRUE(same_bits(out_square, transposed ? etz : ez)) << "transposed " << transposed;
     }
-    // E^T Y the same way, in a PackedTiles of its own.
-    const Eigen::MatrixXf y = loftq_test::gaussian(130, 68, 1.0f, 6);
+    // E^T Y the same way, in a PackedTiles of its own: with 129 rows, as an E of even rows keeps
+    // them in its strips on kernels whose tile is a strip (the next test).
+    const loftq::RowMatrixXf e_odd = e.topRows(129), other_odd = other.topRows(129);
+    loftq::detail::Bfloat16Matrix rounded_odd, rounded_other_odd;
+    loftq::detail::round_to_bfloat16(e_odd, exponent, rounded_odd);
+    loftq::detail::round_to_bfloat16(other_odd, exponent, rounded_other_odd);
+    const Eigen::MatrixXf y = loftq_test::gaussian(129, 68, 1.0f, 6);
     std::vector<std::uint32_t> y_pairs;
     loftq::detail::bfloat16_operand(y, y_pairs);
     Eigen::MatrixXf of_e_t(300, 68), of_other_t(300, 68), out_t(300, 68);
-    loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, 68, of_e_t);
-    loftq::detail::bfloat16_product_of(set, rounded_other, true, y_pairs, 68, of_other_t);
+    loftq::detail::bfloat16_product_of(set, rounded_odd, true, y_pairs, 68, of_e_t);
+    loftq::detail::bfloat16_product_of(set, rounded_other_odd, true, y_pairs, 68, of_other_t);
     loftq::detail::PackedTiles packed_transposed;
-    loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, 68, out_t, {},
+    loftq::detail::bfloat16_product_of(set, rounded_odd, true, y_pairs, 68, out_t, {},
                                        &packed_transposed);
     EXPECT_TRUE(same_bits(out_t, of_e_t));
-    loftq::detail::bfloat16_product_of(set, rounded_other, true, y_pairs, 68, out_t, {},
+    EXPECT_FALSE(rounded_odd.interleaved);
+    loftq::detail::bfloat16_product_of(set, rounded_other_odd, true, y_pairs, 68, out_t, {},
                                        &packed_transposed);
     EXPECT_TRUE(same_bits(out_t, kept ? of_e_t : of_other_t));
     packed_transposed.forget();
-    loftq::detail::bfloat16_product_of(set, rounded_other, true, y_pairs, 68, out_t, {},
+    loftq::detail::bfloat16_product_of(set, rounded_other_odd, true, y_pairs, 68, out_t, {},
                                        &packed_transposed);
     EXPECT_TRUE(same_bits(out_t, of_other_t));
   }
+}
+
+TEST(Bfloat16, TransposedTilesAreKeptInTheStripsUntilTheyAreRowsAgain) {
+  // 130 x 300: five strips, the last with 44 of its 64 columns; E's pairs of rows interleaved in
+  // place by the first pass E^T Y that keeps its tiles, on the kernels whose tile is a strip.
+  const loftq::RowMatrixXf e = loftq_test::gaussian(130, 300, 1.0f, 3);
+  const loftq::RowMatrixXf other = loftq_test::gaussian(130, 300, 1.0f, 4);
+  const Eigen::MatrixXf x = loftq_test::gaussian(300, 68, 1.0f, 5);
+  const Eigen::MatrixXf y = loftq_test::gaussian(130, 68, 1.0f, 6);
+  const int exponent = loftq::detail::bfloat16_exponent(e.cast<double>().norm());
+  std::vector<std::uint32_t> x_pairs, y_pairs;
+  loftq::detail::bfloat16_operand(x, x_pairs);
+  loftq::detail::bfloat16_operand(y, y_pairs);
+  const loftq::detail::ThreadScope scope;
+  int sets_in_strips = 0;
+  for (const auto& [name, set] : loftq::detail::runnable_bfloat16_kernels()) {
+    if (set.transposed == nullptr || set.tile_rows != 2 * loftq::detail::kernels::strip_pairs) {
+      continue;
+    }
+    SCOPED_TRACE(name);
+    ++sets_in_strips;
+    loftq::detail::Bfloat16Matrix rounded, rounded_other;
+    loftq::detail::round_to_bfloat16(e, exponent, rounded);
+    loftq::detail::round_to_bfloat16(other, exponent, rounded_other);
+    const loftq::detail::Bfloat16Matrix rows = rounded;
+    Eigen::MatrixXf ex(130, 68), ety(300, 68), other_ety(300, 68), out(300, 68);
+    loftq::detail::bfloat16_product_of(set, rounded, false, x_pairs, 68, ex);
+    loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, 68, ety);
+    loftq::detail::bfloat16_product_of(set, rounded_other, true, y_pairs, 68, other_ety);
+    EXPECT_FALSE(rounded.interleaved);  // passes without a PackedTiles leave E as it was
+    EXPECT_EQ(rounded.words, rows.words);
+    loftq::detail::PackedTiles packed, packed_transposed;
+    Eigen::MatrixXf out_x(130, 68);
+    loftq::detail::bfloat16_product_of(set, rounded, false, x_pairs, 68, out_x, {}, &packed);
+    loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, 68, out, {},
+                                       &packed_transposed);
+    EXPECT_TRUE(same_bits(out, ety));
+    EXPECT_TRUE(rounded.interleaved);
+    EXPECT_EQ(packed_transposed.words.size(), 0);  // no memory of its own
+    EXPECT_FALSE(packed_transposed.ready);
+    // A pair of rows is 64 adjacent words of a strip: E(2p, c) and E(2p + 1, c) now share the
+    // word 64 p + c % 64 of strip c / 64, in its low and high half.
+    const std::size_t strip_words = rounded.strip_words();
+    for (Eigen::Index r : {0, 1, 64, 129}) {
+      for (Eigen::Index c : {0, 1, 63, 64, 255, 298, 299}) {
+        const std::uint32_t word = rows.word(r, c / 2) >> (c % 2 == 0 ? 0 : 16) & 0xffffu;
+        const std::uint32_t kept =
+            rounded.words.data()[static_cast<std::size_t>(c / 64) * strip_words +
+                                 static_cast<std::size_t>(r / 2 * 64 + c % 64)] >>
+                (r % 2 == 0 ? 0 : 16) &
+            0xffffu;
+        EXPECT_EQ(kept, word) << r << ", " << c;
+      }
+    }
+    // The strips stand for E in every later pass E^T Y, with or without a PackedTiles, and
+    // whatever the PackedTiles holds; E X reads its own kept tiles.
+    loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, 68, out);
+    EXPECT_TRUE(same_bits(out, ety));
+    packed_transposed.forget();
+    loftq::detail::bfloat16_product_of(set, rounded, true, y_pairs, 68, out, {},
+                                       &packed_transposed);
+    EXPECT_TRUE(same_bits(out, ety));
+    loftq::detail::bfloat16_product_of(set, rounded, false, x_pairs, 68, out_x, {}, &packed);
+    EXPECT_TRUE(same_bits(out_x, ex));
+    // Another E in the same PackedTiles is interleaved in its own strips.
+    loftq::detail::bfloat16_product_of(set, rounded_other, true, y_pairs, 68, out, {},
+                                       &packed_transposed);
+    EXPECT_TRUE(same_bits(out, other_ety));
+    EXPECT_TRUE(rounded_other.interleaved);
+    // Rounded again, the strips are rows: every pass reads them as before.
+    loftq::detail::round_to_bfloat16(e, exponent, rounded);
+    EXPECT_FALSE(rounded.interleaved);
+    EXPECT_EQ(rounded.words, rows.words);
+    loftq::detail::bfloat16_product_of(set, rounded, false, x_pairs, 68, out_x);
+    EXPECT_TRUE(same_bits(out_x, ex));
+  }
+  if (sets_in_strips == 0) GTEST_SKIP() << "no kernels of this CPU have a strip as their tile";
 }
 
 TEST(Bfloat16, EveryKernelSetTheCpuRunsIsListed) {

@@ -242,9 +242,11 @@ inline bool decide(std::vector<double>& gains, double& captured, double now, dou
 }
 
 /// Passes E X, or passes E^T Y, over E rounded to bfloat16 from which randomized_svd() keeps
-/// their tiles packed (PackedTiles): the first pass E X then takes about 1.25 times as long, as
-/// it writes them (the first E^T Y about as long as before), and each later one about 0.8 times
-/// (4096 x 4096, 68 columns, on a Zen 4), so two passes E X do not gain.
+/// their tiles packed (PackedTiles, or E's own strips for E^T Y): the first pass E X then takes
+/// about 1.25 times as long, as it writes them (the first E^T Y about as long as before), and
+/// each later one about 0.8 times (4096 x 4096, 68 columns, on a Zen 4), so two passes E X do
+/// not gain. E X's count is the larger, so E X's tiles are kept whenever E^T Y's are: E's
+/// strips are no longer rows once E^T Y kept its tiles there.
 inline constexpr int keep_tiles_from_passes = 3;
 
 /// The memory of randomized_svd(): E rounded to bfloat16, its kept blocks P and E P, in the
@@ -262,7 +264,9 @@ struct KrylovBuffers {
   std::vector<float> operand;        ///< The thin operand of a float product over E, row-major.
   std::vector<std::uint32_t> pairs;  ///< The thin operand of a bfloat16 product, as pairs.
   PackedTiles packed;                ///< E B's tiles of `rounded`, kept from pass to pass.
-  PackedTiles packed_transposed;     ///< E^T B's tiles of `rounded`, kept from pass to pass.
+  /// E^T B's tiles of `rounded`, kept from pass to pass where `rounded`'s own strips do not keep
+  /// them (kernels whose tile is not a strip, or an odd number of rows: bfloat16_product_of()).
+  PackedTiles packed_transposed;
   std::vector<PlaneRotation> rotations;  ///< The rotations largest_eigenpairs() records.
 
   /// Makes room for a basis of `width` columns for a rows x cols E, on huge pages; keeps the
@@ -315,7 +319,8 @@ LowRankFactors randomized_svd(const RowMatrix<Scalar>& E, Eigen::Index rank, con
   if (options.bfloat16_passes && !rounded) {
     round_to_bfloat16(E, bfloat16_exponent(std::sqrt(std::max(energy, 0.0))), buffers.rounded);
   }
-  // E is new: its tiles are packed by the first pass that keeps them
+  // E is new: its tiles are packed by the first pass that keeps them (E^T B's, on kernels whose
+  // tile is a strip, in E's strips, after the first pass E X has kept E B's)
   buffers.packed.forget();
   buffers.packed_transposed.forget();
   PackedTiles* const packed = blocks >= keep_tiles_from_passes ? &buffers.packed : nullptr;

@@ -103,15 +103,17 @@ struct PassBuffers {
 /// RowMatrixXf), the residual W - Q_t in float (the size of W, but written only for an exact SVD
 /// or on a load path the fused kernels do not model: otherwise its pages are never touched), and
 /// the randomized SVD's residual rounded to bfloat16 (half the size of W, its columns padded to a
-/// multiple of 64), its tiles as the bfloat16 kernels read them (two more arrays of that size,
-/// for a step of three or more passes in a direction), basis P and E P, blocks on their way, and
-/// the rotations of its eigensolver (4 MB at rank 64 and a cold Krylov depth of 6); each thread's
-/// row piece of A B^T in the quantize and error passes (about 1 MB), and the codes and scales of
-/// the Q_t a call did not return (up to two, each an eighth of W's size at 4 bits). A call resizes
-/// them, which keeps their memory when the element count is unchanged: a workspace reused for
-/// matrices of one size spares every call after the first the mapping of that memory and the page
-/// faults of its first touch (see the README's performance section). Results are the same bits with
-/// any workspace. One call at a time may use a workspace.
+/// multiple of 64), its tiles as the bfloat16 kernels of E X read them (one more array of that
+/// size, for a step of three or more passes E X; those of E^T Y are kept in the residual's own
+/// strips, or, where its rows are odd or the kernels' tile is not a strip, in a third array),
+/// basis P and E P, blocks on their way, and the rotations of its eigensolver (4 MB at rank 64
+/// and a cold Krylov depth of 6); each thread's row piece of A B^T in the quantize and error
+/// passes (about 1 MB), and the codes and scales of the Q_t a call did not return (up to two,
+/// each an eighth of W's size at 4 bits). A call resizes them, which keeps their memory when the
+/// element count is unchanged: a workspace reused for matrices of one size spares every call
+/// after the first the mapping of that memory and the page faults of its first touch (see the
+/// README's performance section). Results are the same bits with any workspace. One call at a
+/// time may use a workspace.
 class Workspace {
  public:
   /// Bytes held.

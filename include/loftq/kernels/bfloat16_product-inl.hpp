@@ -165,7 +165,9 @@ LOFTQ_TARGET inline void bfloat16_product_tile(const std::uint32_t* e, std::size
 /// < pairs of (E(2p, first + r), E(2p + 1, first + r)) and b[p ldb + j]. e points at word
 /// first / 2 of E's row 0, rows ldw words apart (in a strip of a Bfloat16Matrix, strip_pairs).
 /// The kernel reads them packed in `panel`, pair after pair, pair_tile_rows words each (columns
-/// past `rows` as 0), each pair of E's rows interleaved as `use` says (PanelUse).
+/// past `rows` as 0), each pair of E's rows interleaved as `use` says (PanelUse). A panel to
+/// keep may be E's own words (a strip of 2 ldw = pair_tile_rows words a pair): each pair is read
+/// whole before it is written.
 LOFTQ_TARGET inline void bfloat16_transposed_product_tile(const std::uint32_t* e, std::size_t ldw,
                                                           std::size_t rows, std::size_t pairs,
                                                           const std::uint32_t* b, std::size_t ldb,
@@ -173,18 +175,20 @@ LOFTQ_TARGET inline void bfloat16_transposed_product_tile(const std::uint32_t* e
                                                           std::size_t ldc, std::uint32_t* panel,
                                                           PanelUse use) {
   const std::size_t words = (rows + 1) / 2;
+  std::uint32_t even[pair_tile_rows / 2], odd[pair_tile_rows / 2];  // a pair of E's rows
   for (std::size_t p = 0; p < pairs; p += pair_chunk) {
     const std::size_t chunk = std::min(pair_chunk, pairs - p);
     std::uint32_t* const packed = use == PanelUse::scratch ? panel : panel + p * pair_tile_rows;
     for (std::size_t q = 0; q < chunk && use != PanelUse::packed; ++q) {
-      const std::uint32_t* even = e + 2 * (p + q) * ldw;  // E's row 2 (p + q): the first terms
-      const std::uint32_t* odd = even + ldw;
+      const std::uint32_t* first = e + 2 * (p + q) * ldw;  // E's row 2 (p + q): the first terms
       if (p + q + prefetch_pairs < pairs) {
         for (std::size_t line = 0; line < words; line += 16) {  // 16 words, a 64-byte line
-          __builtin_prefetch(even + 2 * prefetch_pairs * ldw + line);
-          __builtin_prefetch(odd + 2 * prefetch_pairs * ldw + line);
+          __builtin_prefetch(first + 2 * prefetch_pairs * ldw + line);
+          __builtin_prefetch(first + (2 * prefetch_pairs + 1) * ldw + line);
         }
       }
+      std::copy(first, first + words, even);
+      std::copy(first + ldw, first + ldw + words, odd);
       std::uint32_t* out = packed + q * pair_tile_rows;
       for (std::size_t k = 0; k < words; ++k) {
         out[2 * k] = (even[k] & 0xffffu) | (odd[k] << 16);

@@ -376,6 +376,11 @@ inline Eigen::Map<const RowMatrixXf> row_major_operand(const Eigen::Ref<const Ei
 /// a tile of E B a stretch per strip. (Row-major words, a tile of E^T B read 128 bytes a row, two
 /// rows 16 KB apart at 4096 columns, and its pass took 1.2 times as long as E B's; in strips,
 /// no longer.)
+///
+/// A strip's two rows of a pair are 64 adjacent words, as many as a 64-row tile of E^T B packs
+/// them: a pass E^T B that keeps its tiles on kernels of 64-row tiles interleaves each pair in
+/// place (bfloat16_product_of()), and the strips are E^T B's packed tiles from then on
+/// (`interleaved`), until prepare_bfloat16() makes them rows again.
 struct Bfloat16Matrix {
   Eigen::Index rows = 0;  ///< Rows of E.
   Eigen::Index cols = 0;  ///< Columns of E.
@@ -383,6 +388,10 @@ struct Bfloat16Matrix {
   /// The strips, one after another, each (rows + 1) / 2 * 2 rows of kernels::strip_pairs words;
   /// the pairs past (cols + 1) / 2 in the last strip are 0.
   Eigen::Matrix<std::uint32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> words;
+  /// Whether each strip holds E^T B's packed tile of its columns instead of rows: the two rows of
+  /// each pair interleaved, pair after pair (2 kernels::strip_pairs words each). word() and the
+  /// passes E B then no longer read E.
+  bool interleaved = false;
 
   /// Rows of a strip: rows padded to an even count.
   Eigen::Index padded_rows() const { return (rows + 1) / 2 * 2; }
@@ -395,10 +404,10 @@ struct Bfloat16Matrix {
     return static_cast<std::size_t>(padded_rows()) * kernels::strip_pairs;
   }
 
-  /// The word of row r (< padded_rows()) and pair k (< pairs()).
+  /// The word of row r (< padded_rows()) and pair k (< pairs()); the strips are rows.
   std::uint32_t& word(Eigen::Index r, Eigen::Index k) { return words.data()[word_index(r, k)]; }
 
-  /// The word of row r (< padded_rows()) and pair k (< pairs()).
+  /// The word of row r (< padded_rows()) and pair k (< pairs()); the strips are rows.
   std::uint32_t word(Eigen::Index r, Eigen::Index k) const {
     return words.data()[word_index(r, k)];
   }
@@ -435,13 +444,15 @@ inline std::uint32_t bfloat16_pair(float first, float second) {
 }
 
 /// Sizes out for a rows x cols E scaled by 2^exponent (keeping its memory when the size is
-/// unchanged) and zeroes its padding: the row past an odd last row, and the last strip's pairs
-/// past the last pair; round_row_to_bfloat16() then fills each row.
+/// unchanged), makes its strips rows again (not `interleaved`) and zeroes its padding: the row
+/// past an odd last row, and the last strip's pairs past the last pair; round_row_to_bfloat16()
+/// then fills each row.
 inline void prepare_bfloat16(Eigen::Index rows, Eigen::Index cols, int exponent, Bfloat16Matrix& out) {
   constexpr auto strip = static_cast<Eigen::Index>(kernels::strip_pairs);
   out.rows = rows;
   out.cols = cols;
   out.exponent = exponent;
+  out.interleaved = false;
   const Eigen::Index strips = (out.pairs() + strip - 1) / strip;
   resize_on_huge_pages(out.words, strips * out.padded_rows(), strip);
   const Eigen::Index last = out.pairs() - (strips - 1) * strip;  // pairs of the last strip
@@ -673,10 +684,14 @@ struct PackedTiles {
 /// start the tiles (parallel_for_beside(); a tile's bits do not depend on its thread). The
 /// tiles are read from `packed` when it is ready with this product's tiles (E B or E^T B) for
 /// these kernels, and packed into it when it is not null and not ready or holds others (the split
-/// kernels pack as before); the same bits either way.
-inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix& E,
-                                bool transposed, const std::vector<std::uint32_t>& B,
-                                Eigen::Index k, Eigen::Ref<Eigen::MatrixXf> out,
+/// kernels pack as before); the same bits either way. E^T B's tiles are kept in E's own strips
+/// instead (interleaved in place; E.interleaved) when the kernels' tiles are a strip's 64
+/// columns and E's rows are even, and read there from then on, `packed` or not. Throws
+/// std::logic_error for E B of an interleaved E without its tiles ready in `packed`, or for an
+/// interleaved E on kernels that do not read it so.
+inline void bfloat16_product_of(const Bfloat16Kernels& set, Bfloat16Matrix& E, bool transposed,
+                                const std::vector<std::uint32_t>& B, Eigen::Index k,
+                                Eigen::Ref<Eigen::MatrixXf> out,
                                 const std::function<void()>& beside = {},
                                 PackedTiles* packed = nullptr) {
   const auto rows = static_cast<std::size_t>(transposed ? E.cols : E.rows);
@@ -713,7 +728,17 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix
                      kept->transposed == transposed &&
                      kept->words.rows() == static_cast<Eigen::Index>(tiles) &&
                      kept->words.cols() == tile_words;
-  if (kept != nullptr && !reuse) {
+  // E^T B's tiles in E's strips: a tile is a strip, its pairs of rows 64 adjacent words.
+  const bool strip_tiles =
+      transposed && set.split_product == nullptr && set.tile_rows == 2 * kernels::strip_pairs;
+  if (E.interleaved && (transposed ? !strip_tiles : !reuse)) {
+    throw std::logic_error(
+        "bfloat16_product_of: E's strips hold E^T B's tiles, which these kernels or this product "
+        "do not read");
+  }
+  const bool interleave = strip_tiles && packed != nullptr && !E.interleaved && E.rows % 2 == 0;
+  const bool in_strips = transposed && (E.interleaved || interleave);  // E^T B's tiles in E
+  if (kept != nullptr && !reuse && !in_strips) {
     kept->ready = false;
     resize_on_huge_pages(kept->words, static_cast<Eigen::Index>(tiles), tile_words);
     kept->tile_rows = set.tile_rows;
@@ -729,7 +754,11 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix
            panel.get());
     } else {
       const auto tile = transposed ? set.transposed : set.product;
-      if (kept != nullptr) {
+      if (in_strips) {
+        std::uint32_t* strip = E.words.data() + static_cast<std::size_t>(t) * strip_words;
+        tile(strip, stride, count, pairs, B.data(), columns, columns, c + first, ldc, strip,
+             E.interleaved ? kernels::PanelUse::packed : kernels::PanelUse::keep);
+      } else if (kept != nullptr) {
         tile(tile_start(first), stride, count, pairs, B.data(), columns, columns, c + first, ldc,
              kept->words.row(t).data(),
              reuse ? kernels::PanelUse::packed : kernels::PanelUse::keep);
@@ -749,14 +778,18 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, const Bfloat16Matrix
   } else {
     parallel_for(static_cast<std::ptrdiff_t>(tiles), run_tile);
   }
-  if (kept != nullptr) kept->ready = true;
+  if (interleave) {
+    E.interleaved = true;
+  } else if (kept != nullptr && !in_strips) {
+    kept->ready = true;
+  }
   if (!direct) out = padded.topRows(static_cast<Eigen::Index>(rows));
 }
 
 /// out = E X for E rounded to bfloat16 (rows x cols) and X cols x k; out must be rows x k.
 /// `pairs` holds X's bfloat16 pairs; E's tiles are kept in `packed` when it is not null
 /// (bfloat16_product_of()).
-inline void multiply(const Bfloat16Matrix& E, const Eigen::Ref<const Eigen::MatrixXf>& X,
+inline void multiply(Bfloat16Matrix& E, const Eigen::Ref<const Eigen::MatrixXf>& X,
                      Eigen::Ref<Eigen::MatrixXf> out, std::vector<std::uint32_t>& pairs,
                      PackedTiles* packed = nullptr) {
   bfloat16_operand(X, pairs);
@@ -765,8 +798,8 @@ inline void multiply(const Bfloat16Matrix& E, const Eigen::Ref<const Eigen::Matr
 
 /// out = E^T Y for E rounded to bfloat16 (rows x cols) and Y rows x k; out must be cols x k.
 /// `pairs` holds Y's bfloat16 pairs; `beside`, when set, runs beside the tiles, and E^T's tiles
-/// are kept in `packed` when it is not null (bfloat16_product_of()).
-inline void multiply_transposed(const Bfloat16Matrix& E, const Eigen::Ref<const Eigen::MatrixXf>& Y,
+/// are kept, in E's strips or in `packed`, when `packed` is not null (bfloat16_product_of()).
+inline void multiply_transposed(Bfloat16Matrix& E, const Eigen::Ref<const Eigen::MatrixXf>& Y,
                                 Eigen::Ref<Eigen::MatrixXf> out, std::vector<std::uint32_t>& pairs,
                                 const std::function<void()>& beside = {},
                                 PackedTiles* packed = nullptr) {
