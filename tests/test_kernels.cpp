@@ -1174,6 +1174,42 @@ TEST_P(IsaKernels, RowMajorCopiesEqualEigensOnEveryShape) {
   }
 }
 
+TEST_P(IsaKernels, RowMajorCopiesMeasureTheLargestMagnitudeOnTheWay) {
+  // Each piece of the copy measures what it copied: the largest magnitude (its bits, sign
+  // cleared) is found in the first columns, a middle strip or the last column, on the streamed
+  // path (1024 x 1024, out aligned or 5 floats past a line, whose first and last columns take
+  // the 8 x 8 path) and on the 8 x 8 path (1030 columns, 40 x 70); negative, inf or NaN.
+  loftq::force_isa(GetParam());
+  const float values[] = {-1e3f, 7e2f, std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::quiet_NaN()};
+  for (const Shape& s : {Shape{1024, 1024}, Shape{1024, 1030}, Shape{40, 70}}) {
+    const Eigen::MatrixXf base =
+        loftq_test::gaussian(s.rows, s.cols, 1.0f, static_cast<unsigned>(s.size()));
+    std::vector<float> buffer(base.size() + 32);
+    const std::size_t aligned =
+        (64 - reinterpret_cast<std::uintptr_t>(buffer.data()) % 64) % 64 / sizeof(float);
+    for (Eigen::Index col : {Eigen::Index{0}, Eigen::Index{2}, s.cols / 2 + 3, s.cols - 1}) {
+      for (float value : values) {
+        Eigen::MatrixXf w = base;
+        w(s.rows / 3, col) = value;
+        std::uint32_t expected;
+        std::memcpy(&expected, &value, sizeof expected);
+        expected &= 0x7fffffffu;
+        for (std::size_t offset : {std::size_t{0}, std::size_t{5}}) {
+          Eigen::Map<loftq::RowMatrixXf> out(buffer.data() + aligned + offset, s.rows, s.cols);
+          EXPECT_EQ(loftq::detail::row_major_copy(w, out), expected)
+              << s.rows << " x " << s.cols << ", column " << col << ", value " << value
+              << ", offset " << offset;
+        }
+      }
+    }
+    Eigen::Map<loftq::RowMatrixXf> out(buffer.data() + aligned, s.rows, s.cols);
+    EXPECT_EQ(
+        loftq::detail::row_major_copy(base, out),
+        loftq::detail::largest_magnitude_bits(base.data(), static_cast<std::size_t>(base.size())));
+  }
+}
+
 // Copies of 2^20 floats and more with rows a multiple of 16 floats long are written by the 16 x 16
 // non-temporal transposes between the first and last 64-byte line boundaries of out's rows:
 // 1030 rows leave a strip's last 6 rows to the element loop, 1030 columns send the copy to the

@@ -531,6 +531,14 @@ TEST(Loftq, BadInputThrowsNamingTheArgumentAndValue) {
   EXPECT_TRUE(has(message([&] { loftq::loftq(bad, 2, 4, 1); }), "W has a non-finite value nan at (row 5, col 4)"));
   bad(5, 4) = std::numeric_limits<float>::infinity();
   EXPECT_TRUE(has(message([&] { loftq::loftq(bad, 2, 4, 1); }), "inf at (row 5, col 4)"));
+  // A W large enough for the streamed row-major copy, which measures W's magnitude on the way;
+  // a row-major W, which a pass of its own measures.
+  Eigen::MatrixXf large = loftq_test::gaussian(1024, 1024, 0.02f, 44);
+  large(1000, 1023) = -std::numeric_limits<float>::infinity();
+  EXPECT_TRUE(has(message([&] { loftq::loftq(large, 2, 4, 1); }), "-inf at (row 1000, col 1023)"));
+  const loftq::RowMatrixXf large_row_major = large;
+  EXPECT_TRUE(has(message([&] { loftq::loftq(large_row_major, 2, 4, 1); }),
+                  "-inf at (row 1000, col 1023)"));
   EXPECT_TRUE(has(message([] { loftq::loftq(Eigen::MatrixXf(0, 0), 0, 4, 1); }), "W is empty (0 x 0)"));
   EXPECT_TRUE(has(message([&] { loftq::loftq(w, 7, 4, 1); }), "rank = 7 is out of range [0, 6] for a 8 x 6 matrix"));
   EXPECT_TRUE(has(message([&] { loftq::loftq(w, -1, 4, 1); }), "rank = -1"));

@@ -552,45 +552,42 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Sc
   return result;
 }
 
+/// The largest |element| of the row-major W, given `bits`, largest_magnitude_bits() of W's
+/// elements. Throws std::invalid_argument, naming the first non-finite element, when bits say
+/// there is one.
+inline float largest_magnitude(std::uint32_t bits, const RowMatrixXf& W) {
+  if (bits >= 0x7f800000u) {
+    check_finite("W", W.data(), W.rows(), W.cols());  // throws, naming the element
+  }
+  float magnitude;
+  std::memcpy(&magnitude, &bits, sizeof magnitude);
+  return magnitude;
+}
+
 /// Largest |element| of the row-major W, in one parallel pass that also checks that W is
-/// finite: the largest of the elements' bits with the sign cleared, which orders finite floats
-/// by magnitude and puts inf and NaN above them all. Throws std::invalid_argument, naming the
-/// first non-finite element, when there is one.
+/// finite (largest_magnitude()).
 inline float checked_max_abs(const RowMatrixXf& W) {
   std::vector<std::uint32_t> partial(
       static_cast<std::size_t>((W.rows() + product_piece_rows - 1) / product_piece_rows));
   for_row_pieces(W.rows(), [&](Eigen::Index first, Eigen::Index count) {
-    const float* data = W.data() + first * W.cols();
-    const auto n = static_cast<std::size_t>(count * W.cols());
-    std::uint32_t largest = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      std::uint32_t bits;
-      std::memcpy(&bits, data + i, sizeof bits);
-      largest = std::max(largest, bits & 0x7fffffffu);
-    }
-    partial[static_cast<std::size_t>(first / product_piece_rows)] = largest;
+    partial[static_cast<std::size_t>(first / product_piece_rows)] = largest_magnitude_bits(
+        W.data() + first * W.cols(), static_cast<std::size_t>(count * W.cols()));
   });
-  const std::uint32_t largest = *std::max_element(partial.begin(), partial.end());
-  if (largest >= 0x7f800000u) {
-    check_finite("W", W.data(), W.rows(), W.cols());  // throws, naming the element
-  }
-  float magnitude;
-  std::memcpy(&magnitude, &largest, sizeof magnitude);
-  return magnitude;
+  return largest_magnitude(*std::max_element(partial.begin(), partial.end()), W);
 }
 
-/// loftq_row_major() on W, once checked to be finite, scaled by a power of two when its largest
-/// magnitude is outside [2^-60, 2^60]: a W near float's limits would overflow the products of
-/// the truncated SVD (or lose digits in denormals), and scaling by 2^k is exact, so W is brought
-/// to magnitude about 1, and Q's scales and A B^T are scaled back by 2^-k (A and B by 2^(-k/2)
-/// each, k even). A scale that then exceeds float's range is clamped just below its largest
-/// value, so that every dequantized value stays finite. A W with a load path that is not plain,
-/// or LLMInt8, is never scaled: rounding to 16 bits does not commute with scaling near the ends
-/// of their range, and the loader does not scale either.
+/// loftq_row_major() on W, given `largest`, its largest magnitude (checked_max_abs() or
+/// largest_magnitude(), which have checked that W is finite), scaled by a power of two when that is
+/// outside [2^-60, 2^60]: a W near float's limits would overflow the products of the truncated SVD
+/// (or lose digits in denormals), and scaling by 2^k is exact, so W is brought to magnitude about
+/// 1, and Q's scales and A B^T are scaled back by 2^-k (A and B by 2^(-k/2) each, k even). A scale
+/// that then exceeds float's range is clamped just below its largest value, so that every
+/// dequantized value stays finite. A W with a load path that is not plain, or LLMInt8, is never
+/// scaled: rounding to 16 bits does not commute with scaling near the ends of their range, and the
+/// loader does not scale either.
 template <class Scalar>
-Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options,
+Result loftq_in_range(const RowMatrix<Scalar>& W, Scalar largest, const Options& options,
                       RowMatrix<Scalar>& residual, KrylovBuffers& krylov, PassBuffers& passes) {
-  const Scalar largest = checked_max_abs(W);
   int exponent = 0;
   std::frexp(largest, &exponent);
   if (largest == 0.0f || (exponent >= -60 && exponent <= 60) || !is_kernel_path(options.load_path, options.codebook)) {
@@ -614,9 +611,9 @@ Result loftq_in_range(const RowMatrix<Scalar>& W, const Options& options,
 
 #ifdef LOFTQ_SEPARATE_COMPILATION
 // Instantiated once, in the source that includes <loftq/src.hpp>.
-extern template Result loftq_in_range<float>(const RowMatrix<float>& W, const Options& options,
-                                             RowMatrix<float>& residual, KrylovBuffers& krylov,
-                                             PassBuffers& passes);
+extern template Result loftq_in_range<float>(const RowMatrix<float>& W, float largest,
+                                             const Options& options, RowMatrix<float>& residual,
+                                             KrylovBuffers& krylov, PassBuffers& passes);
 #endif
 
 }  // namespace detail
@@ -631,10 +628,18 @@ Result loftq(const Eigen::MatrixBase<Derived>& W, const Options& options, Worksp
   detail::check_not_empty("W", W.rows(), W.cols());
   detail::check_options(options, W.rows(), W.cols());
   const detail::ThreadScope scope(options.threads);
-  return detail::with_row_major(W, workspace.row_major_, [&](const RowMatrixXf& row_major) {
-    return detail::loftq_in_range(row_major, options, workspace.residual_, workspace.krylov_,
-                                  workspace.passes_);
-  });
+  if constexpr (std::is_same_v<Derived, Eigen::MatrixXf>) {
+    // The row-major copy measures W's largest magnitude on the way: no pass of its own over W.
+    const std::uint32_t bits = detail::row_major_copy(W.derived(), workspace.row_major_);
+    const float largest = detail::largest_magnitude(bits, workspace.row_major_);
+    return detail::loftq_in_range(workspace.row_major_, largest, options, workspace.residual_,
+                                  workspace.krylov_, workspace.passes_);
+  } else {
+    return detail::with_row_major(W, workspace.row_major_, [&](const RowMatrixXf& row_major) {
+      return detail::loftq_in_range(row_major, detail::checked_max_abs(row_major), options,
+                                    workspace.residual_, workspace.krylov_, workspace.passes_);
+    });
+  }
 }
 
 /// loftq() with a workspace of its own, freed on return.

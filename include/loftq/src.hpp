@@ -14,9 +14,9 @@
 
 namespace loftq::detail {
 
-template Result loftq_in_range<float>(const RowMatrix<float>& W, const Options& options,
-                                      RowMatrix<float>& residual, KrylovBuffers& krylov,
-                                      PassBuffers& passes);
+template Result loftq_in_range<float>(const RowMatrix<float>& W, float largest,
+                                      const Options& options, RowMatrix<float>& residual,
+                                      KrylovBuffers& krylov, PassBuffers& passes);
 template LowRankFactors truncated_svd_row_major<float>(const RowMatrix<float>& E, Eigen::Index rank,
                                                        const SvdOptions& options, const Matrix<float>* start,
                                                        double energy, KrylovBuffers& buffers, bool rounded,

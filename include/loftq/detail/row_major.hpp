@@ -5,6 +5,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 #include <utility>
 
@@ -16,10 +17,11 @@
 
 namespace loftq::detail {
 
-/// W's row-major copy, made by row_major_copy(W, out) of kernels/products.hpp.
-inline void row_major_copy(const Eigen::MatrixXf& W, RowMatrixXf& out) {
+/// W's row-major copy, made by row_major_copy(W, out) of kernels/products.hpp, which returns the
+/// largest magnitude's bits (largest_magnitude_bits()) of W's elements.
+inline std::uint32_t row_major_copy(const Eigen::MatrixXf& W, RowMatrixXf& out) {
   resize_on_huge_pages(out, W.rows(), W.cols());
-  row_major_copy(W, Eigen::Ref<RowMatrixXf>(out));
+  return row_major_copy(W, Eigen::Ref<RowMatrixXf>(out));
 }
 
 /// W's row-major copy, made by row_major_copy(W, out) of kernels/products.hpp.

@@ -306,6 +306,18 @@ inline void transpose_strip_streaming(Isa isa, const float* src, std::size_t lds
   }
 }
 
+/// The largest of the bits, sign cleared, of the n floats at `data`: an order of the floats by
+/// magnitude that puts inf and NaN (above 0x7f7fffff, float's largest) above every finite one.
+inline std::uint32_t largest_magnitude_bits(const float* data, std::size_t n) {
+  std::uint32_t largest = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, data + i, sizeof bits);
+    largest = std::max(largest, bits & 0x7fffffffu);
+  }
+  return largest;
+}
+
 /// Copies of at least this many floats (4 MiB) whose rows are a multiple of 16 floats long
 /// row_major_copy() writes in whole 64-byte lines with non-temporal stores: past the caches,
 /// without reading the lines first.
@@ -318,40 +330,58 @@ inline constexpr std::size_t streaming_copy_floats = std::size_t{1} << 20;
 /// the caches, which a transpose of power-of-two strides thrashes); the columns before the first
 /// line boundary of out's rows and after the last one go as below. Otherwise in parallel pieces of
 /// 32 rows, tile by 32 x 32 tile with the 8 x 8 transposes of the active instruction set.
-inline void row_major_copy(const Eigen::Ref<const Eigen::MatrixXf>& W, Eigen::Ref<RowMatrixXf> out) {
+/// Returns largest_magnitude_bits() of W's elements, which each piece measures on what it has
+/// just copied, still in the caches: it spares the caller a pass over W.
+inline std::uint32_t row_major_copy(const Eigen::Ref<const Eigen::MatrixXf>& W,
+                                    Eigen::Ref<RowMatrixXf> out) {
   const Isa isa = active_isa();
   const auto rows = static_cast<std::size_t>(W.rows()), cols = static_cast<std::size_t>(W.cols());
   const auto ld = static_cast<std::size_t>(W.outerStride());
+  // largest_magnitude_bits() of W's columns [from, to), rows [first, first + count).
+  const auto largest_in = [&](std::size_t from, std::size_t to, std::size_t first,
+                              std::size_t count) {
+    std::uint32_t largest = 0;
+    for (std::size_t j = from; j < to; ++j)
+      largest = std::max(largest, largest_magnitude_bits(W.data() + j * ld + first, count));
+    return largest;
+  };
+  std::vector<std::uint32_t> partial;  // each piece's
   constexpr std::size_t strip = 16;
   if (cols % strip == 0 && rows * cols >= streaming_copy_floats) {
     // Every row of out starts `offset` floats past a line boundary: lines start at column `first`.
     const std::size_t offset = reinterpret_cast<std::uintptr_t>(out.data()) % 64 / sizeof(float);
     const std::size_t first = (strip - offset) % strip;
     const std::size_t strips = (cols - first) / strip;
+    partial.assign(strips + 1, 0u);
     parallel_for(static_cast<std::ptrdiff_t>(strips + (first > 0 ? 1 : 0)), [&](std::ptrdiff_t s) {
       // The last piece: the columns before the first line boundary and after the last one.
       if (static_cast<std::size_t>(s) == strips) {
         transpose_block(isa, W.data(), ld, first, rows, out.data(), cols);
         const std::size_t last = first + strips * strip;
         transpose_block(isa, W.data() + last * ld, ld, cols - last, rows, out.data() + last, cols);
+        partial[strips] = std::max(largest_in(0, first, 0, rows), largest_in(last, cols, 0, rows));
         return;
       }
       const std::size_t col = first + static_cast<std::size_t>(s) * strip;
       // W's columns col.. are 16 rows of a row-major cols x ld array.
       transpose_strip_streaming(isa, W.data() + col * ld, ld, rows, out.data() + col, cols);
+      partial[static_cast<std::size_t>(s)] = largest_in(col, col + strip, 0, rows);
     });
-    return;
+  } else {
+    constexpr std::size_t tile = 32;
+    partial.assign((rows + tile - 1) / tile, 0u);
+    parallel_for(static_cast<std::ptrdiff_t>(partial.size()), [&](std::ptrdiff_t p) {
+      const std::size_t first = static_cast<std::size_t>(p) * tile;
+      const std::size_t count = std::min(tile, rows - first);
+      for (std::size_t col = 0; col < cols; col += tile) {
+        // W's columns col.. are rows of a row-major cols x ld array.
+        transpose_block(isa, W.data() + col * ld + first, ld, std::min(tile, cols - col), count,
+                        out.data() + first * cols + col, cols);
+      }
+      partial[static_cast<std::size_t>(p)] = largest_in(0, cols, first, count);
+    });
   }
-  constexpr std::size_t tile = 32;
-  parallel_for(static_cast<std::ptrdiff_t>((rows + tile - 1) / tile), [&](std::ptrdiff_t p) {
-    const std::size_t first = static_cast<std::size_t>(p) * tile;
-    const std::size_t count = std::min(tile, rows - first);
-    for (std::size_t col = 0; col < cols; col += tile) {
-      // W's columns col.. are rows of a row-major cols x ld array.
-      transpose_block(isa, W.data() + col * ld + first, ld, std::min(tile, cols - col), count,
-                      out.data() + first * cols + col, cols);
-    }
-  });
+  return partial.empty() ? 0u : *std::max_element(partial.begin(), partial.end());
 }
 
 /// X's row-major copy in `operand`, resized (its memory is kept when it is large enough already).
