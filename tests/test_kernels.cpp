@@ -612,6 +612,27 @@ TEST_P(IsaKernels, SquareSumsAreFmaChainsInFixedLanesHoweverTheSequenceIsCut) {
   }
 }
 
+TEST(LowRank, CopiedRowsAreAnOddNumberOfWholeCacheLinesApart) {
+  // 64 rows an odd number of 64-byte lines apart fall in 64 different sets of a 64-set L1.
+  for (std::size_t length : {1u, 15u, 16u, 17u, 64u, 100u, 4096u, 11008u, 14336u}) {
+    const std::size_t stride = loftq::detail::low_rank_stride(length);
+    EXPECT_GE(stride, length);
+    EXPECT_LT(stride, length + 32);
+    EXPECT_EQ(stride % 16, 0u) << length;
+    EXPECT_EQ(stride / 16 % 2, 1u) << length;
+  }
+  EXPECT_EQ(loftq::detail::low_rank_stride(4096), 4112u);
+  // B^T's rows lie that far apart, B's columns in order.
+  const Eigen::MatrixXf b = loftq_test::gaussian(40, 3, 1.0f, 4);
+  std::vector<float> bt;
+  loftq::detail::transposed_factor(b, bt);
+  ASSERT_EQ(bt.size(), 3u * 48u);
+  for (Eigen::Index p = 0; p < 3; ++p) {
+    for (Eigen::Index i = 0; i < 40; ++i)
+      EXPECT_EQ(bt[static_cast<std::size_t>(p * 48 + i)], b(i, p));
+  }
+}
+
 TEST_P(IsaKernels, LowRankRowsAreOneFmaChainPerElementOnEveryShape) {
   // Widths around the tiles (4, 16 and 64 rows of the kernels' C are columns of A B^T here,
   // so narrower last tiles go through the scratch), ranks around the column steps and the
@@ -642,9 +663,10 @@ TEST_P(IsaKernels, LowRankRowsAreOneFmaChainPerElementOnEveryShape) {
     // Written into the middle of a buffer whose ends are NaN: no write outside the rows.
     const auto size = static_cast<std::size_t>(c.count * c.cols);
     std::vector<float> buffer(size + 128, std::numeric_limits<float>::quiet_NaN());
-    std::vector<float> scratch;
-    loftq::detail::low_rank_rows(loftq::active_isa(), a, b, c.first, c.count, buffer.data() + 64,
-                                 scratch);
+    std::vector<float> right, rows_t, scratch;
+    loftq::detail::transposed_factor(b, right);
+    loftq::detail::low_rank_rows(loftq::active_isa(), a, right, c.cols, c.first, c.count,
+                                 buffer.data() + 64, rows_t, scratch);
     const Eigen::Map<const loftq::RowMatrixXf> out(buffer.data() + 64, c.count, c.cols);
     ASSERT_TRUE(same_bits(Eigen::MatrixXf(out), expected));
     for (std::size_t i = 0; i < 64; ++i) {

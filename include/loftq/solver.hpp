@@ -87,6 +87,8 @@ struct PassMemory {
   std::vector<float> low_rank;  ///< A row piece of A B^T.
   std::vector<float> scratch;   ///< The floats of one run (for_pass_runs()).
   std::vector<float> tiles;     ///< low_rank_rows()'s scratch.
+  std::vector<float> right;     ///< B^T, as low_rank_rows() reads it (transposed_factor()).
+  std::vector<float> left;      ///< A piece's rows of A, transposed by low_rank_rows().
 };
 
 /// The memory of loftq()'s passes, kept from call to call in a Workspace: each team member's
@@ -142,7 +144,8 @@ class Workspace {
   std::size_t pass_bytes() const {
     std::size_t floats = 0, code_bytes = 0;
     for (const detail::PassMemory& member : passes_.members)
-      floats += member.low_rank.capacity() + member.scratch.capacity() + member.tiles.capacity();
+      floats += member.low_rank.capacity() + member.scratch.capacity() + member.tiles.capacity() +
+                member.right.capacity() + member.left.capacity();
     for (const detail::QuantizedArrays& spare : passes_.spare) {
       floats += spare.scales.capacity();
       code_bytes += spare.codes.capacity();
@@ -247,12 +250,18 @@ double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Ei
     own.low_rank.resize(static_cast<std::size_t>(piece_rows * cols));
     own.scratch.resize(
         static_cast<std::size_t>(std::min(piece_rows, pass_run_rows(cols, block_size)) * cols));
-    if (A.cols() == 0)
+    if (A.cols() == 0) {
       std::fill(own.low_rank.begin(), own.low_rank.end(), 0.0f);  // every piece's A B^T
+    } else {
+      transposed_factor(B, own.right);
+    }
     for (std::ptrdiff_t p = member * pieces / team; p < (member + 1) * pieces / team; ++p) {
       const Eigen::Index first_row = p * piece_rows;
       const Eigen::Index count = std::min(piece_rows, rows - first_row);
-      if (A.cols() > 0) low_rank_rows(isa, A, B, first_row, count, own.low_rank.data(), own.tiles);
+      if (A.cols() > 0) {
+        low_rank_rows(isa, A, own.right, cols, first_row, count, own.low_rank.data(), own.left,
+                      own.tiles);
+      }
       partial[static_cast<std::size_t>(p)] =
           piece(static_cast<std::size_t>(first_row) * static_cast<std::size_t>(cols),
                 static_cast<std::size_t>(count) * static_cast<std::size_t>(cols),

@@ -262,17 +262,49 @@ inline void transposed_tiles(Isa isa, const float* e, std::size_t lde, std::size
   tile_walk(set, set.transposed, e, lde, 1, rows, depth, b, ldb, columns, c, ldc, scratch);
 }
 
-/// Rows [first, first + count) of A B^T into c, row-major with B.rows() columns, for A (rows x
-/// k) and B (cols x k), column-major, k >= 1, on the kernels of `isa`: the rows' transpose B A^T
-/// is E^T X for E = B^T (row-major k x cols: B's own data) and X the rows' A^T (row-major k x
-/// count: A's data from row `first`), by transposed_tiles(), whatever `first` and `count`.
-inline void low_rank_rows(Isa isa, const Eigen::MatrixXf& A, const Eigen::MatrixXf& B,
-                          Eigen::Index first, Eigen::Index count, float* c,
-                          std::vector<float>& scratch) {
+/// Floats from one row to the next of a copy of `length` floats a row that low_rank_rows()
+/// reads: `length` rounded up to whole 64-byte lines, plus one line where that is an even
+/// number of them. Rows an even number of lines apart (4096 floats, 16 KB) fall in the same
+/// sets of the L1 cache, and a tile reading 64 of them evicted its own lines: at an odd number
+/// the 64 rows take 64 different sets (the quantize pass's A B^T ran about twice as fast so on a
+/// Zen 3).
+constexpr std::size_t low_rank_stride(std::size_t length) {
+  const std::size_t lines = (length + 15) / 16;
+  return 16 * (lines % 2 == 0 ? lines + 1 : lines);
+}
+
+/// B^T into `bt`, row-major (B.cols() x B.rows()), its rows low_rank_stride(B.rows()) floats
+/// apart: the right factor of A B^T as low_rank_rows() reads it.
+inline void transposed_factor(const Eigen::MatrixXf& B, std::vector<float>& bt) {
   const auto cols = static_cast<std::size_t>(B.rows());
-  transposed_tiles(isa, B.data(), cols, cols, static_cast<std::size_t>(A.cols()), A.data() + first,
-                   static_cast<std::size_t>(A.rows()), static_cast<std::size_t>(count), c, cols,
-                   scratch);
+  const std::size_t stride = low_rank_stride(cols);
+  bt.reserve(stride * static_cast<std::size_t>(B.cols()));  // no more than it needs
+  bt.resize(stride * static_cast<std::size_t>(B.cols()));
+  for (Eigen::Index p = 0; p < B.cols(); ++p) {
+    std::copy(B.col(p).data(), B.col(p).data() + cols,
+              bt.data() + static_cast<std::size_t>(p) * stride);
+  }
+}
+
+/// Rows [first, first + count) of A B^T into c, row-major with `cols` columns, for A (rows x k,
+/// column-major, k >= 1) and B (cols x k) given by transposed_factor() in `bt`, on the kernels of
+/// `isa`: the rows' transpose B A^T is E^T X for E = B^T and X the rows' A^T, copied row-major
+/// (k x count) into `rows_t`, by transposed_tiles(), whatever `first` and `count`. `scratch`
+/// holds the tiles' panels.
+inline void low_rank_rows(Isa isa, const Eigen::MatrixXf& A, const std::vector<float>& bt,
+                          Eigen::Index cols, Eigen::Index first, Eigen::Index count, float* c,
+                          std::vector<float>& rows_t, std::vector<float>& scratch) {
+  const auto k = static_cast<std::size_t>(A.cols());
+  const auto n = static_cast<std::size_t>(count);
+  rows_t.reserve(k * n);  // no more than it needs
+  rows_t.resize(k * n);
+  for (std::size_t p = 0; p < k; ++p) {
+    const float* column = A.col(static_cast<Eigen::Index>(p)).data() + first;
+    std::copy(column, column + n, rows_t.data() + p * n);
+  }
+  const auto length = static_cast<std::size_t>(cols);
+  transposed_tiles(isa, bt.data(), low_rank_stride(length), length, k, rows_t.data(), n, n, c,
+                   length, scratch);
 }
 
 /// dst[j ldd + i] = src[i lds + j] for i < rows and j < cols, on the kernels of `isa`.
