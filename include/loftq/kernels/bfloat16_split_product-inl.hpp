@@ -27,10 +27,24 @@
 /// the speed only, never the bits.
 inline constexpr std::size_t split_chunk = 32;
 
-/// Floats of scratch a tile of the split products needs: the panel, then the tile of C (its
-/// columns tile_rows apart: C's own, a power of two apart, would share cache sets).
+/// Rows of a tile of the split products: register tiles of tile_rows rows (one on AVX-512, four
+/// on AVX2), which take each block of split_block_pairs pairs in turn, so that B's rows of the
+/// block are read from the L2 cache by all of them. Speed only, never the bits.
+inline constexpr std::size_t split_tile_rows = 64;
+
+/// Pairs of terms of each sum in a block: B's rows of a block (2 x 256 x 68 floats, 139 KB for a
+/// sketch of 68 columns) stay in a 512 KB L2 cache. On AVX2 a pass whose register tiles each ran
+/// over all of B (1.1 MB at 4096 rows) read it from the L3 cache once per 16 rows. Speed only.
+inline constexpr std::size_t split_block_pairs = 256;
+
+static_assert(split_tile_rows % tile_rows == 0 && split_block_pairs % split_chunk == 0,
+              "whole register tiles and chunks");
+
+/// Floats of scratch a tile of the split products needs: the panel, then the register tiles of
+/// C, one after another (columns tile_rows apart: C's own, a power of two apart, would share
+/// cache sets).
 inline constexpr std::size_t split_scratch_floats(std::size_t columns) {
-  return (2 * split_chunk + columns) * tile_rows;
+  return 2 * split_chunk * tile_rows + split_tile_rows * columns;
 }
 
 /// Asks for the cache lines of words [0, count) at `words` ahead of their use: the rows of E a
@@ -62,70 +76,113 @@ LOFTQ_TARGET inline void copy_pair_words(const std::uint32_t* e, std::size_t ldw
   }
 }
 
+/// The chunk of pairs [p, p + chunk) of one register tile of C = E B (split product): a chunk,
+/// one strip, is transposed by 8 x 8 blocks into the panel's even rows, one per pair (rows of E
+/// past `rows` as 0); then each pair's words are split in place, the second terms staying in
+/// row 2q and the first going to row 2q + 1, and the tile (column-major, tile_rows apart) takes
+/// them. e points at the register tile's first row in the first strip.
+LOFTQ_TARGET inline void split_product_chunk(const std::uint32_t* e, std::size_t strip_words,
+                                             std::size_t rows, std::size_t pairs, std::size_t p,
+                                             const float* b, std::size_t ldb, std::size_t columns,
+                                             float* tile, float* panel) {
+  static_assert(split_chunk == strip_pairs, "a chunk is a strip");
+  const std::size_t whole_rows = rows / 8 * 8;
+  const std::size_t chunk = std::min(split_chunk, pairs - p);
+  const std::size_t whole_pairs = chunk / 8 * 8;
+  const std::uint32_t* strip = e + p / strip_pairs * strip_words;
+  const float* words = reinterpret_cast<const float*>(strip);  // moved as float bits only
+  if (p + split_chunk < pairs)
+    prefetch_words(strip + strip_words, rows * strip_pairs);  // the next strip's rows
+  for (std::size_t r = 0; r < whole_rows; r += 8) {
+    for (std::size_t q = 0; q < whole_pairs; q += 8)
+      transpose8(words + r * strip_pairs + q, strip_pairs, panel + 2 * q * tile_rows + r,
+                 2 * tile_rows);
+  }
+  copy_pair_words(strip, strip_pairs, rows, whole_pairs, chunk, 0, panel, 2 * tile_rows);
+  copy_pair_words(strip, strip_pairs, rows, 0, whole_pairs, whole_rows, panel, 2 * tile_rows);
+  for (std::size_t q = 0; q < chunk; ++q) {
+    float* second = panel + 2 * q * tile_rows;
+    for (std::size_t u = 0; u < tile_rows; u += lanes)
+      split_lanes(second + u, second + tile_rows + u);
+  }
+  tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, tile,
+                   tile_rows);
+}
+
+/// The chunk of pairs [p, p + chunk) of one register tile of C = E^T B (split product): for
+/// each pair q of the chunk, E's rows 2q + 1 and 2q (the tile's columns, from the word at e of
+/// row 0) become the panel's rows 2q and 2q + 1, columns past `rows` 0; the tile (column-major,
+/// tile_rows apart) takes them.
+LOFTQ_TARGET inline void split_transposed_chunk(const std::uint32_t* e, std::size_t ldw,
+                                                std::size_t rows, std::size_t pairs, std::size_t p,
+                                                const float* b, std::size_t ldb,
+                                                std::size_t columns, float* tile, float* panel) {
+  const std::size_t whole = rows / lanes * lanes;
+  const std::size_t chunk = std::min(split_chunk, pairs - p);
+  const std::size_t next = std::min(split_chunk, pairs - std::min(pairs, p + split_chunk));
+  for (std::size_t t = 0; t < 2 * next; ++t)
+    prefetch_words(e + (2 * (p + chunk) + t) * ldw, (rows + 1) / 2);
+  for (std::size_t t = 0; t < 2 * chunk; ++t) {
+    const std::uint32_t* words = e + (2 * p + (t ^ 1u)) * ldw;  // the odd row of each pair first
+    float* out = panel + t * tile_rows;
+    for (std::size_t r = 0; r < whole; r += lanes) store(out + r, widen_bfloat16(words + r / 2));
+    for (std::size_t r = whole; r < tile_rows; ++r) {
+      const std::uint32_t bits =
+          r < rows ? (r % 2 == 0 ? words[r / 2] << 16 : words[r / 2] & 0xffff0000u) : 0u;
+      std::memcpy(out + r, &bits, sizeof bits);
+    }
+  }
+  tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, tile,
+                   tile_rows);
+}
+
 /// One tile of C = E B as bfloat16_product_tile() computes it, B split (2 pairs x columns
 /// floats, row-major, ldb apart), in `panel` (split_scratch_floats(columns)): E's words lie in
 /// strips (Bfloat16Matrix; e points at the tile's first row in the first strip, rows strip_pairs
-/// words apart, strips strip_words apart), and a chunk, one strip, is transposed by 8 x 8 blocks
-/// into the panel's even rows, one per pair (rows of E past `rows` as 0); then each pair's words
-/// are split in place, the second terms staying in row 2q and the first going to row 2q + 1.
+/// words apart, strips strip_words apart). rows <= split_tile_rows; C has room for
+/// split_tile_rows rows. Block by block of pairs, each register tile takes the block's chunks
+/// (split_product_chunk()).
 LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e,
                                                      std::size_t strip_words, std::size_t rows,
                                                      std::size_t pairs, const float* b,
                                                      std::size_t ldb, std::size_t columns, float* c,
                                                      std::size_t ldc, float* panel) {
-  static_assert(split_chunk == strip_pairs, "a chunk is a strip");
-  float* tile = panel + 2 * split_chunk * tile_rows;
-  const std::size_t whole_rows = rows / 8 * 8;
-  for (std::size_t p = 0; p < pairs; p += split_chunk) {
-    const std::size_t chunk = std::min(split_chunk, pairs - p);
-    const std::size_t whole_pairs = chunk / 8 * 8;
-    const std::uint32_t* strip = e + p / strip_pairs * strip_words;
-    const float* words = reinterpret_cast<const float*>(strip);  // moved as float bits only
-    const std::size_t next = std::min(split_chunk, pairs - std::min(pairs, p + split_chunk));
-    if (next > 0) prefetch_words(strip + strip_words, rows * strip_pairs);  // the next strip's rows
-    for (std::size_t r = 0; r < whole_rows; r += 8) {
-      for (std::size_t q = 0; q < whole_pairs; q += 8)
-        transpose8(words + r * strip_pairs + q, strip_pairs, panel + 2 * q * tile_rows + r,
-                   2 * tile_rows);
+  float* const tiles = panel + 2 * split_chunk * tile_rows;
+  const std::size_t count = (rows + tile_rows - 1) / tile_rows;  // register tiles
+  for (std::size_t block = 0; block < pairs; block += split_block_pairs) {
+    const std::size_t end = std::min(pairs, block + split_block_pairs);
+    for (std::size_t t = 0; t < count; ++t) {
+      const std::size_t first = t * tile_rows;
+      for (std::size_t p = block; p < end; p += split_chunk) {
+        split_product_chunk(e + first * strip_pairs, strip_words, std::min(tile_rows, rows - first),
+                            pairs, p, b, ldb, columns, tiles + first * columns, panel);
+      }
     }
-    copy_pair_words(strip, strip_pairs, rows, whole_pairs, chunk, 0, panel, 2 * tile_rows);
-    copy_pair_words(strip, strip_pairs, rows, 0, whole_pairs, whole_rows, panel, 2 * tile_rows);
-    for (std::size_t q = 0; q < chunk; ++q) {
-      float* second = panel + 2 * q * tile_rows;
-      for (std::size_t u = 0; u < tile_rows; u += lanes)
-        split_lanes(second + u, second + tile_rows + u);
-    }
-    tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, tile,
-                     tile_rows);
   }
-  store_tile(tile, columns, c, ldc);
+  for (std::size_t t = 0; t < count; ++t)
+    store_tile(tiles + t * tile_rows * columns, columns, c + t * tile_rows, ldc);
 }
 
-/// One tile of C = E^T B as bfloat16_transposed_product_tile() computes it, B split: for each
-/// pair q of the chunk, E's rows 2q + 1 and 2q (columns first..first + rows, from word first / 2
-/// at e) become the panel's rows 2q and 2q + 1, columns past `rows` 0.
+/// One tile of C = E^T B as bfloat16_transposed_product_tile() computes it, B split, for the
+/// columns first..first + rows of E (first a multiple of split_tile_rows; rows <=
+/// split_tile_rows, C has room for split_tile_rows rows): e points at word first / 2 of E's row
+/// 0, rows ldw words apart. Block by block of pairs, each register tile takes the block's
+/// chunks (split_transposed_chunk()).
 LOFTQ_TARGET inline void bfloat16_split_transposed_product_tile(
     const std::uint32_t* e, std::size_t ldw, std::size_t rows, std::size_t pairs, const float* b,
     std::size_t ldb, std::size_t columns, float* c, std::size_t ldc, float* panel) {
-  float* tile = panel + 2 * split_chunk * tile_rows;
-  const std::size_t whole = rows / lanes * lanes;
-  for (std::size_t p = 0; p < pairs; p += split_chunk) {
-    const std::size_t chunk = std::min(split_chunk, pairs - p);
-    const std::size_t next = std::min(split_chunk, pairs - std::min(pairs, p + split_chunk));
-    for (std::size_t t = 0; t < 2 * next; ++t)
-      prefetch_words(e + (2 * (p + chunk) + t) * ldw, (rows + 1) / 2);
-    for (std::size_t t = 0; t < 2 * chunk; ++t) {
-      const std::uint32_t* words = e + (2 * p + (t ^ 1u)) * ldw;  // the odd row of each pair first
-      float* out = panel + t * tile_rows;
-      for (std::size_t r = 0; r < whole; r += lanes) store(out + r, widen_bfloat16(words + r / 2));
-      for (std::size_t r = whole; r < tile_rows; ++r) {
-        const std::uint32_t bits =
-            r < rows ? (r % 2 == 0 ? words[r / 2] << 16 : words[r / 2] & 0xffff0000u) : 0u;
-        std::memcpy(out + r, &bits, sizeof bits);
+  float* const tiles = panel + 2 * split_chunk * tile_rows;
+  const std::size_t count = (rows + tile_rows - 1) / tile_rows;  // register tiles
+  for (std::size_t block = 0; block < pairs; block += split_block_pairs) {
+    const std::size_t end = std::min(pairs, block + split_block_pairs);
+    for (std::size_t t = 0; t < count; ++t) {
+      const std::size_t first = t * tile_rows;
+      for (std::size_t p = block; p < end; p += split_chunk) {
+        split_transposed_chunk(e + first / 2, ldw, std::min(tile_rows, rows - first), pairs, p, b,
+                               ldb, columns, tiles + first * columns, panel);
       }
     }
-    tile_product_all(panel, tile_rows, b + 2 * p * ldb, ldb, 2 * chunk, columns, p > 0, tile,
-                     tile_rows);
   }
-  store_tile(tile, columns, c, ldc);
+  for (std::size_t t = 0; t < count; ++t)
+    store_tile(tiles + t * tile_rows * columns, columns, c + t * tile_rows, ldc);
 }

@@ -618,7 +618,7 @@ inline Bfloat16Kernels scalar_bfloat16_kernels() {
 #if LOFTQ_X86_KERNELS
 /// AVX2's bfloat16 tile kernels on the float FMAs: two per pair, over the split terms.
 inline Bfloat16Kernels avx2_split_bfloat16_kernels() {
-  return {avx2::tile_rows,
+  return {avx2::split_tile_rows,
           0,
           nullptr,
           nullptr,
@@ -629,7 +629,7 @@ inline Bfloat16Kernels avx2_split_bfloat16_kernels() {
 
 /// AVX-512's bfloat16 tile kernels on the float FMAs: two per pair, over the split terms.
 inline Bfloat16Kernels avx512_split_bfloat16_kernels() {
-  return {avx512::tile_rows,
+  return {avx512::split_tile_rows,
           0,
           nullptr,
           nullptr,
@@ -717,7 +717,8 @@ constexpr bool fits_strips(std::size_t tile_rows) {
 
 static_assert(fits_strips(kernels::scalar::pair_tile_rows));
 #if LOFTQ_X86_KERNELS
-static_assert(fits_strips(kernels::avx2::tile_rows) && fits_strips(kernels::avx512::tile_rows) &&
+static_assert(fits_strips(kernels::avx2::split_tile_rows) &&
+              fits_strips(kernels::avx512::split_tile_rows) &&
               fits_strips(kernels::avx512_bf16::pair_tile_rows));
 #endif
 
