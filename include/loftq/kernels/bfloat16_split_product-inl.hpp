@@ -136,53 +136,57 @@ LOFTQ_TARGET inline void split_transposed_chunk(const std::uint32_t* e, std::siz
                    tile_rows);
 }
 
-/// One tile of C = E B as bfloat16_product_tile() computes it, B split (2 pairs x columns
-/// floats, row-major, ldb apart), in `panel` (split_scratch_floats(columns)): E's words lie in
-/// strips (Bfloat16Matrix; e points at the tile's first row in the first strip, rows strip_pairs
-/// words apart, strips strip_words apart). rows <= split_tile_rows; C has room for
-/// split_tile_rows rows. Block by block of pairs, each register tile takes the block's chunks
-/// (split_product_chunk()).
-LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e,
-                                                     std::size_t strip_words, std::size_t rows,
-                                                     std::size_t pairs, const float* b,
-                                                     std::size_t ldb, std::size_t columns, float* c,
-                                                     std::size_t ldc, float* panel) {
+/// The order of work of a tile of `rows` (<= split_tile_rows) rows of C over `pairs` pairs:
+/// block by block of split_block_pairs pairs, each register tile takes the block's chunks in
+/// order, chunk(first, count, p, tile) for the register tile's first row and rows, the chunk's
+/// first pair and the register tile's sums (column-major, tile_rows apart, in the scratch after
+/// the panel); then the register tiles go to c.
+template <class Chunk>
+LOFTQ_TARGET inline void split_tile_by_blocks(std::size_t rows, std::size_t pairs,
+                                              std::size_t columns, float* c, std::size_t ldc,
+                                              float* panel, const Chunk& chunk) {
   float* const tiles = panel + 2 * split_chunk * tile_rows;
   const std::size_t count = (rows + tile_rows - 1) / tile_rows;  // register tiles
   for (std::size_t block = 0; block < pairs; block += split_block_pairs) {
     const std::size_t end = std::min(pairs, block + split_block_pairs);
-    for (std::size_t t = 0; t < count; ++t) {
-      const std::size_t first = t * tile_rows;
-      for (std::size_t p = block; p < end; p += split_chunk) {
-        split_product_chunk(e + first * strip_pairs, strip_words, std::min(tile_rows, rows - first),
-                            pairs, p, b, ldb, columns, tiles + first * columns, panel);
-      }
+    for (std::size_t first = 0; first < rows; first += tile_rows) {
+      for (std::size_t p = block; p < end; p += split_chunk)
+        chunk(first, std::min(tile_rows, rows - first), p, tiles + first * columns);
     }
   }
   for (std::size_t t = 0; t < count; ++t)
     store_tile(tiles + t * tile_rows * columns, columns, c + t * tile_rows, ldc);
 }
 
+/// One tile of C = E B as bfloat16_product_tile() computes it, B split (2 pairs x columns
+/// floats, row-major, ldb apart), in `panel` (split_scratch_floats(columns)): E's words lie in
+/// strips (Bfloat16Matrix; e points at the tile's first row in the first strip, rows strip_pairs
+/// words apart, strips strip_words apart). rows <= split_tile_rows; C has room for
+/// split_tile_rows rows. Block by block of pairs, each register tile takes the block's chunks
+/// (split_tile_by_blocks(), split_product_chunk()).
+LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e,
+                                                     std::size_t strip_words, std::size_t rows,
+                                                     std::size_t pairs, const float* b,
+                                                     std::size_t ldb, std::size_t columns, float* c,
+                                                     std::size_t ldc, float* panel) {
+  split_tile_by_blocks(rows, pairs, columns, c, ldc, panel,
+                       [&](std::size_t first, std::size_t count, std::size_t p, float* tile) {
+                         split_product_chunk(e + first * strip_pairs, strip_words, count, pairs, p,
+                                             b, ldb, columns, tile, panel);
+                       });
+}
+
 /// One tile of C = E^T B as bfloat16_transposed_product_tile() computes it, B split, for the
 /// columns first..first + rows of E (first a multiple of split_tile_rows; rows <=
 /// split_tile_rows, C has room for split_tile_rows rows): e points at word first / 2 of E's row
 /// 0, rows ldw words apart. Block by block of pairs, each register tile takes the block's
-/// chunks (split_transposed_chunk()).
+/// chunks (split_tile_by_blocks(), split_transposed_chunk()).
 LOFTQ_TARGET inline void bfloat16_split_transposed_product_tile(
     const std::uint32_t* e, std::size_t ldw, std::size_t rows, std::size_t pairs, const float* b,
     std::size_t ldb, std::size_t columns, float* c, std::size_t ldc, float* panel) {
-  float* const tiles = panel + 2 * split_chunk * tile_rows;
-  const std::size_t count = (rows + tile_rows - 1) / tile_rows;  // register tiles
-  for (std::size_t block = 0; block < pairs; block += split_block_pairs) {
-    const std::size_t end = std::min(pairs, block + split_block_pairs);
-    for (std::size_t t = 0; t < count; ++t) {
-      const std::size_t first = t * tile_rows;
-      for (std::size_t p = block; p < end; p += split_chunk) {
-        split_transposed_chunk(e + first / 2, ldw, std::min(tile_rows, rows - first), pairs, p, b,
-                               ldb, columns, tiles + first * columns, panel);
-      }
-    }
-  }
-  for (std::size_t t = 0; t < count; ++t)
-    store_tile(tiles + t * tile_rows * columns, columns, c + t * tile_rows, ldc);
+  split_tile_by_blocks(rows, pairs, columns, c, ldc, panel,
+                       [&](std::size_t first, std::size_t count, std::size_t p, float* tile) {
+                         split_transposed_chunk(e + first / 2, ldw, count, pairs, p, b, ldb,
+                                                columns, tile, panel);
+                       });
 }
