@@ -533,8 +533,10 @@ TEST_P(IsaKernels, ProductsAreOneFmaChainPerElementOnEveryShapeAndThreadCount) {
   struct Case {
     Eigen::Index rows, cols, k;
   };
-  const Case cases[] = {{1, 1, 1},    {5, 13, 3},    {63, 65, 7},    {64, 64, 68},
-                        {65, 300, 68}, {257, 513, 13}, {3, 700, 68}, {130, 9, 6}};
+  // E^T Y's full tiles are read in place at 80 columns (rows five 64-byte lines apart) and
+  // copied first at the others.
+  const Case cases[] = {{1, 1, 1},      {5, 13, 3},   {63, 65, 7}, {64, 64, 68}, {65, 300, 68},
+                        {257, 513, 13}, {3, 700, 68}, {130, 9, 6}, {300, 80, 68}};
   loftq::force_isa(GetParam());
   for (const Case& c : cases) {
     SCOPED_TRACE(std::to_string(c.rows) + " x " + std::to_string(c.cols) + ", k = " + std::to_string(c.k));
@@ -620,8 +622,13 @@ TEST(LowRank, CopiedRowsAreAnOddNumberOfWholeCacheLinesApart) {
     EXPECT_LT(stride, length + 32);
     EXPECT_EQ(stride % 16, 0u) << length;
     EXPECT_EQ(stride / 16 % 2, 1u) << length;
+    // so the tile kernels read such rows in place
+    EXPECT_TRUE(loftq::detail::kernels::scalar::spreads_over_cache_sets(stride)) << length;
   }
   EXPECT_EQ(loftq::detail::low_rank_stride(4096), 4112u);
+  // Rows an even number of lines apart, or not whole lines apart, are copied first.
+  for (std::size_t lde : {1u, 13u, 32u, 64u, 4096u, 11008u})
+    EXPECT_FALSE(loftq::detail::kernels::scalar::spreads_over_cache_sets(lde)) << lde;
   // B^T's rows lie that far apart, B's columns in order.
   const Eigen::MatrixXf b = loftq_test::gaussian(40, 3, 1.0f, 4);
   std::vector<float> bt;

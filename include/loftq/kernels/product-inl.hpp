@@ -137,17 +137,36 @@ LOFTQ_TARGET inline void product_tile(const float* e, std::size_t lde, std::size
   }
 }
 
+/// Whether rows of E `lde` floats apart lie an odd number of whole 64-byte lines apart, so that
+/// a chunk of a tile's rows falls in every set of the L1 cache (low_rank_stride() of
+/// kernels/products.hpp lays copies out so). Rows an even number of lines apart share fewer
+/// sets (one set at 4096 floats, four at 11008), and a chunk read in place for every column
+/// step evicts its own lines.
+constexpr bool spreads_over_cache_sets(std::size_t lde) {
+  return lde % 16 == 0 && lde / 16 % 2 == 1;
+}
+
 /// One tile of C = E^T B: c[r + j ldc] = sum over p < depth of e[p lde + r] b[p ldb + j] for
 /// r < rows (<= tile_rows; C has room for tile_rows rows) and j < columns. A full tile reads E
-/// where it is; a partial one is copied into `panel` (depth_chunk * tile_rows floats), padded
-/// with 0, so that no read passes the end of E.
+/// where it is when its rows spread over the cache's sets (spreads_over_cache_sets()); otherwise
+/// each chunk is copied into `panel` (depth_chunk * tile_rows floats) first, a partial tile's
+/// padded with 0, so that no read passes the end of E. The same bits either way.
 LOFTQ_TARGET inline void transposed_product_tile(const float* e, std::size_t lde, std::size_t rows, std::size_t depth,
                                                  const float* b, std::size_t ldb, std::size_t columns, float* c,
                                                  std::size_t ldc, float* panel) {
+  const bool in_place = rows == tile_rows && spreads_over_cache_sets(lde);
   for (std::size_t p = 0; p < depth; p += depth_chunk) {
     const std::size_t chunk = std::min(depth_chunk, depth - p);
-    if (rows == tile_rows) {
+    if (in_place) {
       tile_product_all(e + p * lde, lde, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
+      continue;
+    }
+    if (rows == tile_rows) {
+      for (std::size_t q = 0; q < chunk; ++q) {
+        for (std::size_t u = 0; u < tile_rows; u += lanes)
+          store(panel + q * tile_rows + u, load(e + (p + q) * lde + u));
+      }
+      tile_product_all(panel, tile_rows, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
       continue;
     }
     for (std::size_t q = 0; q < chunk; ++q) {
