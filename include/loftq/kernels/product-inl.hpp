@@ -154,24 +154,20 @@ constexpr bool spreads_over_cache_sets(std::size_t lde) {
 LOFTQ_TARGET inline void transposed_product_tile(const float* e, std::size_t lde, std::size_t rows, std::size_t depth,
                                                  const float* b, std::size_t ldb, std::size_t columns, float* c,
                                                  std::size_t ldc, float* panel) {
-  const bool in_place = rows == tile_rows && spreads_over_cache_sets(lde);
+  const bool full = rows == tile_rows;
+  const bool in_place = full && spreads_over_cache_sets(lde);
   for (std::size_t p = 0; p < depth; p += depth_chunk) {
     const std::size_t chunk = std::min(depth_chunk, depth - p);
-    if (in_place) {
-      tile_product_all(e + p * lde, lde, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
-      continue;
-    }
-    if (rows == tile_rows) {
-      for (std::size_t q = 0; q < chunk; ++q) {
-        for (std::size_t u = 0; u < tile_rows; u += lanes)
-          store(panel + q * tile_rows + u, load(e + (p + q) * lde + u));
+    for (std::size_t q = 0; q < chunk && !in_place; ++q) {
+      const float* row = e + (p + q) * lde;
+      float* copy = panel + q * tile_rows;
+      if (full) {
+        for (std::size_t u = 0; u < tile_rows; u += lanes) store(copy + u, load(row + u));
+      } else {
+        for (std::size_t r = 0; r < tile_rows; ++r) copy[r] = r < rows ? row[r] : 0.0f;
       }
-      tile_product_all(panel, tile_rows, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
-      continue;
     }
-    for (std::size_t q = 0; q < chunk; ++q) {
-      for (std::size_t r = 0; r < tile_rows; ++r) panel[q * tile_rows + r] = r < rows ? e[(p + q) * lde + r] : 0.0f;
-    }
-    tile_product_all(panel, tile_rows, b + p * ldb, ldb, chunk, columns, p > 0, c, ldc);
+    tile_product_all(in_place ? e + p * lde : panel, in_place ? lde : tile_rows, b + p * ldb, ldb,
+                     chunk, columns, p > 0, c, ldc);
   }
 }
