@@ -28,17 +28,12 @@
 inline constexpr std::size_t split_chunk = 32;
 
 /// Rows of a tile of the split products: register tiles of tile_rows rows (one on AVX-512, four
-/// on AVX2), which take each block of split_block_pairs pairs in turn, so that B's rows of the
-/// block are read from the L2 cache by all of them. Speed only, never the bits.
+/// on AVX2), which take each chunk in turn, so that B's rows of the chunk (2 x 32 x 68 floats,
+/// 17 KB for a sketch of 68 columns) are read from the L1 cache by all of them. Speed only,
+/// never the bits.
 inline constexpr std::size_t split_tile_rows = 64;
 
-/// Pairs of terms of each sum in a block: B's rows of a block (2 x 256 x 68 floats, 139 KB for a
-/// sketch of 68 columns) stay in a 512 KB L2 cache. On AVX2 a pass whose register tiles each ran
-/// over all of B (1.1 MB at 4096 rows) read it from the L3 cache once per 16 rows. Speed only.
-inline constexpr std::size_t split_block_pairs = 256;
-
-static_assert(split_tile_rows % tile_rows == 0 && split_block_pairs % split_chunk == 0,
-              "whole register tiles and chunks");
+static_assert(split_tile_rows % tile_rows == 0, "whole register tiles");
 
 /// Floats of scratch a tile of the split products needs: the panel, then the register tiles of
 /// C, one after another (columns tile_rows apart: C's own, a power of two apart, would share
@@ -112,16 +107,19 @@ LOFTQ_TARGET inline void split_product_chunk(const std::uint32_t* e, std::size_t
 /// The chunk of pairs [p, p + chunk) of one register tile of C = E^T B (split product): for
 /// each pair q of the chunk, E's rows 2q + 1 and 2q (the tile's columns, from the word at e of
 /// row 0) become the panel's rows 2q and 2q + 1, columns past `rows` 0; the tile (column-major,
-/// tile_rows apart) takes them.
+/// tile_rows apart) takes them. Only the first register tile of a tile (`first`) asks for the
+/// next chunk's rows of E ahead, whole (ldw words each), for all of them: when each asked for
+/// the half line it reads, its loads of E stalled about half as long again (AVX2, Zen 3).
 LOFTQ_TARGET inline void split_transposed_chunk(const std::uint32_t* e, std::size_t ldw,
                                                 std::size_t rows, std::size_t pairs, std::size_t p,
                                                 const float* b, std::size_t ldb,
-                                                std::size_t columns, float* tile, float* panel) {
+                                                std::size_t columns, float* tile, float* panel,
+                                                bool first) {
   const std::size_t whole = rows / lanes * lanes;
   const std::size_t chunk = std::min(split_chunk, pairs - p);
-  const std::size_t next = std::min(split_chunk, pairs - std::min(pairs, p + split_chunk));
-  for (std::size_t t = 0; t < 2 * next; ++t)
-    prefetch_words(e + (2 * (p + chunk) + t) * ldw, (rows + 1) / 2);
+  const std::size_t next =
+      first ? std::min(split_chunk, pairs - std::min(pairs, p + split_chunk)) : 0;
+  for (std::size_t t = 0; t < 2 * next; ++t) prefetch_words(e + (2 * (p + chunk) + t) * ldw, ldw);
   for (std::size_t t = 0; t < 2 * chunk; ++t) {
     const std::uint32_t* words = e + (2 * p + (t ^ 1u)) * ldw;  // the odd row of each pair first
     float* out = panel + t * tile_rows;
@@ -137,22 +135,18 @@ LOFTQ_TARGET inline void split_transposed_chunk(const std::uint32_t* e, std::siz
 }
 
 /// The order of work of a tile of `rows` (<= split_tile_rows) rows of C over `pairs` pairs:
-/// block by block of split_block_pairs pairs, each register tile takes the block's chunks in
-/// order, chunk(first, count, p, tile) for the register tile's first row and rows, the chunk's
-/// first pair and the register tile's sums (column-major, tile_rows apart, in the scratch after
-/// the panel); then the register tiles go to c.
+/// chunk by chunk, each register tile in turn, chunk(first, count, p, tile) for the register
+/// tile's first row and rows, the chunk's first pair and the register tile's sums (column-major,
+/// tile_rows apart, in the scratch after the panel); then the register tiles go to c.
 template <class Chunk>
-LOFTQ_TARGET inline void split_tile_by_blocks(std::size_t rows, std::size_t pairs,
+LOFTQ_TARGET inline void split_tile_by_chunks(std::size_t rows, std::size_t pairs,
                                               std::size_t columns, float* c, std::size_t ldc,
                                               float* panel, const Chunk& chunk) {
   float* const tiles = panel + 2 * split_chunk * tile_rows;
   const std::size_t count = (rows + tile_rows - 1) / tile_rows;  // register tiles
-  for (std::size_t block = 0; block < pairs; block += split_block_pairs) {
-    const std::size_t end = std::min(pairs, block + split_block_pairs);
-    for (std::size_t first = 0; first < rows; first += tile_rows) {
-      for (std::size_t p = block; p < end; p += split_chunk)
-        chunk(first, std::min(tile_rows, rows - first), p, tiles + first * columns);
-    }
+  for (std::size_t p = 0; p < pairs; p += split_chunk) {
+    for (std::size_t first = 0; first < rows; first += tile_rows)
+      chunk(first, std::min(tile_rows, rows - first), p, tiles + first * columns);
   }
   for (std::size_t t = 0; t < count; ++t)
     store_tile(tiles + t * tile_rows * columns, columns, c + t * tile_rows, ldc);
@@ -162,14 +156,14 @@ LOFTQ_TARGET inline void split_tile_by_blocks(std::size_t rows, std::size_t pair
 /// floats, row-major, ldb apart), in `panel` (split_scratch_floats(columns)): E's words lie in
 /// strips (Bfloat16Matrix; e points at the tile's first row in the first strip, rows strip_pairs
 /// words apart, strips strip_words apart). rows <= split_tile_rows; C has room for
-/// split_tile_rows rows. Block by block of pairs, each register tile takes the block's chunks
-/// (split_tile_by_blocks(), split_product_chunk()).
+/// split_tile_rows rows. Chunk by chunk, each register tile in turn (split_tile_by_chunks(),
+/// split_product_chunk()).
 LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e,
                                                      std::size_t strip_words, std::size_t rows,
                                                      std::size_t pairs, const float* b,
                                                      std::size_t ldb, std::size_t columns, float* c,
                                                      std::size_t ldc, float* panel) {
-  split_tile_by_blocks(rows, pairs, columns, c, ldc, panel,
+  split_tile_by_chunks(rows, pairs, columns, c, ldc, panel,
                        [&](std::size_t first, std::size_t count, std::size_t p, float* tile) {
                          split_product_chunk(e + first * strip_pairs, strip_words, count, pairs, p,
                                              b, ldb, columns, tile, panel);
@@ -179,14 +173,14 @@ LOFTQ_TARGET inline void bfloat16_split_product_tile(const std::uint32_t* e,
 /// One tile of C = E^T B as bfloat16_transposed_product_tile() computes it, B split, for the
 /// columns first..first + rows of E (first a multiple of split_tile_rows; rows <=
 /// split_tile_rows, C has room for split_tile_rows rows): e points at word first / 2 of E's row
-/// 0, rows ldw words apart. Block by block of pairs, each register tile takes the block's
-/// chunks (split_tile_by_blocks(), split_transposed_chunk()).
+/// 0, rows ldw words apart. Chunk by chunk, each register tile in turn (split_tile_by_chunks(),
+/// split_transposed_chunk()).
 LOFTQ_TARGET inline void bfloat16_split_transposed_product_tile(
     const std::uint32_t* e, std::size_t ldw, std::size_t rows, std::size_t pairs, const float* b,
     std::size_t ldb, std::size_t columns, float* c, std::size_t ldc, float* panel) {
-  split_tile_by_blocks(rows, pairs, columns, c, ldc, panel,
+  split_tile_by_chunks(rows, pairs, columns, c, ldc, panel,
                        [&](std::size_t first, std::size_t count, std::size_t p, float* tile) {
                          split_transposed_chunk(e + first / 2, ldw, count, pairs, p, b, ldb,
-                                                columns, tile, panel);
+                                                columns, tile, panel, first == 0);
                        });
 }
