@@ -1,6 +1,8 @@
 // The quantize and dequantize kernels of each instruction set this CPU supports, on one thread:
 // quantize of a 4096 x 4096 matrix, dequantize of a 4096 x 11008 one into a 64-byte-aligned
-// output, and a memcpy of that output for comparison. Block size 64.
+// output, and a memcpy of that output for comparison; and the squared error of a 4096 x 4096
+// iterate whose Q is codes, fused (add_error_squares()) and by dequantizing each run into
+// scratch first. Block size 64.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -104,6 +106,78 @@ void BM_DequantizeKernel(benchmark::State& state, loftq::Isa isa, loftq::Codeboo
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(q.size() * sizeof(float)));
 }
 
+/// Elements per run of the error benchmarks: the solver's runs (pass_run_rows()).
+const std::size_t error_run =
+    static_cast<std::size_t>(loftq::detail::pass_run_rows(quantize_cols, block_size)) *
+    quantize_cols;
+
+/// The inputs of the error benchmarks, built once: W, its codes in `codebook` and a second
+/// matrix standing for A B^T.
+struct ErrorInput {
+  std::vector<float> w;
+  std::vector<float> low_rank;
+  loftq::QuantizedMatrix q;
+};
+
+const ErrorInput& error_input(loftq::Codebook codebook) {
+  static std::map<loftq::Codebook, ErrorInput> inputs;
+  auto it = inputs.find(codebook);
+  if (it == inputs.end()) {
+    const std::vector<float>& w = quantize_input();
+    std::vector<float> low_rank(w.size());
+    std::transform(w.begin(), w.end(), low_rank.begin(), [](float x) { return 0.1f * x; });
+    const auto rows = static_cast<Eigen::Index>(quantize_rows);
+    const auto cols = static_cast<Eigen::Index>(quantize_cols);
+    it = inputs
+             .emplace(codebook, ErrorInput{w, std::move(low_rank),
+                                           loftq::quantize_row_major(w.data(), rows, cols, codebook,
+                                                                     block_size)})
+             .first;
+  }
+  return it->second;
+}
+
+/// ||W - Q - L||^2 run by run with add_error_squares(), which writes nothing.
+void BM_ErrorSquaresKernel(benchmark::State& state, loftq::Isa isa, loftq::Codebook codebook) {
+  const ErrorInput& in = error_input(codebook);
+  const std::size_t n = in.w.size();
+  const auto bits = static_cast<std::size_t>(loftq::bits_of(codebook));
+  const OneThreadOn scope(isa);
+  for (auto _ : state) {
+    loftq::detail::kernels::SquareSum sum;
+    for (std::size_t first = 0; first < n; first += error_run) {
+      loftq::detail::add_error_squares(isa, sum, in.w.data() + first,
+                                       in.q.codes().data() + first * bits / 8,
+                                       in.q.scales().data() + first / block_size,
+                                       in.low_rank.data() + first, error_run, block_size, codebook);
+    }
+    benchmark::DoNotOptimize(sum.total());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(n * sizeof(float)));
+}
+
+/// The same sum with each run dequantized into scratch, subtracted from W there and then summed
+/// with add_squares(): the yardstick for BM_ErrorSquaresKernel.
+void BM_ErrorSquaresDequantized(benchmark::State& state, loftq::Isa isa, loftq::Codebook codebook) {
+  const ErrorInput& in = error_input(codebook);
+  const std::size_t n = in.w.size();
+  const auto bits = static_cast<std::size_t>(loftq::bits_of(codebook));
+  std::vector<float> scratch(error_run);
+  const OneThreadOn scope(isa);
+  for (auto _ : state) {
+    loftq::detail::kernels::SquareSum sum;
+    for (std::size_t first = 0; first < n; first += error_run) {
+      loftq::detail::dequantize_run(isa, in.q.codes().data() + first * bits / 8,
+                                    in.q.scales().data() + first / block_size, error_run,
+                                    block_size, codebook, false, scratch.data());
+      for (std::size_t i = 0; i < error_run; ++i) scratch[i] = in.w[first + i] - scratch[i];
+      loftq::detail::add_squares(isa, sum, scratch.data(), in.low_rank.data() + first, error_run);
+    }
+    benchmark::DoNotOptimize(sum.total());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(n * sizeof(float)));
+}
+
 /// The yardstick for dequantize: copying a float32 array of its output's size.
 void BM_Memcpy(benchmark::State& state) {
   const std::size_t n = dequantize_rows * dequantize_cols;
@@ -130,6 +204,12 @@ bool register_kernel_benchmarks() {
           ->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark(("BM_DequantizeKernel" + suffix).c_str(), BM_DequantizeKernel,
                                    isa, codebook)
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("BM_ErrorSquaresKernel" + suffix).c_str(),
+                                   BM_ErrorSquaresKernel, isa, codebook)
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("BM_ErrorSquaresDequantized" + suffix).c_str(),
+                                   BM_ErrorSquaresDequantized, isa, codebook)
           ->Unit(benchmark::kMillisecond);
     }
   }

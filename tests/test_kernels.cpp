@@ -10,6 +10,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -612,6 +613,46 @@ TEST_P(IsaKernels, SquareSumsAreFmaChainsInFixedLanesHoweverTheSequenceIsCut) {
       }
     }
   }
+}
+
+// The squared error of an iterate whose Q is codes, fused (add_error_squares()): on every
+// codebook, block size and shape, after a prefix that leaves the sum mid-round (and at an odd
+// count, where the vectors cannot take it), the same bits as dequantizing Q, w - Q in float and
+// adding its squared differences with low_rank term by term; LLMInt8 is refused.
+TEST_P(IsaKernels, ErrorSquaresOfCodesEqualDequantizingSubtractingAndAddingTheSquares) {
+  const Isa isa = GetParam();
+  for (Codebook codebook : all_codebooks) {
+    for (int block_size : block_sizes) {
+      for (const Shape& shape : shapes) {
+        const std::size_t n = shape.size();
+        const unsigned seed = static_cast<unsigned>(n) * 37u + static_cast<unsigned>(block_size);
+        const std::vector<float> w = tricky_input(n, block_size, codebook, seed);
+        const std::vector<float> low_rank = tricky_low_rank(w, block_size, seed + 1);
+        const Quantized q = quantized(w, block_size, codebook);
+        const std::vector<float> values = dequantized(q, n, block_size, codebook);
+        for (std::size_t prefix : {0, 4, 9, 24}) {
+          SCOPED_TRACE(label(isa, codebook, block_size, n) + ", prefix " + std::to_string(prefix));
+          loftq::detail::kernels::SquareSum expected, sum;
+          for (std::size_t i = 0; i < prefix; ++i) {
+            expected.add(1.0f + static_cast<float>(i), 0.5f);
+            sum.add(1.0f + static_cast<float>(i), 0.5f);
+          }
+          for (std::size_t i = 0; i < n; ++i) expected.add(w[i] - values[i], low_rank[i]);
+          loftq::detail::add_error_squares(isa, sum, w.data(), q.codes.data(), q.scales.data(),
+                                           low_rank.data(), n, block_size, codebook);
+          EXPECT_EQ(sum.count, prefix + n);
+          ASSERT_EQ(std::memcmp(sum.lane.data(), expected.lane.data(), sizeof sum.lane), 0)
+              << "total " << sum.total() << " against " << expected.total();
+        }
+      }
+    }
+  }
+  loftq::detail::kernels::SquareSum sum;
+  const std::vector<float> w(64, 1.0f);
+  const Quantized q = quantized(w, 64, Codebook::int8);
+  EXPECT_THROW(loftq::detail::add_error_squares(isa, sum, w.data(), q.codes.data(), q.scales.data(),
+                                                w.data(), 64, 64, Codebook::llm_int8),
+               std::logic_error);
 }
 
 TEST(LowRank, CopiedRowsAreAnOddNumberOfWholeCacheLinesApart) {

@@ -285,17 +285,17 @@ inline void round_rows(const float* piece, std::size_t first, std::size_t n,
   stream_words_fence();
 }
 
-/// out[i] = w[first + i] - q[first + i] for i < n, q the dequantized Q whose codes and scales
-/// are in `q` (quantized by the fused kernels), on the kernels of `isa`: the elements
-/// [first, first + n) of the residual W - Q the quantize pass that made Q wrote, the same bits.
-inline void residual_from_codes(Isa isa, const float* w, const QuantizedArrays& q,
-                                const Options& options, std::size_t first, std::size_t n,
-                                float* out) {
+/// Adds the terms ((w[first + i] - q[first + i]) - l[i])^2, i < n, to `sum`: q the dequantized Q
+/// whose codes and scales are in `q` (quantized by the fused kernels), so w - q is the residual
+/// W - Q the quantize pass that made Q wrote, the same bits; on the kernels of `isa`
+/// (add_error_squares()), which write neither.
+inline void add_error_squares_of(Isa isa, kernels::SquareSum& sum, const float* w,
+                                 const QuantizedArrays& q, const Options& options,
+                                 std::size_t first, std::size_t n, const float* l) {
   const auto bits = static_cast<std::size_t>(bits_of(options.codebook));
-  dequantize_run(isa, q.codes.data() + first * bits / 8,
-                 q.scales.data() + first / static_cast<std::size_t>(options.block_size), n,
-                 options.block_size, options.codebook, false, out);
-  for (std::size_t i = 0; i < n; ++i) out[i] = w[first + i] - out[i];
+  add_error_squares(isa, sum, w + first, q.codes.data() + first * bits / 8,
+                    q.scales.data() + first / static_cast<std::size_t>(options.block_size), l, n,
+                    options.block_size, options.codebook);
 }
 
 /// Quantizes W - A B^T into `q` and, in one pass over W, forms the residual W - Q: written into
@@ -304,8 +304,8 @@ inline void residual_from_codes(Isa isa, const float* w, const QuantizedArrays& 
 /// Returns ||W - Q||_F^2; adds ||W||_F^2 to *w_norm2 when it is not null, and sets
 /// *replaced_error2 to ||E - A B^T||_F^2 for the residual E = W - Q_previous the pass replaces
 /// when that is not null: the squared error of the step whose factors A, B are, measured on the
-/// way. E is read from `residual`, or, when `previous` is not null, formed again from Q_previous's
-/// codes (residual_from_codes(), the same bits), for a residual that was not kept; a load path
+/// way. E is read from `residual`, or, when `previous` is not null, from Q_previous's codes
+/// (add_error_squares_of(), the same bits), for a residual that was not kept; a load path
 /// the fused kernels do not model always keeps it, and takes no `previous`. The team works in
 /// `memory` (over_low_rank_pieces()).
 template <class Scalar>
@@ -342,13 +342,11 @@ double quantize_pass(const Scalar* w, const Matrix<Scalar>& A, const Matrix<Scal
         for_pass_runs(
             n, residual.cols(), options.block_size, [&](std::size_t offset, std::size_t count) {
               const std::size_t at = first + offset;
-              if (replaced_error2 != nullptr) {
-                const float* replaced = residual.data() + at;
-                if (previous != nullptr) {
-                  residual_from_codes(isa, w, *previous, options, at, count, scratch);
-                  replaced = scratch;
-                }
-                add_squares(isa, replaced_sum, replaced, l + offset, count);
+              if (replaced_error2 != nullptr && previous != nullptr) {
+                add_error_squares_of(isa, replaced_sum, w, *previous, options, at, count,
+                                     l + offset);
+              } else if (replaced_error2 != nullptr) {
+                add_squares(isa, replaced_sum, residual.data() + at, l + offset, count);
               }
               Scalar* e = keep_residual ? residual.data() + at : scratch;
               quantize_residual_run(isa, w + at, l + offset, count, options.block_size,
@@ -429,25 +427,21 @@ double quantize_loaded_pass(const Scalar* w, const Matrix<Scalar>& A, const Matr
 }
 
 /// ||E - A B^T||_F^2 for the rows x cols residual E = W - Q, in one pass: E read from
-/// `residual`, or formed from Q's codes in `q` when that is not null (residual_from_codes()). The
-/// team works in `memory`.
+/// `residual`, or from Q's codes in `q` when that is not null (add_error_squares_of(), the same
+/// bits). The team works in `memory`.
 template <class Scalar>
 double squared_error(const Matrix<Scalar>& A, const Matrix<Scalar>& B, const Options& options,
                      const RowMatrix<Scalar>& residual, std::vector<PassMemory>& memory,
                      const Scalar* w = nullptr, const QuantizedArrays* q = nullptr) {
   const Isa isa = active_isa();
-  return over_low_rank_pieces(
-      A, B, residual.rows(), residual.cols(), options.block_size, memory,
-      [&](std::size_t first, std::size_t n, const float* l, float* scratch) {
-        if (q == nullptr) return squared_sum(isa, residual.data() + first, l, n);
-        kernels::SquareSum sum;
-        for_pass_runs(n, residual.cols(), options.block_size,
-                      [&](std::size_t offset, std::size_t count) {
-                        residual_from_codes(isa, w, *q, options, first + offset, count, scratch);
-                        add_squares(isa, sum, scratch, l + offset, count);
-                      });
-        return sum.total();
-      });
+  return over_low_rank_pieces(A, B, residual.rows(), residual.cols(), options.block_size, memory,
+                              [&](std::size_t first, std::size_t n, const float* l, float*) {
+                                if (q == nullptr)
+                                  return squared_sum(isa, residual.data() + first, l, n);
+                                kernels::SquareSum sum;
+                                add_error_squares_of(isa, sum, w, *q, options, first, n, l);
+                                return sum.total();
+                              });
 }
 
 /// LoftQ on the row-major, finite W (rows x cols) whose largest magnitude is `largest`, inside

@@ -321,6 +321,7 @@ LOFTQ_TARGET_AVX512 inline VecD fmadd_doubles(VecD a, VecD b, VecD c) {
 inline constexpr std::size_t gram_block = 4;
 
 #include "bfloat16_split_product-inl.hpp"
+#include "error_squares-inl.hpp"
 #include "gram-inl.hpp"
 #include "square_sum-inl.hpp"
 #undef LOFTQ_MM

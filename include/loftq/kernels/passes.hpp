@@ -12,6 +12,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 
 #include "../codebook.hpp"
 #include "../detail/cpu.hpp"
@@ -219,6 +220,31 @@ inline void add_squares(Isa isa, kernels::SquareSum& sum, const float* x, const 
 #endif
     default:
       return kernels::scalar::add_squares(sum, x, y, n);
+  }
+}
+
+/// Adds the terms ((w[i] - q[i]) - low_rank[i])^2 of n more elements to `sum`, q the values
+/// dequantized from `packed` and `scales`, a run that starts a block and a byte of codes, on the
+/// kernels of `isa`: the same bits as dequantize_run(), w - q in float and add_squares() of that
+/// and low_rank, without writing q. Throws std::logic_error for LLMInt8, whose values the fused
+/// kernels do not model.
+inline void add_error_squares(Isa isa, kernels::SquareSum& sum, const float* w,
+                              const std::uint8_t* packed, const float* scales,
+                              const float* low_rank, std::size_t n, int block_size,
+                              Codebook codebook) {
+  if (codebook == Codebook::llm_int8) throw std::logic_error("add_error_squares: LLMInt8 codes");
+  switch (isa) {
+#if LOFTQ_X86_KERNELS
+    case Isa::avx512:
+      return kernels::avx512::add_error_squares(sum, w, packed, scales, low_rank, n, block_size,
+                                                codebook);
+    case Isa::avx2:
+      return kernels::avx2::add_error_squares(sum, w, packed, scales, low_rank, n, block_size,
+                                              codebook);
+#endif
+    default:
+      return kernels::scalar::add_error_squares(sum, w, packed, scales, low_rank, n, block_size,
+                                                codebook);
   }
 }
 

@@ -383,5 +383,38 @@ inline constexpr std::size_t gram_block = 1;
 #include "square_sum-inl.hpp"
 #undef LOFTQ_TARGET
 
+/// Adds the terms ((w[i] - q[i]) - low_rank[i])^2 of elements [first, n) to `sum`, as
+/// SquareSum::add() would one by one: q[i] the value dequantize() gives element i (its code in
+/// packed, element 0's in the highest bits of packed[0], times its block's dequantize_factor()),
+/// and w[i] - q[i] rounded to float, formed `piece` elements at a time for add_squares(). The
+/// codebook is not LLMInt8.
+inline void add_error_squares_tail(SquareSum& sum, const float* w, const std::uint8_t* packed,
+                                   const float* scales, const float* low_rank, std::size_t first,
+                                   std::size_t n, std::size_t block, Codebook book) {
+  const CodebookTable table = table_of(book);
+  const int bits = bits_of(book);
+  std::array<float, piece> difference;
+  for (std::size_t start = first; start < n; start += piece) {
+    const std::size_t count = std::min(piece, n - start);
+    float factor = dequantize_factor(book, scales[start / block]);
+    for (std::size_t i = start; i < start + count; ++i) {
+      if (i % block == 0) factor = dequantize_factor(book, scales[i / block]);
+      difference[i - start] =
+          w[i] - unfused(table.values[detail::get_code(packed, i, bits)] * factor);
+    }
+    add_squares(sum, difference.data(), low_rank + start, count);
+  }
+}
+
+/// Adds the terms ((w[i] - q[i]) - low_rank[i])^2 of n more elements to `sum`, q dequantized
+/// from the codes of a run that starts a block and a byte (add_error_squares_tail()): the
+/// squared error of an iterate Q + low_rank whose Q is codes, without writing Q.
+inline void add_error_squares(SquareSum& sum, const float* w, const std::uint8_t* packed,
+                              const float* scales, const float* low_rank, std::size_t n,
+                              int block_size, Codebook book) {
+  add_error_squares_tail(sum, w, packed, scales, low_rank, 0, n,
+                         static_cast<std::size_t>(block_size), book);
+}
+
 }  // namespace scalar
 }  // namespace loftq::detail::kernels
