@@ -40,17 +40,7 @@ LOFTQ_TARGET void add_error_squares_groups(const Decoder& decoder, SquareSum& su
         const std::size_t at = e + g * group;
         cursor.seek(at);
         Vec factors[vectors];
-        if (cursor.holds(at, group)) {
-          const Vec factor = set1(dequantize_factor(book, scales[cursor.index()]));
-          for (Vec& f : factors) f = factor;
-        } else {  // a group across blocks: each lane takes its own block's factor
-          alignas(64) float per_lane[group];
-          cursor.fill(
-              at, group,
-              [scales, book](std::size_t b) { return dequantize_factor(book, scales[b]); },
-              per_lane);
-          load_group(per_lane, factors);
-        }
+        dequantize_factors(cursor, at, scales, book, factors);
         Vec value[vectors];
         decoder.values(packed + at * Bits / 8, value);
         for (std::size_t h = 0; h < vectors; ++h) {

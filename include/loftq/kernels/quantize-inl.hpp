@@ -76,6 +76,24 @@ LOFTQ_TARGET inline void load_group(const float* p, Vec (&out)[vectors]) {
   for (std::size_t h = 0; h < vectors; ++h) out[h] = load(p + h * lanes);
 }
 
+/// factors[h] = the dequantization factors (dequantize_factor()) of lanes h * lanes .. of the
+/// group at element e, which starts in the cursor's block: that block's in every lane, or, for a
+/// group across blocks, each lane its own block's.
+LOFTQ_TARGET inline void dequantize_factors(const BlockCursor& cursor, std::size_t e,
+                                            const float* scales, Codebook book,
+                                            Vec (&factors)[vectors]) {
+  if (cursor.holds(e, group)) {
+    const Vec factor = set1(dequantize_factor(book, scales[cursor.index()]));
+    for (Vec& f : factors) f = factor;
+    return;
+  }
+  alignas(64) float per_lane[group];
+  cursor.fill(
+      e, group, [scales, book](std::size_t b) { return dequantize_factor(book, scales[b]); },
+      per_lane);
+  load_group(per_lane, factors);
+}
+
 /// Codes of a 4- or 16-level lookup codebook: the level is the number of midpoints below
 /// s = x * multiplier (MidpointSearch), the code that level's code. Midpoints lie in (-1, 1), so
 /// the count below s is the same as below clamp(s, -1, 1) and the search skips the clamp; NaN
@@ -261,10 +279,7 @@ LOFTQ_TARGET void quantize_groups(const Levels& book_levels, const float* w, con
         cursor.fill(
             e, group, [scales](std::size_t b) { return Levels::multiplier(scales[b]); }, per_lane);
         load_group(per_lane, multipliers);
-        cursor.fill(
-            e, group, [scales, book](std::size_t b) { return dequantize_factor(book, scales[b]); },
-            per_lane);
-        load_group(per_lane, factors);
+        dequantize_factors(cursor, e, scales, book, factors);
         quantize_group<Bits, Residual>(levels, w, low_rank, e, multipliers, factors, packed,
                                        residual);
         e += group;
@@ -403,18 +418,12 @@ LOFTQ_TARGET void dequantize_groups(const Decoder& decoder, const std::uint8_t* 
   while (e + group <= n) {
     cursor.seek(e);
     Vec factors[vectors];
-    if (cursor.holds(e, group)) {  // a run of groups inside one block
-      const Vec factor = set1(dequantize_factor(book, scales[cursor.index()]));
-      for (Vec& f : factors) f = factor;
+    dequantize_factors(cursor, e, scales, book, factors);
+    if (cursor.holds(e, group)) {  // a run of groups inside one block, all with its factor
       for (; e + group <= cursor.end(); e += group) {
         dequantize_group<Bits, Stream>(decoder, packed, e, factors, out);
       }
-    } else {  // a group across blocks: each lane takes its own block's factor
-      alignas(64) float per_lane[group];
-      cursor.fill(
-          e, group, [scales, book](std::size_t b) { return dequantize_factor(book, scales[b]); },
-          per_lane);
-      load_group(per_lane, factors);
+    } else {  // a group across blocks
       dequantize_group<Bits, Stream>(decoder, packed, e, factors, out);
       e += group;
     }
