@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "test_helpers.hpp"
@@ -42,6 +44,62 @@ TEST(Parallel, ParallelForRunsEveryIndexOnce) {
   }
   loftq::set_threads(0);
 }
+
+// Waits, for at most 20 s, until `done` reaches `count`, and returns `done`: called by a thread
+// that holds an index of a parallel loop, it returns `count` when the loop's other threads ran
+// every other index meanwhile.
+int wait_for_the_others(const std::atomic<int>& done, int count) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (done.load() < count && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::yield();
+  return done.load();
+}
+
+#ifdef _OPENMP
+TEST(Parallel, ParallelForGivesABusyThreadsIndicesToTheOthers) {
+  // Index 0 waits for every other index: with fixed shares of the indices (static scheduling),
+  // the rest of its thread's share would never run.
+  for (int threads : {2, 3}) {
+    loftq::set_threads(threads);
+    constexpr int count = 1000;
+    std::atomic<int> done{0}, seen{0};
+    loftq::detail::parallel_for(count, [&](std::ptrdiff_t i) {
+      if (i == 0) {
+        seen = wait_for_the_others(done, count - 1);
+      } else {
+        ++done;
+      }
+    });
+    EXPECT_EQ(seen.load(), count - 1) << threads << " threads";
+  }
+  loftq::set_threads(0);
+}
+
+TEST(Parallel, PassPiecesGoToTheThreadsThatAreFree) {
+  // The first piece of a pass waits for all the others, as above.
+  loftq::set_threads(2);
+  const Eigen::Index rows = 2048, cols = 512;  // 4 pieces of 512 rows (2^18 elements)
+  const Eigen::Index piece_rows = loftq::detail::pass_piece_rows(cols, 64);
+  const int pieces = static_cast<int>(rows / piece_rows);
+  ASSERT_EQ(pieces, 4);
+  const Eigen::MatrixXf A(rows, 0), B(cols, 0);
+  std::vector<loftq::detail::PassMemory> memory;
+  std::atomic<int> done{0}, seen{0};
+  const double total = loftq::detail::over_low_rank_pieces(
+      A, B, rows, cols, 64, memory, [&](std::size_t first, std::size_t n, const float* l, float*) {
+        EXPECT_EQ(l[0], 0.0f);
+        if (first == 0) {
+          seen = wait_for_the_others(done, pieces - 1);
+        } else {
+          ++done;
+        }
+        return static_cast<double>(n);
+      });
+  EXPECT_EQ(seen.load(), pieces - 1);
+  EXPECT_EQ(total, static_cast<double>(rows * cols));
+  loftq::set_threads(0);
+}
+#endif
 
 TEST(Parallel, ParallelForBesideRunsTheSideOnceAndEveryIndexOnce) {
   for (int threads : {1, 2, 3}) {

@@ -4,6 +4,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -243,8 +244,9 @@ double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Ei
   std::vector<double> partial(static_cast<std::size_t>(pieces));
   const std::ptrdiff_t team = std::min<std::ptrdiff_t>(threads(), pieces);
   if (memory.size() < static_cast<std::size_t>(team)) memory.resize(static_cast<std::size_t>(team));
-  // Each member of the team takes a fixed range of pieces.
+  // Each member of the team takes the next free piece when it is done with one.
   const Isa isa = active_isa();
+  std::atomic<std::ptrdiff_t> next_piece{0};
   parallel_for(team, [&](std::ptrdiff_t member) {
     PassMemory& own = memory[static_cast<std::size_t>(member)];
     own.low_rank.resize(static_cast<std::size_t>(piece_rows * cols));
@@ -255,7 +257,7 @@ double over_low_rank_pieces(const Matrix<Scalar>& A, const Matrix<Scalar>& B, Ei
     } else {
       transposed_factor(B, own.right);
     }
-    for (std::ptrdiff_t p = member * pieces / team; p < (member + 1) * pieces / team; ++p) {
+    for (std::ptrdiff_t p = next_piece++; p < pieces; p = next_piece++) {
       const Eigen::Index first_row = p * piece_rows;
       const Eigen::Index count = std::min(piece_rows, rows - first_row);
       if (A.cols() > 0) {

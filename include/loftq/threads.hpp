@@ -93,13 +93,16 @@ class ThreadScope {
 #endif
 };
 
-/// Runs body(i) for every i in [0, count), spread over threads(); body must not throw.
+/// Runs body(i) for every i in [0, count), spread over threads(), each thread taking the next
+/// free i when it is done with one: a thread the machine's other work slows takes fewer, instead
+/// of keeping the others waiting. For work whose results do not depend on which thread runs it;
+/// body must not throw.
 template <class Body>
 void parallel_for(std::ptrdiff_t count, Body&& body) {
 #ifdef _OPENMP
   const int team = static_cast<int>(std::min<std::ptrdiff_t>(threads(), count));
   if (team > 1) {
-#pragma omp parallel for num_threads(team) schedule(static)
+#pragma omp parallel for num_threads(team) schedule(dynamic)
     for (std::ptrdiff_t i = 0; i < count; ++i) body(i);
     return;
   }
