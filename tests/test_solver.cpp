@@ -431,6 +431,40 @@ TEST(Loftq, AReusedWorkspaceGivesTheSameBitsAsFreshCalls) {
   expect_fresh(smaller);
 }
 
+TEST(Loftq, SpareArraysHoldingAnotherQGiveTheSameBitsAsNewOnes) {
+  // The spare arrays of a workspace keep the codes and scales of the last call's Q_t, which the
+  // quantize passes write over, every byte: after a call on another matrix of the same size, a
+  // reused workspace gives the bits of fresh, zeroed arrays. Every code width, whole and split
+  // blocks (7 elements: blocks across rows and bytes), the fused passes and a load path's.
+  const Eigen::MatrixXf before = llm_like(150, 84, 51) * 3.0f;
+  const Eigen::MatrixXf w = llm_like(150, 84, 52);
+  loftq::LoadPath float16;
+  float16.quantized_from = loftq::FloatType::float16;
+  float16.dequantized_to = loftq::FloatType::float16;
+  for (loftq::Codebook book : {loftq::Codebook::nf2, loftq::Codebook::nf4, loftq::Codebook::int8,
+                               loftq::Codebook::llm_int8}) {
+    for (int block : {7, 64}) {
+      for (const loftq::LoadPath& path : {loftq::LoadPath{}, float16}) {
+        loftq::Options o;
+        o.rank = 6;
+        o.iters = 3;
+        o.codebook = book;
+        o.block_size = block;
+        o.load_path = path;
+        loftq::Workspace workspace;
+        loftq::loftq(before, o, workspace);
+        const loftq::Result reused = loftq::loftq(w, o, workspace);
+        const loftq::Result fresh = loftq::loftq(w, o);
+        const std::string where = std::string(loftq::name_of(book)) + ", block " +
+                                  std::to_string(block) + (path.is_plain() ? "" : ", float16");
+        EXPECT_EQ(reused.Q.codes(), fresh.Q.codes()) << where;
+        EXPECT_EQ(reused.Q.scales(), fresh.Q.scales()) << where;
+        EXPECT_EQ(reused.errors, fresh.errors) << where;
+      }
+    }
+  }
+}
+
 TEST(Loftq, AWorkspaceKeepsTheArraysOfTheQNotReturned) {
   // T = 3 makes three arrays of codes and scales (Q_1, Q_2, Q_3 while Q_2 waits for its error)
   // and returns one; the workspace keeps the other two for the next call, which makes one. T = 1

@@ -467,15 +467,16 @@ Result loftq_row_major(const Scalar* w, Eigen::Index rows, Eigen::Index cols, Sc
   const std::size_t blocks = (n + static_cast<std::size_t>(options.block_size) - 1) /
                              static_cast<std::size_t>(options.block_size);
   const std::size_t code_bytes = packed_bytes(n, bits_of(options.codebook));
-  // Zeroed arrays for a Q_t (the kernels add codes into zeroed bytes): spare ones of this size
-  // (any other is freed, so that a returned Q never holds more memory than it needs), or new ones.
+  // Arrays for a Q_t: spare ones of this size as they are, since a quantize pass writes every
+  // byte of its codes and every scale (any other size is freed, so that a returned Q never holds
+  // more memory than it needs), or new ones.
   const auto arrays = [&] {
     if (!passes.spare.empty()) {
       QuantizedArrays spare = std::move(passes.spare.back());
       passes.spare.pop_back();
       if (spare.codes.capacity() == code_bytes && spare.scales.capacity() == blocks) {
-        spare.codes.assign(code_bytes, 0);
-        spare.scales.assign(blocks, 0.0f);
+        spare.codes.resize(code_bytes);
+        spare.scales.resize(blocks);
         return spare;
       }
     }
