@@ -108,15 +108,16 @@ struct PassBuffers {
 /// the randomized SVD's residual rounded to bfloat16 (half the size of W, its columns padded to a
 /// multiple of 64), its tiles as the bfloat16 kernels of E X read them (one more array of that
 /// size, for a step of three or more passes E X; those of E^T Y are kept in the residual's own
-/// strips, or, where its rows are odd or the kernels' tile is not a strip, in a third array),
-/// basis P and E P, blocks on their way, and the rotations of its eigensolver (4 MB at rank 64
-/// and a cold Krylov depth of 6); each thread's row piece of A B^T in the quantize and error
-/// passes (about 1 MB), and the codes and scales of the Q_t a call did not return (up to two,
-/// each an eighth of W's size at 4 bits). A call resizes them, which keeps their memory when the
-/// element count is unchanged: a workspace reused for matrices of one size spares every call
-/// after the first the mapping of that memory and the page faults of its first touch (see the
-/// README's performance section). Results are the same bits with any workspace. One call at a
-/// time may use a workspace.
+/// strips, or, where its rows are odd or the kernels' tile is not a strip, in a third array; on
+/// kernels that split the thin operand into floats instead, each pass's split operand, about
+/// 1 MB at 4096 rows and 68 columns), basis P and E P, blocks on their way, and the rotations of
+/// its eigensolver (4 MB at rank 64 and a cold Krylov depth of 6); each thread's row piece of A B^T
+/// in the quantize and error passes (about 1 MB), and the codes and scales of the Q_t a call did
+/// not return (up to two, each an eighth of W's size at 4 bits). A call resizes them, which keeps
+/// their memory when the element count is unchanged: a workspace reused for matrices of one size
+/// spares every call after the first the mapping of that memory and the page faults of its first
+/// touch (see the README's performance section). Results are the same bits with any workspace. One
+/// call at a time may use a workspace.
 class Workspace {
  public:
   /// Bytes held.
@@ -124,7 +125,8 @@ class Workspace {
     return sizeof(float) *
                (static_cast<std::size_t>(residual_.size() + row_major_.size() + krylov_.P.size() +
                                          krylov_.EP.size() + krylov_.Y.size() + krylov_.Z.size()) +
-                krylov_.operand.capacity()) +
+                krylov_.operand.capacity() + krylov_.packed.split.capacity() +
+                krylov_.packed_transposed.split.capacity()) +
            sizeof(std::uint32_t) * (static_cast<std::size_t>(
                                         krylov_.rounded.words.size() + krylov_.packed.words.size() +
                                         krylov_.packed_transposed.words.size()) +

@@ -678,18 +678,23 @@ inline std::vector<std::pair<const char*, Bfloat16Kernels>> runnable_bfloat16_ke
 
 /// The bfloat16 pairs B (pairs x k, row-major) split for the split kernels: row 2p of `split`
 /// holds the high halves (second terms) of B's row p, row 2p + 1 the low halves, each as the
-/// float whose high 16 bits it is.
+/// float whose high 16 bits it is; in parallel pieces of rows. split keeps its memory when its
+/// size is unchanged.
 inline void split_bfloat16_operand(const std::vector<std::uint32_t>& B, std::size_t k, std::vector<float>& split) {
   const std::size_t pairs = k > 0 ? B.size() / k : 0;
-  split.resize(2 * B.size());
-  for (std::size_t p = 0; p < pairs; ++p) {
-    for (std::size_t j = 0; j < k; ++j) {
-      const std::uint32_t word = B[p * k + j];
-      const std::uint32_t high = word & 0xffff0000u, low = word << 16;
-      std::memcpy(&split[2 * p * k + j], &high, sizeof high);
-      std::memcpy(&split[(2 * p + 1) * k + j], &low, sizeof low);
+  if (split.size() != 2 * B.size()) split = std::vector<float>(2 * B.size());
+  constexpr std::size_t piece = 128;  // pairs
+  parallel_for(static_cast<std::ptrdiff_t>((pairs + piece - 1) / piece), [&](std::ptrdiff_t i) {
+    const std::size_t first = static_cast<std::size_t>(i) * piece;
+    for (std::size_t p = first; p < std::min(pairs, first + piece); ++p) {
+      for (std::size_t j = 0; j < k; ++j) {
+        const std::uint32_t word = B[p * k + j];
+        const std::uint32_t high = word & 0xffff0000u, low = word << 16;
+        std::memcpy(&split[2 * p * k + j], &high, sizeof high);
+        std::memcpy(&split[(2 * p + 1) * k + j], &low, sizeof low);
+      }
     }
-  }
+  });
 }
 
 /// `pairs` = X (depth x k) as bfloat16 pairs of rows, row-major: pairs[p k + j] holds X(2p, j)
@@ -734,6 +739,8 @@ struct PackedTiles {
   /// Whether `words` hold the tiles of the E that the passes read now; whoever writes a new E
   /// clears it (forget()).
   bool ready = false;
+  /// The split kernels' copy of the thin operand (split_bfloat16_operand()), kept for its memory.
+  std::vector<float> split;
 
   /// Marks the tiles stale: the next pass packs them again.
   void forget() { ready = false; }
@@ -774,7 +781,8 @@ inline void bfloat16_product_of(const Bfloat16Kernels& set, Bfloat16Matrix& E, b
   const auto ldc = static_cast<std::size_t>(direct ? out.outerStride() : padded.rows());
   const float unscale = std::ldexp(1.0f, -E.exponent);
   const std::size_t tiles = (rows + set.tile_rows - 1) / set.tile_rows;
-  std::vector<float> split;
+  std::vector<float> own_split;
+  std::vector<float>& split = packed != nullptr ? packed->split : own_split;
   if (set.split_product != nullptr) split_bfloat16_operand(B, columns, split);
   // A tile of E^T B reads its columns' words, all in one strip, kernels::strip_pairs words a row;
   // a tile of E B its rows' words, in every strip, strip_words words from one strip to the next.
